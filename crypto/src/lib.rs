@@ -10,9 +10,13 @@
 #![deny(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod aead;
+pub mod channel;
 pub mod error;
 #[cfg(feature = "pqc")]
 mod ffi;
+pub mod handshake;
+pub mod hybrid;
 pub mod kem;
 pub mod rng;
 pub mod secret;
