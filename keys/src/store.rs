@@ -1,0 +1,770 @@
+//! The key directory: the libp2p Ed25519 identity, one PQ signing key pair
+//! per enabled suite (with creation times), and the persisted record `seq`.
+//!
+//! Files (each in the [`crate::keyfile`] container, mode 0600, in a 0700
+//! directory, written atomically):
+//!
+//! | file | holds |
+//! |---|---|
+//! | `identity.key` | created_at u64, Ed25519 key pair (64 bytes) |
+//! | `sig-<suite name>.key` | the suite's current key pair and, after a rotation, the previous one |
+//! | `record-seq` | the last record `seq` handed out (never encrypted) |
+//!
+//! A file that exists but cannot be read, decrypted or parsed is an error
+//! naming the file and the cause; it is never overwritten or repaired.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use libp2p::Multiaddr;
+use libp2p::identity::{Keypair, PeerId};
+use pqnode_crypto::Suite;
+use pqnode_crypto::sign::SigningKey;
+use zeroize::Zeroizing;
+
+use crate::fingerprint::Fingerprint;
+use crate::fsutil::{self, FsError};
+use crate::keyfile::{self, FileKind, KdfParams, KeyFileError, Passphrase};
+use crate::record::{self, BuildError, RecordParams, SignedRecord};
+use crate::time;
+
+/// Environment variable overriding the data directory.
+pub const ENV_DATA_DIR: &str = "PQNODE_DATA_DIR";
+/// File name of the libp2p identity.
+pub const IDENTITY_FILE: &str = "identity.key";
+/// File name of the persisted record `seq`.
+pub const RECORD_STATE_FILE: &str = "record-seq";
+/// How long after a rotation records keep carrying the rotation statement
+/// (and the previous key is kept to sign it): the longest record validity,
+/// so every verifier that may still hold a record with the old key sees one.
+pub const ROTATION_GRACE_SECS: u64 = record::MAX_VALIDITY_SECS;
+
+/// File name of a suite's signing key.
+pub fn suite_file_name(suite: Suite) -> String {
+    format!("sig-{}.key", suite.name())
+}
+
+/// The platform's data directory for pqnode (e.g. `~/.local/share/pqnode`).
+pub fn default_data_dir() -> Option<PathBuf> {
+    dirs::data_dir().map(|d| d.join("pqnode"))
+}
+
+/// The data directory: `flag` if given, else `PQNODE_DATA_DIR`, else the
+/// platform default.
+pub fn resolve_data_dir(flag: Option<&Path>) -> Result<PathBuf, StoreError> {
+    if let Some(dir) = flag {
+        return Ok(dir.to_path_buf());
+    }
+    if let Some(dir) = std::env::var_os(ENV_DATA_DIR).filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    default_data_dir().ok_or(StoreError::NoDataDir)
+}
+
+/// A key-store failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A file-system operation failed (the path is in the message).
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    /// A key file exists but cannot be used.
+    #[error("key file {path}: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: KeyFileError,
+    },
+    /// A key file's contents are inconsistent (e.g. a key pair whose halves
+    /// do not match).
+    #[error("key file {path}: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// No keys in this directory.
+    #[error("no keys in {dir} (create them with `pqnode keys generate --data-dir {dir}`)")]
+    NotInitialized {
+        /// The data directory.
+        dir: PathBuf,
+    },
+    /// Keys exist where new ones were to be generated.
+    #[error(
+        "keys already exist in {dir} ({files}); use --force to replace them (a backup is kept)"
+    )]
+    KeysExist {
+        /// The data directory.
+        dir: PathBuf,
+        /// The existing files.
+        files: String,
+    },
+    /// Some key files exist but the identity does not.
+    #[error(
+        "{dir} has signing keys but no {IDENTITY_FILE}: refusing to create a new identity beside \
+         them (restore the file, or move the directory away)"
+    )]
+    MissingIdentity {
+        /// The data directory.
+        dir: PathBuf,
+    },
+    /// An enabled suite has no key file.
+    #[error("no key for suite {suite} ({path} is missing)")]
+    MissingSuiteKey {
+        /// The suite.
+        suite: Suite,
+        /// The missing file.
+        path: PathBuf,
+    },
+    /// A suite that is not loaded.
+    #[error("suite {0} is not enabled in this key store")]
+    SuiteNotLoaded(Suite),
+    /// No data directory could be determined.
+    #[error("no data directory: pass --data-dir or set {ENV_DATA_DIR}")]
+    NoDataDir,
+    /// Key generation failed.
+    #[error("key generation: {0}")]
+    Crypto(#[from] pqnode_crypto::CryptoError),
+    /// Protecting a file failed.
+    #[error("protecting {path}: {source}")]
+    Seal {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: KeyFileError,
+    },
+    /// The record `seq` would overflow.
+    #[error("record seq exhausted")]
+    SeqExhausted,
+    /// Building a record failed.
+    #[error("building the record: {0}")]
+    Record(#[from] BuildError),
+}
+
+/// How to open or create a key store.
+#[derive(Debug)]
+pub struct StoreOptions {
+    /// The suites whose keys are loaded (and generated).
+    pub suites: Vec<Suite>,
+    /// Encrypt new files with it / decrypt encrypted files with it.
+    pub passphrase: Option<Passphrase>,
+    /// Argon2id costs for files written with a passphrase.
+    pub kdf: KdfParams,
+    /// Load files that group or others may access (the operator asked for it).
+    pub insecure_permissions: bool,
+}
+
+impl Default for StoreOptions {
+    /// Every suite, no passphrase, default Argon2id costs, strict permissions.
+    fn default() -> Self {
+        StoreOptions {
+            suites: Suite::ALL.to_vec(),
+            passphrase: None,
+            kdf: KdfParams::default(),
+            insecure_permissions: false,
+        }
+    }
+}
+
+struct Retired {
+    key: SigningKey,
+    created_at: u64,
+    retired_at: u64,
+}
+
+struct SuiteKeys {
+    current: SigningKey,
+    created_at: u64,
+    previous: Option<Retired>,
+}
+
+/// Public facts about one suite's key, for `keys show` and the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// The suite.
+    pub suite: Suite,
+    /// SHA-256 of the current public key.
+    pub fingerprint: Fingerprint,
+    /// When the current key was created (unix seconds).
+    pub created_at: u64,
+    /// The key file.
+    pub path: PathBuf,
+    /// The fingerprint of the retired key still used to sign rotation
+    /// statements, and when it was retired.
+    pub previous: Option<(Fingerprint, u64)>,
+}
+
+/// An opened key directory.
+pub struct KeyStore {
+    dir: PathBuf,
+    identity: Keypair,
+    identity_created_at: u64,
+    suites: BTreeMap<Suite, SuiteKeys>,
+    last_seq: u64,
+    options: StoreOptions,
+    encrypted: bool,
+}
+
+impl fmt::Debug for KeyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyStore")
+            .field("dir", &self.dir)
+            .field("peer_id", &self.peer_id())
+            .field("suites", &self.suites.keys().collect::<Vec<_>>())
+            .field("last_seq", &self.last_seq)
+            .field("encrypted", &self.encrypted)
+            .finish_non_exhaustive()
+    }
+}
+
+// ---- payload encodings ----
+
+fn encode_identity(created_at: u64, identity: &Keypair) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+    let ed = identity
+        .clone()
+        .try_into_ed25519()
+        .map_err(|_| StoreError::Invalid {
+            path: PathBuf::from(IDENTITY_FILE),
+            reason: "the identity is not Ed25519".into(),
+        })?;
+    let bytes = Zeroizing::new(ed.to_bytes());
+    let mut out = Zeroizing::new(Vec::with_capacity(8 + 64));
+    out.extend_from_slice(&created_at.to_be_bytes());
+    out.extend_from_slice(&bytes[..]);
+    Ok(out)
+}
+
+fn decode_identity(path: &Path, plain: &[u8]) -> Result<(u64, Keypair), StoreError> {
+    let invalid = |reason: &str| StoreError::Invalid {
+        path: path.to_path_buf(),
+        reason: reason.to_owned(),
+    };
+    if plain.len() != 8 + 64 {
+        return Err(invalid("identity payload has the wrong length"));
+    }
+    let created_at = u64_at(plain, 0);
+    let mut kp = Zeroizing::new([0u8; 64]);
+    kp.copy_from_slice(&plain[8..]);
+    let ed = libp2p::identity::ed25519::Keypair::try_from_bytes(&mut kp[..])
+        .map_err(|_| invalid("the Ed25519 key pair is inconsistent"))?;
+    Ok((created_at, Keypair::from(ed)))
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_be_bytes(a)
+}
+
+fn encode_suite(suite: Suite, keys: &SuiteKeys) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(2 * (8 + 4896 + 2592) + 32));
+    out.extend_from_slice(&suite.id().to_be_bytes());
+    out.extend_from_slice(&keys.created_at.to_be_bytes());
+    out.extend_from_slice(keys.current.expose_secret());
+    out.extend_from_slice(keys.current.verifying_key().as_bytes());
+    match &keys.previous {
+        None => out.push(0),
+        Some(prev) => {
+            out.push(1);
+            out.extend_from_slice(&prev.created_at.to_be_bytes());
+            out.extend_from_slice(&prev.retired_at.to_be_bytes());
+            out.extend_from_slice(prev.key.expose_secret());
+            out.extend_from_slice(prev.key.verifying_key().as_bytes());
+        }
+    }
+    out
+}
+
+fn decode_suite(path: &Path, expected: Suite, plain: &[u8]) -> Result<SuiteKeys, StoreError> {
+    let invalid = |reason: String| StoreError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let sk_len = expected.sig_secret_key_len();
+    let pk_len = expected.sig_public_key_len();
+    let base = 2 + 8 + sk_len + pk_len + 1;
+    if plain.len() < base {
+        return Err(invalid("signing key payload is too short".into()));
+    }
+    let id = u16::from_be_bytes([plain[0], plain[1]]);
+    if id != expected.id() {
+        return Err(invalid(format!(
+            "holds a key of suite {id:#06x}, expected {expected}"
+        )));
+    }
+    let created_at = u64_at(plain, 2);
+    let key_at = |at: usize| -> Result<SigningKey, StoreError> {
+        SigningKey::from_bytes(
+            expected,
+            &plain[at..at + sk_len],
+            &plain[at + sk_len..at + sk_len + pk_len],
+        )
+        .map_err(|e| invalid(format!("signing key pair rejected: {e}")))
+    };
+    let current = key_at(10)?;
+    let previous = match plain[base - 1] {
+        0 if plain.len() == base => None,
+        1 if plain.len() == base + 16 + sk_len + pk_len => Some(Retired {
+            created_at: u64_at(plain, base),
+            retired_at: u64_at(plain, base + 8),
+            key: key_at(base + 16)?,
+        }),
+        _ => return Err(invalid("signing key payload has the wrong layout".into())),
+    };
+    Ok(SuiteKeys {
+        current,
+        created_at,
+        previous,
+    })
+}
+
+impl KeyStore {
+    /// Opens the keys in `dir`. Every enabled suite must have a key.
+    pub fn open(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+        fsutil::check_dir(dir, options.insecure_permissions)?;
+        let id_path = dir.join(IDENTITY_FILE);
+        let Some(opened) = read_file(&id_path, FileKind::Identity, &options)? else {
+            if any_suite_file(dir)? {
+                return Err(StoreError::MissingIdentity {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            return Err(StoreError::NotInitialized {
+                dir: dir.to_path_buf(),
+            });
+        };
+        let mut encrypted = opened.encrypted;
+        let (identity_created_at, identity) = decode_identity(&id_path, &opened.plaintext)?;
+        drop(opened);
+        let mut suites = BTreeMap::new();
+        for &suite in &options.suites {
+            let path = dir.join(suite_file_name(suite));
+            let opened = read_file(&path, FileKind::SigningKey, &options)?.ok_or_else(|| {
+                StoreError::MissingSuiteKey {
+                    suite,
+                    path: path.clone(),
+                }
+            })?;
+            encrypted |= opened.encrypted;
+            suites.insert(suite, decode_suite(&path, suite, &opened.plaintext)?);
+        }
+        let last_seq = read_seq(dir, &options)?;
+        Ok(KeyStore {
+            dir: dir.to_path_buf(),
+            identity,
+            identity_created_at,
+            suites,
+            last_seq,
+            options,
+            encrypted,
+        })
+    }
+
+    /// Creates new keys in `dir` (created 0700 if missing). Refuses if any
+    /// key file already exists.
+    pub fn generate(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+        fsutil::ensure_private_dir(dir, options.insecure_permissions)?;
+        let existing = existing_key_files(dir)?;
+        if !existing.is_empty() {
+            return Err(StoreError::KeysExist {
+                dir: dir.to_path_buf(),
+                files: join_names(&existing),
+            });
+        }
+        Self::write_new(dir, options)
+    }
+
+    /// Like [`KeyStore::generate`], but existing key files are first copied
+    /// into a new `backup-<UTC time>` directory (returned), then replaced.
+    pub fn generate_replacing(
+        dir: &Path,
+        options: StoreOptions,
+    ) -> Result<(Self, Option<PathBuf>), StoreError> {
+        fsutil::ensure_private_dir(dir, options.insecure_permissions)?;
+        let backup = backup(dir, options.insecure_permissions)?;
+        Ok((Self::write_new(dir, options)?, backup))
+    }
+
+    /// Opens the keys in `dir`, creating what is missing: everything in an
+    /// empty directory, or the key of a newly enabled suite. Never replaces
+    /// an existing file, and never creates an identity beside existing keys.
+    pub fn open_or_create(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+        fsutil::ensure_private_dir(dir, options.insecure_permissions)?;
+        if !fsutil::exists(&dir.join(IDENTITY_FILE))? {
+            if any_suite_file(dir)? {
+                return Err(StoreError::MissingIdentity {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            return Self::write_new(dir, options);
+        }
+        for &suite in &options.suites {
+            let path = dir.join(suite_file_name(suite));
+            if !fsutil::exists(&path)? {
+                tracing::info!(suite = %suite, path = %path.display(), "creating the signing key of a newly enabled suite");
+                let keys = SuiteKeys {
+                    current: SigningKey::generate(suite)?,
+                    created_at: time::unix_now(),
+                    previous: None,
+                };
+                write_suite(&path, suite, &keys, &options)?;
+            }
+        }
+        Self::open(dir, options)
+    }
+
+    fn write_new(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+        let now = time::unix_now();
+        let identity = Keypair::generate_ed25519();
+        let mut suites = BTreeMap::new();
+        for &suite in &options.suites {
+            suites.insert(
+                suite,
+                SuiteKeys {
+                    current: SigningKey::generate(suite)?,
+                    created_at: now,
+                    previous: None,
+                },
+            );
+        }
+        // The identity first: if we crash before the suite files are written,
+        // `open_or_create` completes the directory instead of refusing it.
+        let id_path = dir.join(IDENTITY_FILE);
+        write_file(
+            &id_path,
+            FileKind::Identity,
+            &encode_identity(now, &identity)?,
+            &options,
+        )?;
+        for (&suite, keys) in &suites {
+            write_suite(&dir.join(suite_file_name(suite)), suite, keys, &options)?;
+        }
+        let last_seq = read_seq(dir, &options)?;
+        let encrypted = options.passphrase.is_some();
+        Ok(KeyStore {
+            dir: dir.to_path_buf(),
+            identity,
+            identity_created_at: now,
+            suites,
+            last_seq,
+            options,
+            encrypted,
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The libp2p identity key pair.
+    pub fn identity(&self) -> &Keypair {
+        &self.identity
+    }
+
+    /// This node's PeerId.
+    pub fn peer_id(&self) -> PeerId {
+        self.identity.public().to_peer_id()
+    }
+
+    /// When the identity was created (unix seconds).
+    pub fn identity_created_at(&self) -> u64 {
+        self.identity_created_at
+    }
+
+    /// Whether any loaded file was passphrase-protected.
+    pub fn is_encrypted(&self) -> bool {
+        self.encrypted
+    }
+
+    /// The loaded suites.
+    pub fn suites(&self) -> Vec<Suite> {
+        self.suites.keys().copied().collect()
+    }
+
+    /// A suite's current signing key.
+    pub fn signing_key(&self, suite: Suite) -> Option<&SigningKey> {
+        self.suites.get(&suite).map(|k| &k.current)
+    }
+
+    /// Public facts about every loaded suite key.
+    pub fn key_info(&self) -> Vec<KeyInfo> {
+        self.suites
+            .iter()
+            .map(|(&suite, keys)| KeyInfo {
+                suite,
+                fingerprint: Fingerprint::of(keys.current.verifying_key()),
+                created_at: keys.created_at,
+                path: self.dir.join(suite_file_name(suite)),
+                previous: keys
+                    .previous
+                    .as_ref()
+                    .map(|p| (Fingerprint::of(p.key.verifying_key()), p.retired_at)),
+            })
+            .collect()
+    }
+
+    /// The files of this store (identity, suite keys, record state if present).
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.dir.join(IDENTITY_FILE)];
+        files.extend(
+            self.suites
+                .keys()
+                .map(|&s| self.dir.join(suite_file_name(s))),
+        );
+        let state = self.dir.join(RECORD_STATE_FILE);
+        if state.exists() {
+            files.push(state);
+        }
+        files
+    }
+
+    /// The last record `seq` handed out (0 if none).
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Reserves the next record `seq` — `max(last + 1, now)`, so it also
+    /// keeps increasing if the state file is lost or an older backup is
+    /// restored — and persists it before returning it.
+    pub fn next_seq(&mut self, now: u64) -> Result<u64, StoreError> {
+        let next = self
+            .last_seq
+            .checked_add(1)
+            .ok_or(StoreError::SeqExhausted)?
+            .max(now);
+        let plain = next.to_be_bytes();
+        let sealed = keyfile::seal(FileKind::RecordState, &plain, None).map_err(|source| {
+            StoreError::Seal {
+                path: self.dir.join(RECORD_STATE_FILE),
+                source,
+            }
+        })?;
+        fsutil::write_atomic(&self.dir.join(RECORD_STATE_FILE), &sealed)?;
+        self.last_seq = next;
+        Ok(next)
+    }
+
+    /// Builds the next signed record for `suite`, valid from `now` for
+    /// `validity_secs`. While a rotation is recent
+    /// ([`ROTATION_GRACE_SECS`]), the record carries the rotation statement;
+    /// after that the retired key is erased.
+    pub fn build_record(
+        &mut self,
+        suite: Suite,
+        addrs: &[Multiaddr],
+        now: u64,
+        validity_secs: u64,
+    ) -> Result<SignedRecord, StoreError> {
+        if !self.suites.contains_key(&suite) {
+            return Err(StoreError::SuiteNotLoaded(suite));
+        }
+        self.expire_retired(suite, now)?;
+        let seq = self.next_seq(now)?;
+        let keys = self
+            .suites
+            .get(&suite)
+            .ok_or(StoreError::SuiteNotLoaded(suite))?;
+        let params = RecordParams {
+            seq,
+            issued_at: now,
+            expires_at: now.saturating_add(validity_secs),
+            addrs,
+        };
+        Ok(record::build(
+            &self.identity,
+            &keys.current,
+            keys.previous.as_ref().map(|p| &p.key),
+            &params,
+        )?)
+    }
+
+    fn expire_retired(&mut self, suite: Suite, now: u64) -> Result<(), StoreError> {
+        let path = self.dir.join(suite_file_name(suite));
+        let Some(keys) = self.suites.get_mut(&suite) else {
+            return Ok(());
+        };
+        let expired = keys
+            .previous
+            .as_ref()
+            .is_some_and(|p| now >= p.retired_at.saturating_add(ROTATION_GRACE_SECS));
+        if expired {
+            let retired = keys.previous.take();
+            if let Err(e) = write_suite(&path, suite, keys, &self.options) {
+                keys.previous = retired;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces `suite`'s signing key with a new one and returns the new
+    /// fingerprint. The old key is kept to sign the rotation statement of
+    /// the following records (for [`ROTATION_GRACE_SECS`]); a key retired
+    /// earlier is erased.
+    pub fn rotate(&mut self, suite: Suite) -> Result<Fingerprint, StoreError> {
+        let path = self.dir.join(suite_file_name(suite));
+        let old = self
+            .suites
+            .get(&suite)
+            .ok_or(StoreError::SuiteNotLoaded(suite))?;
+        let now = time::unix_now();
+        let fresh = SuiteKeys {
+            current: SigningKey::generate(suite)?,
+            created_at: now,
+            previous: None,
+        };
+        // Re-import the old key pair for the new file's "previous" slot
+        // (SigningKey is deliberately not Clone).
+        let old_copy = SigningKey::from_bytes(
+            suite,
+            old.current.expose_secret(),
+            old.current.verifying_key().as_bytes(),
+        )?;
+        let fresh = SuiteKeys {
+            previous: Some(Retired {
+                key: old_copy,
+                created_at: old.created_at,
+                retired_at: now,
+            }),
+            ..fresh
+        };
+        write_suite(&path, suite, &fresh, &self.options)?;
+        let fingerprint = Fingerprint::of(fresh.current.verifying_key());
+        self.suites.insert(suite, fresh);
+        Ok(fingerprint)
+    }
+}
+
+fn read_file(
+    path: &Path,
+    kind: FileKind,
+    options: &StoreOptions,
+) -> Result<Option<keyfile::Opened>, StoreError> {
+    let Some(bytes) = fsutil::read_private(path, options.insecure_permissions)? else {
+        return Ok(None);
+    };
+    keyfile::open(kind, &bytes, options.passphrase.as_ref())
+        .map(Some)
+        .map_err(|source| StoreError::File {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+fn write_file(
+    path: &Path,
+    kind: FileKind,
+    plain: &[u8],
+    options: &StoreOptions,
+) -> Result<(), StoreError> {
+    let protect = options.passphrase.as_ref().map(|p| (p, options.kdf));
+    let sealed = keyfile::seal(kind, plain, protect).map_err(|source| StoreError::Seal {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(fsutil::write_atomic(path, &sealed)?)
+}
+
+fn write_suite(
+    path: &Path,
+    suite: Suite,
+    keys: &SuiteKeys,
+    options: &StoreOptions,
+) -> Result<(), StoreError> {
+    write_file(
+        path,
+        FileKind::SigningKey,
+        &encode_suite(suite, keys),
+        options,
+    )
+}
+
+fn read_seq(dir: &Path, options: &StoreOptions) -> Result<u64, StoreError> {
+    let path = dir.join(RECORD_STATE_FILE);
+    let Some(bytes) = fsutil::read_private(&path, options.insecure_permissions)? else {
+        return Ok(0);
+    };
+    let opened =
+        keyfile::open(FileKind::RecordState, &bytes, None).map_err(|source| StoreError::File {
+            path: path.clone(),
+            source,
+        })?;
+    let plain: [u8; 8] = opened.plaintext[..]
+        .try_into()
+        .map_err(|_| StoreError::Invalid {
+            path,
+            reason: "record state has the wrong length".into(),
+        })?;
+    Ok(u64::from_be_bytes(plain))
+}
+
+/// Every key file name this crate may write.
+fn key_file_names() -> Vec<String> {
+    let mut names = vec![IDENTITY_FILE.to_owned()];
+    names.extend(Suite::ALL.iter().map(|&s| suite_file_name(s)));
+    names
+}
+
+fn existing_key_files(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
+    let mut out = Vec::new();
+    for name in key_file_names() {
+        let path = dir.join(name);
+        if fsutil::exists(&path)? {
+            out.push(path);
+        }
+    }
+    Ok(out)
+}
+
+fn any_suite_file(dir: &Path) -> Result<bool, StoreError> {
+    for suite in Suite::ALL {
+        if fsutil::exists(&dir.join(suite_file_name(suite)))? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn join_names(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Copies every existing key file and the record state, byte for byte, into
+/// a new `backup-<UTC time>` directory (mode 0700) inside `dir`. Returns
+/// `None` when there was nothing to back up.
+pub fn backup(dir: &Path, insecure: bool) -> Result<Option<PathBuf>, StoreError> {
+    let mut names = key_file_names();
+    names.push(RECORD_STATE_FILE.to_owned());
+    let mut files = Vec::new();
+    for name in names {
+        if let Some(bytes) = fsutil::read_private(&dir.join(&name), insecure)? {
+            files.push((name, Zeroizing::new(bytes)));
+        }
+    }
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let stamp = time::compact(time::unix_now());
+    let mut target = dir.join(format!("backup-{stamp}"));
+    let mut n = 1;
+    while fsutil::exists(&target)? {
+        n += 1;
+        target = dir.join(format!("backup-{stamp}-{n}"));
+    }
+    fsutil::ensure_private_dir(&target, false)?;
+    for (name, bytes) in &files {
+        fsutil::write_atomic(&target.join(name), bytes)?;
+    }
+    fsutil::sync_dir(dir)?;
+    Ok(Some(target))
+}
