@@ -606,14 +606,15 @@ impl KeyStore {
     /// Replaces `suite`'s signing key with a new one and returns the new
     /// fingerprint. The old key is kept to sign the rotation statement of
     /// the following records (for [`ROTATION_GRACE_SECS`]); a key retired
-    /// earlier is erased.
-    pub fn rotate(&mut self, suite: Suite) -> Result<Fingerprint, StoreError> {
+    /// earlier is erased. `now` (unix seconds) is the retirement time that
+    /// starts the grace period; pass the clock used for
+    /// [`KeyStore::build_record`].
+    pub fn rotate(&mut self, suite: Suite, now: u64) -> Result<Fingerprint, StoreError> {
         let path = self.dir.join(suite_file_name(suite));
         let old = self
             .suites
             .get(&suite)
             .ok_or(StoreError::SuiteNotLoaded(suite))?;
-        let now = time::unix_now();
         let fresh = SuiteKeys {
             current: SigningKey::generate(suite)?,
             created_at: now,
