@@ -1,0 +1,13 @@
+//! `GET /api/dht/nodes`: the Kademlia routing table and its stats.
+
+use axum::Json;
+use axum::extract::State;
+
+use super::{AppError, AppState};
+use crate::node::RoutingTable;
+
+/// `GET /api/dht/nodes` → `{nodes: [{peerId, addresses, connected, bucket}],
+/// buckets, records, mode, protocol}`.
+pub async fn nodes(State(state): State<AppState>) -> Result<Json<RoutingTable>, AppError> {
+    Ok(Json(state.node.routing_table().await?))
+}

@@ -1,0 +1,59 @@
+//! The API's error type: every failure becomes a JSON body
+//! `{"error": {"code": "...", "message": "..."}}` with a fitting status.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::node::NodeError;
+
+/// An error answered by the API.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppError {
+    /// No or a wrong bearer token.
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    /// The request is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The node did not do what was asked.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// Something that should not happen.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AppError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            AppError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            AppError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            AppError::Node(NodeError::Dial(_)) => (StatusCode::BAD_GATEWAY, "dial_failed"),
+            AppError::Node(NodeError::Timeout(_)) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            AppError::Node(NodeError::Busy) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            AppError::Node(NodeError::Stopped) => (StatusCode::SERVICE_UNAVAILABLE, "node_stopped"),
+            AppError::Node(_) => (StatusCode::INTERNAL_SERVER_ERROR, "node_error"),
+            AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if status.is_server_error() {
+            tracing::warn!(error = %self, "API request failed");
+        }
+        let body = Json(json!({ "error": { "code": code, "message": self.to_string() } }));
+        let mut response = (status, body).into_response();
+        if matches!(self, AppError::Unauthorized) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

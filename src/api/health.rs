@@ -1,0 +1,247 @@
+//! `GET /api/health`, `/api/health/live`, `/api/health/ready`.
+//!
+//! `/api/health` answers
+//! `{status, timestamp, uptime, version, components: {crypto, p2p, dht, storage}}`
+//! where `status` and each component's `status` are `ok | degraded | error`,
+//! each component also carrying a `detail` string; `timestamp` is RFC 3339
+//! (UTC) and `uptime` whole seconds. HTTP 200 for ok and degraded, 503 for
+//! error. The overall status is the worst component's.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Serialize;
+
+use super::AppState;
+use crate::node::NodeStats;
+use crate::status::{CryptoMode, CryptoStatus};
+
+/// A health level. Ordered: `Ok < Degraded < Error`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Working as intended.
+    Ok,
+    /// Working, but with a reduced guarantee (e.g. PQ unavailable locally).
+    Degraded,
+    /// Not working.
+    Error,
+}
+
+/// One component's health.
+#[derive(Clone, Debug, Serialize)]
+pub struct Component {
+    /// The level.
+    pub status: Level,
+    /// A short explanation.
+    pub detail: String,
+}
+
+impl Component {
+    fn new(status: Level, detail: impl Into<String>) -> Self {
+        Component {
+            status,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The components.
+#[derive(Clone, Debug, Serialize)]
+pub struct Components {
+    /// The PQ layer.
+    pub crypto: Component,
+    /// The swarm: listening and connected.
+    pub p2p: Component,
+    /// The Kademlia routing table.
+    pub dht: Component,
+    /// The data directory.
+    pub storage: Component,
+}
+
+/// The body of `GET /api/health`.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    /// The worst component's level.
+    pub status: Level,
+    /// Now, RFC 3339 UTC.
+    pub timestamp: String,
+    /// Seconds since start.
+    pub uptime: u64,
+    /// pqnode's version.
+    pub version: &'static str,
+    /// Per component.
+    pub components: Components,
+}
+
+fn crypto_component(c: &CryptoStatus) -> Component {
+    match c.mode {
+        CryptoMode::Disabled => Component::new(Level::Ok, "PQ disabled by policy"),
+        CryptoMode::ClassicalFallback => Component::new(
+            Level::Degraded,
+            format!(
+                "PQ unavailable locally: {}",
+                c.unavailable_reason.as_deref().unwrap_or("unknown reason")
+            ),
+        ),
+        CryptoMode::Pq if !c.initialized => {
+            Component::new(Level::Degraded, "PQ layer not initialized")
+        }
+        CryptoMode::Pq => Component::new(Level::Ok, format!("PQ active ({})", c.algorithm)),
+    }
+}
+
+fn p2p_component(stats: &Result<NodeStats, crate::node::NodeError>, alone: bool) -> Component {
+    match stats {
+        Err(e) => Component::new(Level::Error, format!("swarm not answering: {e}")),
+        Ok(s) if s.listen_addrs.is_empty() => Component::new(Level::Error, "not listening"),
+        Ok(s) if s.connected_peers == 0 && !alone => {
+            Component::new(Level::Degraded, "no connected peers")
+        }
+        Ok(s) => Component::new(
+            Level::Ok,
+            format!(
+                "{} peers, {} listen addresses",
+                s.connected_peers,
+                s.listen_addrs.len()
+            ),
+        ),
+    }
+}
+
+fn dht_component(stats: &Result<NodeStats, crate::node::NodeError>, alone: bool) -> Component {
+    match stats {
+        Err(_) => Component::new(Level::Error, "swarm not answering"),
+        Ok(s) if s.routing_table_size == 0 && !alone => {
+            Component::new(Level::Degraded, "routing table empty")
+        }
+        Ok(s) => Component::new(
+            Level::Ok,
+            format!(
+                "{} peers in the routing table, mode {}",
+                s.routing_table_size, s.kad_mode
+            ),
+        ),
+    }
+}
+
+fn storage_component(state: &AppState) -> Component {
+    match std::fs::metadata(&state.data_dir) {
+        Ok(m) if m.is_dir() && !m.permissions().readonly() => {
+            Component::new(Level::Ok, "data directory writable")
+        }
+        Ok(_) => Component::new(Level::Error, "data directory not a writable directory"),
+        Err(e) => Component::new(Level::Error, format!("data directory: {}", e.kind())),
+    }
+}
+
+/// Computes the health report.
+pub async fn report(state: &AppState) -> Health {
+    let stats = state.node.stats().await;
+    let components = Components {
+        crypto: crypto_component(&state.crypto.snapshot()),
+        p2p: p2p_component(&stats, state.alone_by_design),
+        dht: dht_component(&stats, state.alone_by_design),
+        storage: storage_component(state),
+    };
+    let status = [
+        components.crypto.status,
+        components.p2p.status,
+        components.dht.status,
+        components.storage.status,
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(Level::Error);
+    Health {
+        status,
+        timestamp: rfc3339(SystemTime::now()),
+        uptime: state.started.elapsed().as_secs(),
+        version: env!("CARGO_PKG_VERSION"),
+        components,
+    }
+}
+
+/// `GET /api/health`.
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    let health = report(&state).await;
+    let code = match health.status {
+        Level::Ok | Level::Degraded => StatusCode::OK,
+        Level::Error => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (code, Json(health))
+}
+
+/// `GET /api/health/live`: the process answers.
+pub async fn live() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// `GET /api/health/ready`: listening and, unless alone by design, connected.
+/// 200 when ready, 503 otherwise.
+pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
+    let stats = state.node.stats().await;
+    let (ready, reason) = match &stats {
+        Err(e) => (false, format!("swarm not answering: {e}")),
+        Ok(s) if s.listen_addrs.is_empty() => (false, "not listening".to_owned()),
+        Ok(s) if s.connected_peers == 0 && !state.alone_by_design => {
+            (false, "no connected peers".to_owned())
+        }
+        Ok(_) => (true, "ready".to_owned()),
+    };
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(serde_json::json!({
+            "status": if ready { "ok" } else { "not_ready" },
+            "reason": reason,
+        })),
+    )
+}
+
+/// Formats a time as RFC 3339 in UTC with milliseconds, e.g.
+/// `2026-11-21T14:06:13.123Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let secs = d.as_secs();
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_known_values() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_millis(1_709_210_096_789)),
+            "2024-02-29T12:34:56.789Z"
+        );
+    }
+}

@@ -1,0 +1,1035 @@
+//! The node's configuration: one validated [`Config`].
+//!
+//! Values come from four layers; the first that sets a key wins:
+//!
+//! 1. command-line flags ([`Overrides`], filled by the CLI),
+//! 2. `PQNODE_*` environment variables (the key in upper case, dots as
+//!    underscores: `pq.policy` → `PQNODE_PQ_POLICY`; lists are
+//!    comma-separated),
+//! 3. the TOML file given with `--config FILE`,
+//! 4. the defaults of [`Config::default`].
+//!
+//! Every error names the key, where the value came from and the reason
+//! ([`ConfigError`]). Unknown keys in the file are errors; unknown `PQNODE_*`
+//! variables are ignored (other parts of pqnode read their own).
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+use pqnode_crypto::Suite;
+
+/// Every key a configuration may set, with its environment variable.
+pub const KEYS: &[(&str, &str)] = &[
+    ("data_dir", "PQNODE_DATA_DIR"),
+    ("listen", "PQNODE_LISTEN"),
+    ("api", "PQNODE_API"),
+    ("peers", "PQNODE_PEERS"),
+    ("role", "PQNODE_ROLE"),
+    ("pq.policy", "PQNODE_PQ_POLICY"),
+    ("pq.suites", "PQNODE_PQ_SUITES"),
+    ("pq.allow_unpinned", "PQNODE_PQ_ALLOW_UNPINNED"),
+    ("trusted_peers", "PQNODE_TRUSTED_PEERS"),
+    ("mdns", "PQNODE_MDNS"),
+    ("relay_server", "PQNODE_RELAY_SERVER"),
+    ("limits.max_established", "PQNODE_LIMITS_MAX_ESTABLISHED"),
+    (
+        "limits.max_established_per_peer",
+        "PQNODE_LIMITS_MAX_ESTABLISHED_PER_PEER",
+    ),
+    (
+        "limits.max_pending_incoming",
+        "PQNODE_LIMITS_MAX_PENDING_INCOMING",
+    ),
+    (
+        "limits.max_pending_outgoing",
+        "PQNODE_LIMITS_MAX_PENDING_OUTGOING",
+    ),
+    (
+        "limits.max_connections_per_ip",
+        "PQNODE_LIMITS_MAX_CONNECTIONS_PER_IP",
+    ),
+    (
+        "limits.max_new_connections_per_ip_per_minute",
+        "PQNODE_LIMITS_MAX_NEW_CONNECTIONS_PER_IP_PER_MINUTE",
+    ),
+    (
+        "limits.max_concurrent_handshakes",
+        "PQNODE_LIMITS_MAX_CONCURRENT_HANDSHAKES",
+    ),
+    (
+        "limits.handshake_timeout_secs",
+        "PQNODE_LIMITS_HANDSHAKE_TIMEOUT_SECS",
+    ),
+    ("limits.max_message_size", "PQNODE_LIMITS_MAX_MESSAGE_SIZE"),
+    ("limits.inbox_per_peer", "PQNODE_LIMITS_INBOX_PER_PEER"),
+    (
+        "limits.max_memory_percent",
+        "PQNODE_LIMITS_MAX_MEMORY_PERCENT",
+    ),
+    ("idle_timeout_secs", "PQNODE_IDLE_TIMEOUT_SECS"),
+    ("log_format", "PQNODE_LOG_FORMAT"),
+];
+
+/// A configuration error. Each variant about a value names its key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The configuration file is not valid TOML.
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A key that pqnode does not know.
+    #[error("unknown config key `{key}` (in {origin})")]
+    UnknownKey {
+        /// The key as written.
+        key: String,
+        /// Where it was found.
+        origin: String,
+    },
+    /// A value that is not acceptable for its key.
+    #[error("invalid value for `{key}` (from {origin}): {reason}")]
+    Invalid {
+        /// The key, e.g. `pq.policy`.
+        key: String,
+        /// Where the value came from: `default`, a file, `env PQNODE_…` or `flag`.
+        origin: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    /// The key this error is about, if it is about one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::UnknownKey { key, .. } | ConfigError::Invalid { key, .. } => Some(key),
+            ConfigError::Read { .. } | ConfigError::Syntax { .. } => None,
+        }
+    }
+}
+
+/// The node's role in the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// An ordinary node: Kademlia client until an external address is confirmed.
+    Node,
+    /// A bootstrap node: Kademlia server from the start.
+    Bootstrap,
+}
+
+impl Role {
+    /// The name used in configuration.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Role::Node => "node",
+            Role::Bootstrap => "bootstrap",
+        }
+    }
+}
+
+/// The PQ policy (PROTOCOL.md §8.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PqPolicy {
+    /// Peers without PQ are disconnected; local PQ unavailability is fatal.
+    Required,
+    /// PQ when possible, classical (visibly) otherwise.
+    Preferred,
+    /// No PQ handshake is attempted.
+    Disabled,
+}
+
+impl PqPolicy {
+    /// The name used in configuration and the API.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PqPolicy::Required => "required",
+            PqPolicy::Preferred => "preferred",
+            PqPolicy::Disabled => "disabled",
+        }
+    }
+}
+
+impl fmt::Display for PqPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+impl LogFormat {
+    /// The name used in configuration.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Human => "human",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+/// The PQ settings (`[pq]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PqConfig {
+    /// `pq.policy`: `required | preferred | disabled`. Default `preferred`.
+    pub policy: PqPolicy,
+    /// `pq.suites`: suites in preference order, no duplicates, at least one.
+    /// Default `["kyber1024-dilithium5", "mlkem1024-mldsa87"]`.
+    pub suites: Vec<Suite>,
+    /// `pq.allow_unpinned`: whether peers without a preloaded pin may be
+    /// accepted (pinned on first use). Default `true`.
+    pub allow_unpinned: bool,
+}
+
+/// A preloaded pin (`[[trusted_peers]]`, PROTOCOL.md §8.3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrustedPeer {
+    /// `peer_id`: the peer's libp2p PeerId.
+    pub peer_id: PeerId,
+    /// `fingerprint`: SHA-256 of the peer's PQ signing public key; written as
+    /// 64 hex digits, spaces allowed (the display format groups them by 4).
+    pub fingerprint: [u8; 32],
+    /// `suite` (optional): the suite this pin is for; every suite when absent.
+    pub suite: Option<Suite>,
+}
+
+/// Resource limits (`[limits]`). PROTOCOL.md §9 and the connection limits.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limits {
+    /// `limits.max_established`: established connections in total. Default 2000.
+    pub max_established: u32,
+    /// `limits.max_established_per_peer`: established connections per peer. Default 2.
+    pub max_established_per_peer: u32,
+    /// `limits.max_pending_incoming`: inbound connections still in their
+    /// handshake. Default 128.
+    pub max_pending_incoming: u32,
+    /// `limits.max_pending_outgoing`: outbound connections being dialled. Default 128.
+    pub max_pending_outgoing: u32,
+    /// `limits.max_connections_per_ip`: concurrent inbound connections from one
+    /// remote IP (pending and established). Default 8.
+    pub max_connections_per_ip: u32,
+    /// `limits.max_new_connections_per_ip_per_minute`: new inbound connections
+    /// per remote IP per minute. Default 30.
+    pub max_new_connections_per_ip_per_minute: u32,
+    /// `limits.max_concurrent_handshakes`: concurrent inbound PQ handshakes
+    /// (beyond: Reject busy). Default 64.
+    pub max_concurrent_handshakes: u32,
+    /// `limits.handshake_timeout_secs`: PQ handshake duration limit. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// `limits.max_message_size`: application message size in bytes. Default 1 MiB.
+    pub max_message_size: usize,
+    /// `limits.inbox_per_peer`: undelivered inbound messages kept per peer,
+    /// then the oldest are dropped. Default 1024.
+    pub inbox_per_peer: usize,
+    /// `limits.max_memory_percent`: no new connections once the process uses
+    /// this share of the system's memory (1–100). Default 90.
+    pub max_memory_percent: u8,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_established: 2000,
+            max_established_per_peer: 2,
+            max_pending_incoming: 128,
+            max_pending_outgoing: 128,
+            max_connections_per_ip: 8,
+            max_new_connections_per_ip_per_minute: 30,
+            max_concurrent_handshakes: 64,
+            handshake_timeout: Duration::from_secs(10),
+            max_message_size: 1024 * 1024,
+            inbox_per_peer: 1024,
+            max_memory_percent: 90,
+        }
+    }
+}
+
+/// The validated configuration of a node.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// `data_dir`: keys, pins, peer cache and the API token. Default: the
+    /// platform data directory joined with `pqnode` (e.g.
+    /// `~/.local/share/pqnode`), or `./pqnode-data` where there is none.
+    pub data_dir: PathBuf,
+    /// `listen`: multiaddrs to listen on (TCP or QUIC-v1; port 0 allowed).
+    /// Default `/ip4/0.0.0.0/tcp/4001` and `/ip4/0.0.0.0/udp/4001/quic-v1`.
+    pub listen: Vec<Multiaddr>,
+    /// `api`: the HTTP API's socket address. Default `127.0.0.1:7777`.
+    pub api: SocketAddr,
+    /// `peers`: bootstrap or manual peers, dialled at start. Default none.
+    pub peers: Vec<Multiaddr>,
+    /// `role`: `node | bootstrap`. Default `node`.
+    pub role: Role,
+    /// `[pq]`: the PQ layer.
+    pub pq: PqConfig,
+    /// `[[trusted_peers]]`: preloaded pins. Default none.
+    pub trusted_peers: Vec<TrustedPeer>,
+    /// `mdns`: local discovery with mDNS. Default `true`.
+    pub mdns: bool,
+    /// `relay_server`: act as a circuit relay for others. Default `false`.
+    pub relay_server: bool,
+    /// `[limits]`: resource limits.
+    pub limits: Limits,
+    /// `idle_timeout_secs`: how long a connection without open streams is
+    /// kept. Default 60 s.
+    pub idle_timeout: Duration,
+    /// `log_format`: `human | json`. Default `human`.
+    pub log_format: LogFormat,
+}
+
+/// The default data directory (see [`Config::data_dir`]).
+pub fn default_data_dir() -> PathBuf {
+    match dirs::data_dir() {
+        Some(dir) => dir.join("pqnode"),
+        None => PathBuf::from("pqnode-data"),
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: default_data_dir(),
+            listen: vec![
+                Multiaddr::empty()
+                    .with(Protocol::Ip4([0, 0, 0, 0].into()))
+                    .with(Protocol::Tcp(4001)),
+                Multiaddr::empty()
+                    .with(Protocol::Ip4([0, 0, 0, 0].into()))
+                    .with(Protocol::Udp(4001))
+                    .with(Protocol::QuicV1),
+            ],
+            api: SocketAddr::from(([127, 0, 0, 1], 7777)),
+            peers: Vec::new(),
+            role: Role::Node,
+            pq: PqConfig {
+                policy: PqPolicy::Preferred,
+                suites: Suite::DEFAULT_PREFERENCE.to_vec(),
+                allow_unpinned: true,
+            },
+            trusted_peers: Vec::new(),
+            mdns: true,
+            relay_server: false,
+            limits: Limits::default(),
+            idle_timeout: Duration::from_secs(60),
+            log_format: LogFormat::Human,
+        }
+    }
+}
+
+/// A raw value before validation.
+#[derive(Clone, Debug)]
+enum Raw {
+    /// From the TOML file, typed.
+    Toml(toml::Value),
+    /// From an environment variable or a flag: text.
+    Text(String),
+    /// From a repeatable flag.
+    List(Vec<String>),
+}
+
+/// Values set on the command line; they win over everything else.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    values: BTreeMap<&'static str, Raw>,
+}
+
+fn known_key(key: &str) -> Option<&'static str> {
+    KEYS.iter().find(|(k, _)| *k == key).map(|(k, _)| *k)
+}
+
+impl Overrides {
+    /// Sets `key` to a text value, parsed like an environment variable.
+    pub fn set(&mut self, key: &str, value: impl Into<String>) -> Result<(), ConfigError> {
+        let key = known_key(key).ok_or_else(|| ConfigError::UnknownKey {
+            key: key.to_owned(),
+            origin: "flags".to_owned(),
+        })?;
+        self.values.insert(key, Raw::Text(value.into()));
+        Ok(())
+    }
+
+    /// Sets a list-valued `key` (from a repeatable flag). An empty list leaves
+    /// the key unset.
+    pub fn set_list(&mut self, key: &str, values: Vec<String>) -> Result<(), ConfigError> {
+        let key = known_key(key).ok_or_else(|| ConfigError::UnknownKey {
+            key: key.to_owned(),
+            origin: "flags".to_owned(),
+        })?;
+        if !values.is_empty() {
+            self.values.insert(key, Raw::List(values));
+        }
+        Ok(())
+    }
+}
+
+/// One layer's values, with where they came from.
+struct Layers {
+    flags: BTreeMap<&'static str, Raw>,
+    env: BTreeMap<&'static str, (String, Raw)>,
+    file: BTreeMap<String, Raw>,
+    file_origin: String,
+}
+
+impl Layers {
+    fn get(&self, key: &'static str) -> Option<(String, &Raw)> {
+        if let Some(v) = self.flags.get(key) {
+            return Some(("flag".to_owned(), v));
+        }
+        if let Some((name, v)) = self.env.get(key) {
+            return Some((format!("env {name}"), v));
+        }
+        self.file.get(key).map(|v| (self.file_origin.clone(), v))
+    }
+}
+
+fn invalid(key: &str, origin: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        origin: origin.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn as_text(key: &str, origin: &str, raw: &Raw) -> Result<String, ConfigError> {
+    match raw {
+        Raw::Text(s) => Ok(s.trim().to_owned()),
+        Raw::Toml(toml::Value::String(s)) => Ok(s.clone()),
+        Raw::Toml(other) => Err(invalid(
+            key,
+            origin,
+            format!("expected a string, found {}", other.type_str()),
+        )),
+        Raw::List(_) => Err(invalid(key, origin, "expected one value, found a list")),
+    }
+}
+
+fn as_list(key: &str, origin: &str, raw: &Raw) -> Result<Vec<String>, ConfigError> {
+    match raw {
+        Raw::Text(s) => Ok(s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()),
+        Raw::List(items) => Ok(items.iter().map(|s| s.trim().to_owned()).collect()),
+        Raw::Toml(toml::Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                toml::Value::String(s) => Ok(s.clone()),
+                other => Err(invalid(
+                    key,
+                    origin,
+                    format!("item {i}: expected a string, found {}", other.type_str()),
+                )),
+            })
+            .collect(),
+        Raw::Toml(other) => Err(invalid(
+            key,
+            origin,
+            format!("expected an array of strings, found {}", other.type_str()),
+        )),
+    }
+}
+
+fn as_bool(key: &str, origin: &str, raw: &Raw) -> Result<bool, ConfigError> {
+    match raw {
+        Raw::Toml(toml::Value::Boolean(b)) => Ok(*b),
+        Raw::Text(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
+            other => Err(invalid(
+                key,
+                origin,
+                format!("expected true or false, got {other:?}"),
+            )),
+        },
+        Raw::Toml(other) => Err(invalid(
+            key,
+            origin,
+            format!("expected a boolean, found {}", other.type_str()),
+        )),
+        Raw::List(_) => Err(invalid(key, origin, "expected a boolean, found a list")),
+    }
+}
+
+fn as_int(key: &str, origin: &str, raw: &Raw, min: u64, max: u64) -> Result<u64, ConfigError> {
+    let n: i128 = match raw {
+        Raw::Toml(toml::Value::Integer(i)) => i128::from(*i),
+        Raw::Text(s) => s
+            .trim()
+            .replace('_', "")
+            .parse::<i128>()
+            .map_err(|_| invalid(key, origin, format!("expected an integer, got {s:?}")))?,
+        Raw::Toml(other) => {
+            return Err(invalid(
+                key,
+                origin,
+                format!("expected an integer, found {}", other.type_str()),
+            ));
+        }
+        Raw::List(_) => return Err(invalid(key, origin, "expected an integer, found a list")),
+    };
+    if n < i128::from(min) || n > i128::from(max) {
+        return Err(invalid(
+            key,
+            origin,
+            format!("{n} is out of range {min}..={max}"),
+        ));
+    }
+    u64::try_from(n).map_err(|_| invalid(key, origin, format!("{n} is out of range")))
+}
+
+fn parse_multiaddr(key: &str, origin: &str, s: &str) -> Result<Multiaddr, ConfigError> {
+    Multiaddr::from_str(s)
+        .map_err(|e| invalid(key, origin, format!("{s:?} is not a multiaddr: {e}")))
+}
+
+/// Parses a fingerprint: 64 hex digits, spaces allowed.
+pub fn parse_fingerprint(s: &str) -> Result<[u8; 32], String> {
+    let compact: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    let bytes = hex::decode(&compact).map_err(|e| format!("not hex: {e}"))?;
+    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+        format!(
+            "expected 64 hex digits (32 bytes), got {} bytes",
+            bytes.len()
+        )
+    })
+}
+
+fn parse_suite(s: &str) -> Result<Suite, String> {
+    Suite::from_str(s.trim()).map_err(|e| e.to_string())
+}
+
+/// Flattens the TOML document into `key → value`, rejecting unknown keys.
+fn flatten_file(table: toml::Table, origin: &str) -> Result<BTreeMap<String, Raw>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for (k, v) in table {
+        match (k.as_str(), v) {
+            (section @ ("pq" | "limits"), toml::Value::Table(inner)) => {
+                for (ik, iv) in inner {
+                    let full = format!("{section}.{ik}");
+                    if known_key(&full).is_none() {
+                        return Err(ConfigError::UnknownKey {
+                            key: full,
+                            origin: origin.to_owned(),
+                        });
+                    }
+                    out.insert(full, Raw::Toml(iv));
+                }
+            }
+            (section @ ("pq" | "limits"), other) => {
+                return Err(invalid(
+                    section,
+                    origin,
+                    format!("expected a table, found {}", other.type_str()),
+                ));
+            }
+            (key, value) => {
+                if known_key(key).is_none() || key.contains('.') {
+                    return Err(ConfigError::UnknownKey {
+                        key: key.to_owned(),
+                        origin: origin.to_owned(),
+                    });
+                }
+                out.insert(key.to_owned(), Raw::Toml(value));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn parse_trusted_peers(origin: &str, raw: &Raw) -> Result<Vec<TrustedPeer>, ConfigError> {
+    const KEY: &str = "trusted_peers";
+    let items = match raw {
+        Raw::Toml(toml::Value::Array(items)) => items.clone(),
+        Raw::Toml(other) => {
+            return Err(invalid(
+                KEY,
+                origin,
+                format!("expected an array of tables, found {}", other.type_str()),
+            ));
+        }
+        Raw::Text(s) => {
+            // `PEERID=FINGERPRINT` pairs, comma-separated.
+            let mut out = Vec::new();
+            for (i, pair) in s
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .enumerate()
+            {
+                let Some((peer, fp)) = pair.split_once('=') else {
+                    return Err(invalid(
+                        KEY,
+                        origin,
+                        format!("item {i}: expected PEERID=FINGERPRINT"),
+                    ));
+                };
+                let mut t = toml::Table::new();
+                t.insert("peer_id".into(), toml::Value::String(peer.trim().into()));
+                t.insert("fingerprint".into(), toml::Value::String(fp.trim().into()));
+                out.push(toml::Value::Table(t));
+            }
+            out
+        }
+        Raw::List(_) => return Err(invalid(KEY, origin, "expected an array of tables")),
+    };
+    let mut peers = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let key = format!("trusted_peers[{i}]");
+        let toml::Value::Table(t) = item else {
+            return Err(invalid(&key, origin, "expected a table"));
+        };
+        let mut peer_id = None;
+        let mut fingerprint = None;
+        let mut suite = None;
+        for (k, v) in t {
+            let field = format!("{key}.{k}");
+            let toml::Value::String(s) = v else {
+                return Err(invalid(&field, origin, "expected a string"));
+            };
+            match k.as_str() {
+                "peer_id" => {
+                    peer_id = Some(PeerId::from_str(s.trim()).map_err(|e| {
+                        invalid(&field, origin, format!("{s:?} is not a PeerId: {e}"))
+                    })?);
+                }
+                "fingerprint" => {
+                    fingerprint =
+                        Some(parse_fingerprint(&s).map_err(|r| invalid(&field, origin, r))?);
+                }
+                "suite" => {
+                    suite = Some(parse_suite(&s).map_err(|r| invalid(&field, origin, r))?);
+                }
+                _ => {
+                    return Err(ConfigError::UnknownKey {
+                        key: field,
+                        origin: origin.to_owned(),
+                    });
+                }
+            }
+        }
+        let peer_id =
+            peer_id.ok_or_else(|| invalid(&format!("{key}.peer_id"), origin, "missing"))?;
+        let fingerprint =
+            fingerprint.ok_or_else(|| invalid(&format!("{key}.fingerprint"), origin, "missing"))?;
+        peers.push(TrustedPeer {
+            peer_id,
+            fingerprint,
+            suite,
+        });
+    }
+    Ok(peers)
+}
+
+impl Config {
+    /// Loads the configuration from the process: `file` (if any), the
+    /// process's `PQNODE_*` environment variables and `overrides`.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        Self::load_from(file, std::env::vars_os(), overrides)
+    }
+
+    /// Loads the configuration from explicit sources (for tests and tools).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (OsString, OsString)>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let (file_values, file_origin) = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                let origin = format!("file {}", path.display());
+                (Self::parse_file(&text, path, &origin)?, origin)
+            }
+            None => (BTreeMap::new(), "file".to_owned()),
+        };
+        let mut env_values = BTreeMap::new();
+        for (name, value) in env {
+            let Some(name) = name.to_str() else { continue };
+            let Some((key, _)) = KEYS.iter().find(|(_, var)| *var == name) else {
+                continue;
+            };
+            let value = value.into_string().map_err(|_| {
+                invalid(key, &format!("env {name}"), "the value is not valid UTF-8")
+            })?;
+            env_values.insert(*key, (name.to_owned(), Raw::Text(value)));
+        }
+        Self::build(&Layers {
+            flags: overrides.values.clone(),
+            env: env_values,
+            file: file_values,
+            file_origin,
+        })
+    }
+
+    /// Parses a TOML document (no environment, no flags).
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        let origin = "config".to_owned();
+        let file = Self::parse_file(text, Path::new("<config>"), &origin)?;
+        Self::build(&Layers {
+            flags: BTreeMap::new(),
+            env: BTreeMap::new(),
+            file,
+            file_origin: origin,
+        })
+    }
+
+    fn parse_file(
+        text: &str,
+        path: &Path,
+        origin: &str,
+    ) -> Result<BTreeMap<String, Raw>, ConfigError> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        })?;
+        flatten_file(table, origin)
+    }
+
+    fn build(layers: &Layers) -> Result<Config, ConfigError> {
+        let mut c = Config::default();
+
+        if let Some((o, raw)) = layers.get("data_dir") {
+            let s = as_text("data_dir", &o, raw)?;
+            if s.is_empty() {
+                return Err(invalid("data_dir", &o, "must not be empty"));
+            }
+            c.data_dir = PathBuf::from(s);
+        }
+        if let Some((o, raw)) = layers.get("listen") {
+            let items = as_list("listen", &o, raw)?;
+            if items.is_empty() {
+                return Err(invalid("listen", &o, "at least one address is needed"));
+            }
+            c.listen = Vec::with_capacity(items.len());
+            for s in items {
+                let addr = parse_multiaddr("listen", &o, &s)?;
+                let transport_ok = addr
+                    .iter()
+                    .any(|p| matches!(p, Protocol::Tcp(_) | Protocol::QuicV1));
+                if !transport_ok {
+                    return Err(invalid(
+                        "listen",
+                        &o,
+                        format!("{s:?}: only TCP and QUIC-v1 addresses can be listened on"),
+                    ));
+                }
+                c.listen.push(addr);
+            }
+        }
+        if let Some((o, raw)) = layers.get("api") {
+            let s = as_text("api", &o, raw)?;
+            c.api = SocketAddr::from_str(&s).map_err(|e| {
+                invalid(
+                    "api",
+                    &o,
+                    format!("{s:?} is not a socket address (IP:PORT): {e}"),
+                )
+            })?;
+        }
+        if let Some((o, raw)) = layers.get("peers") {
+            c.peers = as_list("peers", &o, raw)?
+                .iter()
+                .map(|s| parse_multiaddr("peers", &o, s))
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some((o, raw)) = layers.get("role") {
+            c.role = match as_text("role", &o, raw)?.as_str() {
+                "node" => Role::Node,
+                "bootstrap" => Role::Bootstrap,
+                other => {
+                    return Err(invalid(
+                        "role",
+                        &o,
+                        format!("expected node or bootstrap, got {other:?}"),
+                    ));
+                }
+            };
+        }
+        if let Some((o, raw)) = layers.get("pq.policy") {
+            c.pq.policy = match as_text("pq.policy", &o, raw)?.as_str() {
+                "required" => PqPolicy::Required,
+                "preferred" => PqPolicy::Preferred,
+                "disabled" => PqPolicy::Disabled,
+                other => {
+                    return Err(invalid(
+                        "pq.policy",
+                        &o,
+                        format!("expected required, preferred or disabled, got {other:?}"),
+                    ));
+                }
+            };
+        }
+        if let Some((o, raw)) = layers.get("pq.suites") {
+            let names = as_list("pq.suites", &o, raw)?;
+            if names.is_empty() {
+                return Err(invalid("pq.suites", &o, "at least one suite is needed"));
+            }
+            let mut suites = Vec::with_capacity(names.len());
+            for name in names {
+                let suite = parse_suite(&name).map_err(|r| invalid("pq.suites", &o, r))?;
+                if suites.contains(&suite) {
+                    return Err(invalid(
+                        "pq.suites",
+                        &o,
+                        format!("{name:?} is listed twice"),
+                    ));
+                }
+                suites.push(suite);
+            }
+            c.pq.suites = suites;
+        }
+        if let Some((o, raw)) = layers.get("pq.allow_unpinned") {
+            c.pq.allow_unpinned = as_bool("pq.allow_unpinned", &o, raw)?;
+        }
+        if let Some((o, raw)) = layers.get("trusted_peers") {
+            c.trusted_peers = parse_trusted_peers(&o, raw)?;
+        }
+        if let Some((o, raw)) = layers.get("mdns") {
+            c.mdns = as_bool("mdns", &o, raw)?;
+        }
+        if let Some((o, raw)) = layers.get("relay_server") {
+            c.relay_server = as_bool("relay_server", &o, raw)?;
+        }
+
+        let u32_limit =
+            |key: &'static str, min: u64, max: u64| -> Result<Option<u32>, ConfigError> {
+                match layers.get(key) {
+                    Some((o, raw)) => {
+                        let n = as_int(key, &o, raw, min, max)?;
+                        Ok(Some(
+                            u32::try_from(n).map_err(|_| invalid(key, &o, "too large"))?,
+                        ))
+                    }
+                    None => Ok(None),
+                }
+            };
+        let l = &mut c.limits;
+        if let Some(n) = u32_limit("limits.max_established", 1, 1_000_000)? {
+            l.max_established = n;
+        }
+        if let Some(n) = u32_limit("limits.max_established_per_peer", 1, 64)? {
+            l.max_established_per_peer = n;
+        }
+        if let Some(n) = u32_limit("limits.max_pending_incoming", 1, 100_000)? {
+            l.max_pending_incoming = n;
+        }
+        if let Some(n) = u32_limit("limits.max_pending_outgoing", 1, 100_000)? {
+            l.max_pending_outgoing = n;
+        }
+        if let Some(n) = u32_limit("limits.max_connections_per_ip", 1, 100_000)? {
+            l.max_connections_per_ip = n;
+        }
+        if let Some(n) = u32_limit("limits.max_new_connections_per_ip_per_minute", 1, 1_000_000)? {
+            l.max_new_connections_per_ip_per_minute = n;
+        }
+        if let Some(n) = u32_limit("limits.max_concurrent_handshakes", 1, 100_000)? {
+            l.max_concurrent_handshakes = n;
+        }
+        if let Some(n) = u32_limit("limits.handshake_timeout_secs", 1, 300)? {
+            l.handshake_timeout = Duration::from_secs(u64::from(n));
+        }
+        if let Some(n) = u32_limit("limits.max_message_size", 1, 64 * 1024 * 1024)? {
+            l.max_message_size = n as usize;
+        }
+        if let Some(n) = u32_limit("limits.inbox_per_peer", 1, 1_000_000)? {
+            l.inbox_per_peer = n as usize;
+        }
+        if let Some(n) = u32_limit("limits.max_memory_percent", 1, 100)? {
+            l.max_memory_percent = u8::try_from(n).unwrap_or(100);
+        }
+        if c.limits.max_established_per_peer > c.limits.max_established {
+            let o = layers
+                .get("limits.max_established_per_peer")
+                .map(|(o, _)| o)
+                .unwrap_or_else(|| "default".to_owned());
+            return Err(invalid(
+                "limits.max_established_per_peer",
+                &o,
+                "must not exceed limits.max_established",
+            ));
+        }
+        if let Some(n) = u32_limit("idle_timeout_secs", 1, 86_400)? {
+            c.idle_timeout = Duration::from_secs(u64::from(n));
+        }
+        if let Some((o, raw)) = layers.get("log_format") {
+            c.log_format = match as_text("log_format", &o, raw)?.as_str() {
+                "human" => LogFormat::Human,
+                "json" => LogFormat::Json,
+                other => {
+                    return Err(invalid(
+                        "log_format",
+                        &o,
+                        format!("expected human or json, got {other:?}"),
+                    ));
+                }
+            };
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .collect()
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::from_toml_str("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.limits.max_established, 2000);
+        assert_eq!(c.limits.max_established_per_peer, 2);
+        assert_eq!(c.limits.max_connections_per_ip, 8);
+        assert_eq!(c.limits.max_new_connections_per_ip_per_minute, 30);
+        assert_eq!(c.pq.policy, PqPolicy::Preferred);
+        assert_eq!(c.api.to_string(), "127.0.0.1:7777");
+        assert_eq!(c.listen[1].to_string(), "/ip4/0.0.0.0/udp/4001/quic-v1");
+    }
+
+    #[test]
+    fn file_values_are_read() {
+        let c = Config::from_toml_str(
+            r#"
+            listen = ["/ip4/127.0.0.1/tcp/0"]
+            role = "bootstrap"
+            mdns = false
+            [pq]
+            policy = "required"
+            suites = ["mlkem1024-mldsa87"]
+            [limits]
+            max_connections_per_ip = 3
+            handshake_timeout_secs = 5
+            [[trusted_peers]]
+            peer_id = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
+            fingerprint = "0001 0203 0405 0607 0809 0a0b 0c0d 0e0f 1011 1213 1415 1617 1819 1a1b 1c1d 1e1f"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.role, Role::Bootstrap);
+        assert!(!c.mdns);
+        assert_eq!(c.pq.policy, PqPolicy::Required);
+        assert_eq!(c.pq.suites, vec![Suite::Mlkem1024Mldsa87]);
+        assert_eq!(c.limits.max_connections_per_ip, 3);
+        assert_eq!(c.limits.handshake_timeout, Duration::from_secs(5));
+        assert_eq!(c.trusted_peers[0].fingerprint[31], 0x1f);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("[pq]\npolicy = \"sometimes\"", "pq.policy"),
+            ("[pq]\nsuites = [\"rot13\"]", "pq.suites"),
+            ("[pq]\nsuites = []", "pq.suites"),
+            ("listen = [\"not an addr\"]", "listen"),
+            ("api = \"localhost\"", "api"),
+            (
+                "[limits]\nmax_connections_per_ip = 0",
+                "limits.max_connections_per_ip",
+            ),
+            (
+                "[limits]\nmax_established = \"many\"",
+                "limits.max_established",
+            ),
+            ("colour = \"blue\"", "colour"),
+            ("[limits]\nfoo = 1", "limits.foo"),
+            ("mdns = \"perhaps\"", "mdns"),
+            (
+                "[[trusted_peers]]\npeer_id = \"x\"\nfingerprint = \"00\"",
+                "trusted_peers[0].fingerprint",
+            ),
+            (
+                "[[trusted_peers]]\npeer_id = \"x\"\nfingerprint = \"0000000000000000000000000000000000000000000000000000000000000000\"",
+                "trusted_peers[0].peer_id",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = Config::from_toml_str(text).unwrap_err();
+            assert_eq!(err.key(), Some(key), "{text}: {err}");
+            assert!(err.to_string().contains(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn flags_beat_env_beat_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "api = \"127.0.0.1:1\"\nrole = \"bootstrap\"\nmdns = false\n",
+        )
+        .unwrap();
+        let e = env(&[
+            ("PQNODE_API", "127.0.0.1:2"),
+            ("PQNODE_ROLE", "node"),
+            ("PQNODE_UNRELATED", "x"),
+        ]);
+        let mut o = Overrides::default();
+        o.set("api", "127.0.0.1:3").unwrap();
+        let c = Config::load_from(Some(&path), e, &o).unwrap();
+        assert_eq!(c.api.port(), 3);
+        assert_eq!(c.role, Role::Node);
+        assert!(!c.mdns);
+    }
+
+    #[test]
+    fn env_error_names_key_and_variable() {
+        let err = Config::load_from(
+            None,
+            env(&[("PQNODE_PQ_POLICY", "maybe")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.key(), Some("pq.policy"));
+        assert!(err.to_string().contains("PQNODE_PQ_POLICY"));
+    }
+
+    #[test]
+    fn env_lists_are_comma_separated() {
+        let c = Config::load_from(
+            None,
+            env(&[(
+                "PQNODE_LISTEN",
+                "/ip4/127.0.0.1/tcp/0, /ip4/127.0.0.1/udp/0/quic-v1",
+            )]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.listen.len(), 2);
+    }
+}

@@ -1,0 +1,91 @@
+//! One prometheus-client registry for the whole node, libp2p's metrics
+//! included.
+//!
+//! Build it with [`new_registry`], let each part register its metrics
+//! (the node with [`NodeMetrics::register`], the PQ layer with its own
+//! `register(registry.sub_registry_with_prefix("pq"))`), then share it as a
+//! [`SharedRegistry`] with the API, which serves it at `GET /metrics`.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+pub use prometheus_client::registry::Registry;
+
+/// The registry shared with the API. Register metrics before serving; the
+/// lock is held only while registering or encoding.
+pub type SharedRegistry = Arc<Mutex<Registry>>;
+
+/// A fresh registry with the `pqnode` prefix.
+pub fn new_registry() -> Registry {
+    Registry::with_prefix("pqnode")
+}
+
+/// Wraps a registry for sharing.
+pub fn share(registry: Registry) -> SharedRegistry {
+    Arc::new(Mutex::new(registry))
+}
+
+/// Encodes the registry in the OpenMetrics text format.
+pub fn encode(registry: &SharedRegistry) -> Result<String, std::fmt::Error> {
+    let mut out = String::new();
+    let guard = registry.lock().unwrap_or_else(PoisonError::into_inner);
+    prometheus_client::encoding::text::encode(&mut out, &guard)?;
+    Ok(out)
+}
+
+/// Why an inbound connection was denied by the per-IP limits.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IpDenyLabels {
+    /// `concurrent`, `rate` or `table_full`.
+    pub reason: &'static str,
+}
+
+/// The node's own metrics (besides libp2p's).
+#[derive(Clone, Debug)]
+pub struct NodeMetrics {
+    /// Connected peers.
+    pub connected_peers: Gauge,
+    /// Inbound connections denied by the per-IP limits, by reason.
+    pub ip_limit_denied: Family<IpDenyLabels, Counter>,
+    /// Incoming DHT records rejected by validation.
+    pub dht_records_rejected: Counter,
+    /// Incoming DHT records validated and stored.
+    pub dht_records_stored: Counter,
+}
+
+impl NodeMetrics {
+    /// Creates the metrics and registers them (under `node_`).
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = NodeMetrics {
+            connected_peers: Gauge::default(),
+            ip_limit_denied: Family::default(),
+            dht_records_rejected: Counter::default(),
+            dht_records_stored: Counter::default(),
+        };
+        let r = registry.sub_registry_with_prefix("node");
+        r.register(
+            "connected_peers",
+            "Peers with at least one established connection",
+            m.connected_peers.clone(),
+        );
+        r.register(
+            "ip_limit_denied",
+            "Inbound connections denied by the per-IP limits",
+            m.ip_limit_denied.clone(),
+        );
+        r.register(
+            "dht_records_rejected",
+            "Incoming DHT records rejected by validation",
+            m.dht_records_rejected.clone(),
+        );
+        r.register(
+            "dht_records_stored",
+            "Incoming DHT records validated and stored",
+            m.dht_records_stored.clone(),
+        );
+        m
+    }
+}

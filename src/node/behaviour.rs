@@ -1,0 +1,182 @@
+//! The composed `NetworkBehaviour` and the swarm builder.
+
+use libp2p::identity::Keypair;
+use libp2p::kad::store::MemoryStore;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{
+    StreamProtocol, Swarm, SwarmBuilder, autonat, connection_limits, dcutr, identify, kad, mdns,
+    memory_connection_limits, noise, ping, relay, tcp, yamux,
+};
+
+use super::NodeError;
+use super::ip_limits;
+use crate::config::{Config, Role};
+use crate::metrics::NodeMetrics;
+
+/// The Kademlia protocol of pqnode's DHT.
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/pqnode/kad/1.0.0");
+
+/// The identify protocol (the standard one, so stock libp2p peers understand it).
+pub const IDENTIFY_PROTOCOL: &str = "/ipfs/id/1.0.0";
+
+/// The agent version announced by identify: `pqnode/<version>`.
+pub fn agent_version() -> String {
+    format!("pqnode/{}", env!("CARGO_PKG_VERSION"))
+}
+
+pub use composed::{Behaviour, BehaviourEvent};
+
+/// The derive generates `BehaviourEvent`, one variant per field, named after it.
+#[allow(missing_docs)]
+mod composed {
+    use libp2p::kad::store::MemoryStore;
+    use libp2p::swarm::NetworkBehaviour;
+    use libp2p::swarm::behaviour::toggle::Toggle;
+    use libp2p::{
+        autonat, connection_limits, dcutr, identify, kad, mdns, memory_connection_limits, ping,
+        relay,
+    };
+
+    use crate::node::ip_limits;
+
+    /// Every behaviour of a pqnode. The limit behaviours come first so that they
+    /// deny connections before the others do any work for them.
+    #[derive(NetworkBehaviour)]
+    pub struct Behaviour {
+        /// Per-IP concurrent and rate limits on inbound connections.
+        pub ip_limits: ip_limits::Behaviour,
+        /// Established (total, per peer) and pending connection limits.
+        pub connection_limits: connection_limits::Behaviour,
+        /// No new connections beyond a share of the system's memory.
+        pub memory_limits: memory_connection_limits::Behaviour,
+        /// identify, agent `pqnode/<version>`.
+        pub identify: identify::Behaviour,
+        /// ping (latency; does not keep connections alive).
+        pub ping: ping::Behaviour,
+        /// Kademlia on `/pqnode/kad/1.0.0`.
+        pub kad: kad::Behaviour<MemoryStore>,
+        /// AutoNAT (confirms external addresses, which switches Kademlia to server mode).
+        pub autonat: autonat::Behaviour,
+        /// Circuit relay client.
+        pub relay_client: relay::client::Behaviour,
+        /// Circuit relay server, when `relay_server` is set.
+        pub relay_server: Toggle<relay::Behaviour>,
+        /// Direct connection upgrade through relay.
+        pub dcutr: dcutr::Behaviour,
+        /// mDNS, when `mdns` is set.
+        pub mdns: Toggle<mdns::tokio::Behaviour>,
+        /// Streams for the PQ layer.
+        pub stream: libp2p_stream::Behaviour,
+    }
+}
+
+fn kad_behaviour(key: &Keypair, role: Role) -> kad::Behaviour<MemoryStore> {
+    let peer_id = key.public().to_peer_id();
+    let mut cfg = kad::Config::new(KAD_PROTOCOL);
+    cfg.set_record_filtering(kad::StoreInserts::FilterBoth);
+    let mut kad = kad::Behaviour::with_config(peer_id, MemoryStore::new(peer_id), cfg);
+    // A bootstrap node serves from the start; others become servers once
+    // AutoNAT confirms an external address (mode `None` = automatic).
+    kad.set_mode(match role {
+        Role::Bootstrap => Some(kad::Mode::Server),
+        Role::Node => None,
+    });
+    kad
+}
+
+fn behaviour(
+    key: &Keypair,
+    relay_client: relay::client::Behaviour,
+    config: &Config,
+    metrics: &NodeMetrics,
+) -> Result<Behaviour, NodeError> {
+    let peer_id = key.public().to_peer_id();
+    let limits = &config.limits;
+    let conn_limits = connection_limits::ConnectionLimits::default()
+        .with_max_established(Some(limits.max_established))
+        .with_max_established_per_peer(Some(limits.max_established_per_peer))
+        .with_max_pending_incoming(Some(limits.max_pending_incoming))
+        .with_max_pending_outgoing(Some(limits.max_pending_outgoing));
+    let mdns = if config.mdns {
+        Some(
+            mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)
+                .map_err(NodeError::Mdns)?,
+        )
+    } else {
+        None
+    };
+    let relay_server = config
+        .relay_server
+        .then(|| relay::Behaviour::new(peer_id, relay::Config::default()));
+    Ok(Behaviour {
+        ip_limits: ip_limits::Behaviour::new(
+            ip_limits::IpLimits {
+                max_concurrent: limits.max_connections_per_ip,
+                max_per_minute: limits.max_new_connections_per_ip_per_minute,
+                ..ip_limits::IpLimits::default()
+            },
+            Some(metrics.clone()),
+        ),
+        connection_limits: connection_limits::Behaviour::new(conn_limits),
+        memory_limits: memory_connection_limits::Behaviour::with_max_percentage(
+            f64::from(limits.max_memory_percent) / 100.0,
+        ),
+        identify: identify::Behaviour::new(
+            identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
+                .with_agent_version(agent_version()),
+        ),
+        ping: ping::Behaviour::new(ping::Config::new()),
+        kad: kad_behaviour(key, config.role),
+        autonat: autonat::Behaviour::new(peer_id, autonat::Config::default()),
+        relay_client,
+        relay_server: Toggle::from(relay_server),
+        dcutr: dcutr::Behaviour::new(peer_id),
+        mdns: Toggle::from(mdns),
+        stream: libp2p_stream::Behaviour::new(),
+    })
+}
+
+/// Builds the swarm: TCP (Noise + Yamux), QUIC-v1, DNS, the relay client
+/// transport and bandwidth metrics, with the behaviours above.
+pub fn build_swarm(
+    key: Keypair,
+    config: &Config,
+    metrics: &NodeMetrics,
+    registry: &mut prometheus_client::registry::Registry,
+) -> Result<Swarm<Behaviour>, NodeError> {
+    let idle = config.idle_timeout;
+    let mut built: Option<Result<Behaviour, NodeError>> = None;
+    let swarm = SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| NodeError::Transport(e.to_string()))?
+        .with_quic()
+        .with_dns()
+        .map_err(|e| NodeError::Transport(e.to_string()))?
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| NodeError::Transport(e.to_string()))?
+        .with_bandwidth_metrics(registry)
+        .with_behaviour(|key, relay_client| {
+            // The builder wants an infallible-or-boxed-error constructor; keep
+            // our typed error by smuggling it out.
+            match behaviour(key, relay_client, config, metrics) {
+                Ok(b) => Ok(b),
+                Err(e) => {
+                    let msg = e.to_string();
+                    built = Some(Err(e));
+                    Err(msg.into())
+                }
+            }
+        })
+        .map_err(|e| match built.take() {
+            Some(Err(inner)) => inner,
+            _ => NodeError::Transport(e.to_string()),
+        })?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+        .build();
+    Ok(swarm)
+}
