@@ -1,0 +1,19 @@
+//! PROTOCOL.md §4: decoding and verifying arbitrary bytes as a signed PQ
+//! peer record must never panic, whatever the bytes.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use pqnode_crypto::Suite;
+use pqnode_keys::record::{self, VerifyContext};
+
+fuzz_target!(|data: &[u8]| {
+    let decoded = record::decode(data, &Suite::ALL);
+    if let Ok(d) = &decoded {
+        // A decoded body re-encodes to exactly the bytes it came from.
+        let again = d.body().encode();
+        assert_eq!(again.as_deref().ok(), Some(d.body_bytes()));
+    }
+    std::hint::black_box(decoded.is_ok());
+    let ctx = VerifyContext::new(1_800_000_000, &Suite::ALL);
+    std::hint::black_box(record::verify(data, &ctx).is_ok());
+});
