@@ -62,6 +62,17 @@ pub fn resolve_data_dir(flag: Option<&Path>) -> Result<PathBuf, StoreError> {
     default_data_dir().ok_or(StoreError::NoDataDir)
 }
 
+/// The suites that have a key file in `dir`, in [`Suite::ALL`] order.
+pub fn present_suites(dir: &Path) -> Result<Vec<Suite>, StoreError> {
+    let mut out = Vec::new();
+    for suite in Suite::ALL {
+        if fsutil::exists(&dir.join(suite_file_name(suite)))? {
+            out.push(suite);
+        }
+    }
+    Ok(out)
+}
+
 /// A key-store failure.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
