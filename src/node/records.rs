@@ -31,7 +31,13 @@ pub enum DhtRecordError {
     UnknownSuite,
     /// The value is not a valid record for its key.
     #[error("invalid record: {}", .0.name())]
-    Record(#[from] RecordError),
+    Record(Box<RecordError>),
+}
+
+impl From<RecordError> for DhtRecordError {
+    fn from(e: RecordError) -> Self {
+        DhtRecordError::Record(Box::new(e))
+    }
 }
 
 /// A parsed record key.
