@@ -83,8 +83,8 @@ pub enum PinError {
     /// statement from the pinned key.
     #[error("key-mismatch: {peer} ({suite}) is pinned to {pinned}, the record has {record}")]
     KeyMismatch {
-        /// The peer.
-        peer: PeerId,
+        /// The peer (boxed: PeerIds are large).
+        peer: Box<PeerId>,
         /// The suite.
         suite: Suite,
         /// The pinned fingerprint.
@@ -290,7 +290,7 @@ impl PinStore {
                 })
             }
             Some(pinned) => Err(PinError::KeyMismatch {
-                peer,
+                peer: Box::new(peer),
                 suite,
                 pinned,
                 record: fingerprint,

@@ -148,12 +148,12 @@ pub enum RecordError {
     /// Noise-authenticated one.
     #[error("peer-id-mismatch: record names {record}, but the {what} is {expected}")]
     PeerIdMismatch {
-        /// `body.peer_id`.
-        record: PeerId,
+        /// `body.peer_id` (boxed: PeerIds are large).
+        record: Box<PeerId>,
         /// What it was compared with.
         what: &'static str,
         /// That PeerId.
-        expected: PeerId,
+        expected: Box<PeerId>,
     },
     /// Step 3: not the suite negotiated in the handshake.
     #[error("suite-mismatch: record is for {record}, the handshake negotiated {negotiated}")]
@@ -955,17 +955,17 @@ pub fn verify(bytes: &[u8], ctx: &VerifyContext<'_>) -> Result<VerifiedRecord, R
     let key_peer = decoded.envelope_key.to_peer_id();
     if key_peer != body.peer_id {
         return Err(RecordError::PeerIdMismatch {
-            record: body.peer_id,
+            record: Box::new(body.peer_id),
             what: "envelope key's PeerId",
-            expected: key_peer,
+            expected: Box::new(key_peer),
         });
     }
     if let Some(expected) = ctx.expected_peer {
         if expected != body.peer_id {
             return Err(RecordError::PeerIdMismatch {
-                record: body.peer_id,
+                record: Box::new(body.peer_id),
                 what: "Noise-authenticated PeerId",
-                expected,
+                expected: Box::new(expected),
             });
         }
     }
@@ -1402,9 +1402,9 @@ mod tests {
             RecordError::UnsupportedSuite { id: 9 },
             RecordError::EnvelopeSignature,
             RecordError::PeerIdMismatch {
-                record: PeerId::random(),
+                record: Box::new(PeerId::random()),
                 what: "x",
-                expected: PeerId::random(),
+                expected: Box::new(PeerId::random()),
             },
             RecordError::SuiteMismatch {
                 record: Suite::Kyber1024Dilithium5,
