@@ -1,1 +1,38 @@
-fn main() {}
+//! The `pqnode` command line.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use pqnode::cli;
+
+/// pqnode: a libp2p node with a hybrid post-quantum layer.
+#[derive(Debug, Parser)]
+#[command(name = "pqnode", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the node: swarm, PQ layer and HTTP API, until SIGINT or SIGTERM.
+    Run(cli::run::Args),
+    /// Check the configuration.
+    Config(cli::config::Args),
+    /// Run the start-up self-test of every suite and print the result.
+    Selftest(cli::selftest::Args),
+    /// Create, show, rotate and export keys and signed peer records.
+    Keys(cli::keys::Args),
+}
+
+fn main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => cli::run::run(args),
+        Command::Config(args) => cli::config::run(args),
+        Command::Selftest(args) => cli::selftest::run(args),
+        Command::Keys(args) => cli::keys::run(args),
+    }
+}

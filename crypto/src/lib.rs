@@ -20,6 +20,7 @@ pub mod hybrid;
 pub mod kem;
 pub mod rng;
 pub mod secret;
+pub mod selftest;
 pub mod sign;
 pub mod suite;
 

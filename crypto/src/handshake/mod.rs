@@ -6,7 +6,7 @@
 //! exists before the whole transcript, `sig_i` and `mac_i` included, verified.
 //!
 //! ```text
-//! Initiator::start ──Init──▶ Responder::new(..).handle
+//! Initiator::start ──Init──▶ Responder::start(..).handle
 //!        ◀──Retry (at most once) / Resp──
 //! InitiatorAwaitingResp::handle ──Fin──▶ ResponderAwaitingFin::handle
 //!        └─▶ Established                         └─▶ Established
@@ -522,8 +522,8 @@ pub enum ResponderStep {
 }
 
 impl Responder {
-    /// A responder for a stream from `remote_peer_id`.
-    pub fn new(
+    /// Starts responding to a stream from `remote_peer_id`.
+    pub fn start(
         config: Arc<HandshakeConfig>,
         remote_peer_id: &[u8],
     ) -> Result<ResponderAwaitingInit, HandshakeError> {

@@ -92,7 +92,7 @@ fn run(
     let mut rng = rng(7);
     let (i_state, mut init) = Initiator::start(i_cfg, BOB, &mut rng).map_err(|e| ("i-start", e))?;
     tamper("init", &mut init);
-    let r_state = Responder::new(r_cfg, ALICE).map_err(|e| ("r-new", e))?;
+    let r_state = Responder::start(r_cfg, ALICE).map_err(|e| ("r-new", e))?;
     let (i_state, r_state, resp) =
         match r_state.handle(&init, &mut rng).map_err(|e| ("r-init", e))? {
             ResponderStep::Resp { state, resp } => (i_state, state, resp),
@@ -317,7 +317,7 @@ fn a_different_peer_id_in_one_prologue_fails() {
         // The initiator thinks it talks to BOB; the responder believes the
         // initiator is someone else (a relayed or spliced connection).
         let (i_state, init) = Initiator::start(i_cfg, BOB, &mut rng).unwrap();
-        let r_state = Responder::new(r_cfg, b"mallory").unwrap();
+        let r_state = Responder::start(r_cfg, b"mallory").unwrap();
         let Ok(ResponderStep::Resp { resp, .. }) = r_state.handle(&init, &mut rng) else {
             panic!()
         };
@@ -364,7 +364,7 @@ fn a_record_for_another_peer_or_a_refusing_verifier_fails() {
         &mut rng,
     )
     .unwrap();
-    let r_state = Responder::new(config(BOB, &[suite], KeyUpdatePolicy::default()), ALICE).unwrap();
+    let r_state = Responder::start(config(BOB, &[suite], KeyUpdatePolicy::default()), ALICE).unwrap();
     let Ok(ResponderStep::Resp {
         resp,
         state: r_state,
@@ -386,7 +386,7 @@ fn a_record_for_another_peer_or_a_refusing_verifier_fails() {
     )
     .unwrap();
     drop(r_state);
-    let r_state = Responder::new(config(BOB, &[suite], KeyUpdatePolicy::default()), ALICE).unwrap();
+    let r_state = Responder::start(config(BOB, &[suite], KeyUpdatePolicy::default()), ALICE).unwrap();
     let Ok(ResponderStep::Resp {
         resp,
         state: r_state,
@@ -481,7 +481,7 @@ fn a_fin_signature_over_the_wrong_transcript_fails() {
     let mut rng = rng(6);
     let i_cfg = config(ALICE, &[suite], KeyUpdatePolicy::default());
     let (i_state, init) = Initiator::start(i_cfg.clone(), BOB, &mut rng).unwrap();
-    let r_state = Responder::new(config(BOB, &[suite], KeyUpdatePolicy::default()), ALICE).unwrap();
+    let r_state = Responder::start(config(BOB, &[suite], KeyUpdatePolicy::default()), ALICE).unwrap();
     let Ok(ResponderStep::Resp {
         resp,
         state: r_state,
@@ -638,7 +638,7 @@ fn wrong_type_oversized_and_reordered_messages_are_decode_errors() {
     )
     .unwrap();
     // The responder receives a Fin first.
-    let r_state = Responder::new(config(BOB, &[suite], KeyUpdatePolicy::default()), ALICE).unwrap();
+    let r_state = Responder::start(config(BOB, &[suite], KeyUpdatePolicy::default()), ALICE).unwrap();
     let err = r_state.handle(&[3, 0, 0, 0, 0], &mut rng).err().unwrap();
     assert!(matches!(
         err,
@@ -654,7 +654,7 @@ fn wrong_type_oversized_and_reordered_messages_are_decode_errors() {
         HandshakeError::Decode(DecodeError::UnexpectedType { got: 1, .. })
     ));
     // Oversized.
-    let r_state = Responder::new(config(BOB, &[suite], KeyUpdatePolicy::default()), ALICE).unwrap();
+    let r_state = Responder::start(config(BOB, &[suite], KeyUpdatePolicy::default()), ALICE).unwrap();
     let mut big = init.clone();
     big.resize(messages::MAX_MESSAGE_LEN + 1, 0);
     let err = r_state.handle(&big, &mut rng).err().unwrap();
@@ -677,7 +677,7 @@ fn low_order_x25519_keys_are_refused() {
     .unwrap();
     let mut bad = init.clone();
     bad[7..39].copy_from_slice(&[0u8; 32]); // x_pk = 0 (suites list has one entry)
-    let r_state = Responder::new(config(BOB, &[suite], KeyUpdatePolicy::default()), ALICE).unwrap();
+    let r_state = Responder::start(config(BOB, &[suite], KeyUpdatePolicy::default()), ALICE).unwrap();
     let err = r_state.handle(&bad, &mut rng).err().unwrap();
     assert!(matches!(err, HandshakeError::LowOrderKey), "{err:?}");
 }

@@ -1,0 +1,6 @@
+//! The subcommands of the `pqnode` binary, one module each.
+
+pub mod config;
+pub mod keys;
+pub mod run;
+pub mod selftest;

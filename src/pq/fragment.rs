@@ -1,0 +1,280 @@
+//! Application messages over records (PROTOCOL.md §7): fragmentation and
+//! strict in-order reassembly.
+//!
+//! ```text
+//! fragment = u64 message id || u32 total length || u32 offset || bytes
+//! ```
+//!
+//! One stream carries one peer's messages in order, so the receiver demands
+//! that fragments of a message arrive contiguously, that a message is whole
+//! before the next begins, and that message ids increase. Anything else is a
+//! protocol violation that ends the session.
+
+use pqnode_crypto::channel::MAX_BODY;
+
+/// Bytes of a fragment's header.
+pub const HEADER_LEN: usize = 16;
+/// Most payload bytes one fragment carries (a record body minus the header).
+pub const MAX_CHUNK: usize = MAX_BODY - HEADER_LEN;
+
+/// A fragment that broke the rules of §7.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FragmentError {
+    /// Shorter than its header.
+    #[error("fragment of {0} bytes is shorter than its 16-byte header")]
+    Truncated(usize),
+    /// `offset + len(bytes) > total`.
+    #[error("fragment overruns its message: offset {offset} + {len} bytes > total {total}")]
+    Overrun {
+        /// Offset.
+        offset: u32,
+        /// Bytes carried.
+        len: usize,
+        /// Total length.
+        total: u32,
+    },
+    /// The message is larger than the configured maximum.
+    #[error("message of {total} bytes exceeds the maximum of {max}")]
+    TooLarge {
+        /// Announced total.
+        total: u32,
+        /// Configured maximum.
+        max: usize,
+    },
+    /// Message ids must increase.
+    #[error("message id {got} does not follow {last}")]
+    IdNotIncreasing {
+        /// The last id seen.
+        last: u64,
+        /// The id received.
+        got: u64,
+    },
+    /// A fragment that is not the next piece of the message in progress.
+    #[error("fragment out of order: message {id} expected offset {expected}, got {got}")]
+    OutOfOrder {
+        /// Message id.
+        id: u64,
+        /// The offset expected.
+        expected: u32,
+        /// The offset received.
+        got: u32,
+    },
+    /// A fragment of another message while one is incomplete, or a total
+    /// that changed between fragments.
+    #[error("fragment interleaves with incomplete message {0}")]
+    Interleaved(u64),
+}
+
+/// Splits one message into fragment bodies (each fits one data record). An
+/// empty message is one fragment without bytes.
+pub fn fragments(id: u64, message: &[u8]) -> impl Iterator<Item = Vec<u8>> + Send + '_ {
+    let total = message.len() as u32;
+    let count = message.len().div_ceil(MAX_CHUNK).max(1);
+    (0..count).map(move |i| {
+        let offset = i * MAX_CHUNK;
+        let chunk = &message[offset..(offset + MAX_CHUNK).min(message.len())];
+        let mut f = Vec::with_capacity(HEADER_LEN + chunk.len());
+        f.extend_from_slice(&id.to_be_bytes());
+        f.extend_from_slice(&total.to_be_bytes());
+        f.extend_from_slice(&(offset as u32).to_be_bytes());
+        f.extend_from_slice(chunk);
+        f
+    })
+}
+
+/// Reassembles one sender's fragments.
+#[derive(Debug)]
+pub struct Reassembler {
+    max_message: usize,
+    last_id: Option<u64>,
+    current: Option<(u64, u32, Vec<u8>)>,
+}
+
+impl Reassembler {
+    /// A reassembler refusing messages larger than `max_message` bytes.
+    pub fn new(max_message: usize) -> Self {
+        Reassembler {
+            max_message,
+            last_id: None,
+            current: None,
+        }
+    }
+
+    /// Takes one fragment; returns a whole message when it is complete.
+    pub fn push(&mut self, fragment: &[u8]) -> Result<Option<(u64, Vec<u8>)>, FragmentError> {
+        if fragment.len() < HEADER_LEN {
+            return Err(FragmentError::Truncated(fragment.len()));
+        }
+        let id = u64::from_be_bytes(
+            fragment[0..8]
+                .try_into()
+                .map_err(|_| FragmentError::Truncated(fragment.len()))?,
+        );
+        let total = u32::from_be_bytes(
+            fragment[8..12]
+                .try_into()
+                .map_err(|_| FragmentError::Truncated(fragment.len()))?,
+        );
+        let offset = u32::from_be_bytes(
+            fragment[12..16]
+                .try_into()
+                .map_err(|_| FragmentError::Truncated(fragment.len()))?,
+        );
+        let bytes = &fragment[HEADER_LEN..];
+        if u64::from(offset) + bytes.len() as u64 > u64::from(total) {
+            return Err(FragmentError::Overrun {
+                offset,
+                len: bytes.len(),
+                total,
+            });
+        }
+        if total as usize > self.max_message {
+            return Err(FragmentError::TooLarge {
+                total,
+                max: self.max_message,
+            });
+        }
+        match &mut self.current {
+            Some((cur_id, cur_total, buf)) => {
+                if *cur_id != id || *cur_total != total {
+                    return Err(FragmentError::Interleaved(*cur_id));
+                }
+                if offset as usize != buf.len() {
+                    return Err(FragmentError::OutOfOrder {
+                        id,
+                        expected: buf.len() as u32,
+                        got: offset,
+                    });
+                }
+                buf.extend_from_slice(bytes);
+            }
+            None => {
+                if let Some(last) = self.last_id {
+                    if id <= last {
+                        return Err(FragmentError::IdNotIncreasing { last, got: id });
+                    }
+                }
+                if offset != 0 {
+                    return Err(FragmentError::OutOfOrder {
+                        id,
+                        expected: 0,
+                        got: offset,
+                    });
+                }
+                let mut buf = Vec::with_capacity((total as usize).min(MAX_CHUNK * 2));
+                buf.extend_from_slice(bytes);
+                self.last_id = Some(id);
+                self.current = Some((id, total, buf));
+            }
+        }
+        match &self.current {
+            Some((_, total, buf)) if buf.len() == *total as usize => {
+                let (id, _, buf) = self.current.take().ok_or(FragmentError::Truncated(0))?;
+                Ok(Some((id, buf)))
+            }
+            _ => {
+                // Fragments that carry nothing for an incomplete message are
+                // allowed but cannot stall forever: the stream's own limits
+                // (idle timeout) apply.
+                Ok(None)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn reassemble(
+        max: usize,
+        frags: impl IntoIterator<Item = Vec<u8>>,
+    ) -> Result<Vec<(u64, Vec<u8>)>, FragmentError> {
+        let mut r = Reassembler::new(max);
+        let mut out = Vec::new();
+        for f in frags {
+            if let Some(m) = r.push(&f)? {
+                out.push(m);
+            }
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn sizes_round_trip() {
+        for len in [0usize, 1, MAX_CHUNK - 1, MAX_CHUNK, MAX_CHUNK + 1, 1 << 20] {
+            let msg: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let frags: Vec<_> = fragments(5, &msg).collect();
+            assert!(frags.iter().all(|f| f.len() <= MAX_BODY));
+            assert_eq!(reassemble(1 << 20, frags).unwrap(), vec![(5, msg)]);
+        }
+    }
+
+    #[test]
+    fn violations_are_typed_errors() {
+        let msg = vec![1u8; MAX_CHUNK * 2 + 10];
+        let frags: Vec<_> = fragments(1, &msg).collect();
+        // too large
+        assert!(matches!(
+            reassemble(100, frags.clone()),
+            Err(FragmentError::TooLarge { .. })
+        ));
+        // reordered
+        let mut swapped = frags.clone();
+        swapped.swap(0, 1);
+        assert!(matches!(
+            reassemble(1 << 20, swapped),
+            Err(FragmentError::OutOfOrder { .. })
+        ));
+        // dropped middle fragment
+        let dropped = vec![frags[0].clone(), frags[2].clone()];
+        assert!(matches!(
+            reassemble(1 << 20, dropped),
+            Err(FragmentError::OutOfOrder { .. })
+        ));
+        // interleaved with another message
+        let other: Vec<_> = fragments(2, b"x").collect();
+        let inter = vec![frags[0].clone(), other[0].clone()];
+        assert_eq!(
+            reassemble(1 << 20, inter),
+            Err(FragmentError::Interleaved(1))
+        );
+        // ids must increase
+        let a: Vec<_> = fragments(7, b"a").collect();
+        let b: Vec<_> = fragments(7, b"b").collect();
+        assert_eq!(
+            reassemble(1 << 20, [a[0].clone(), b[0].clone()]),
+            Err(FragmentError::IdNotIncreasing { last: 7, got: 7 })
+        );
+        // overrun and truncation
+        let mut over = fragments(1, b"abc").next().unwrap();
+        over.push(b'd');
+        assert!(matches!(
+            reassemble(1 << 20, [over]),
+            Err(FragmentError::Overrun { .. })
+        ));
+        assert_eq!(
+            reassemble(1 << 20, [vec![0u8; 15]]),
+            Err(FragmentError::Truncated(15))
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_fragments_never_panic(frags in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..20)) {
+            let mut r = Reassembler::new(1024);
+            for f in frags {
+                if r.push(&f).is_err() { break; }
+            }
+        }
+
+        #[test]
+        fn messages_round_trip(msgs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200_000), 1..4)) {
+            let frags: Vec<Vec<u8>> = msgs.iter().enumerate().flat_map(|(i, m)| fragments(i as u64, m).collect::<Vec<_>>()).collect();
+            let out = reassemble(1 << 20, frags).unwrap();
+            prop_assert_eq!(out.into_iter().map(|(_, m)| m).collect::<Vec<_>>(), msgs);
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Delivered application messages: a bounded inbox per peer (oldest dropped
+//! and counted when full), a bounded number of peers, and a broadcast for
+//! followers (`GET /api/messages/stream`).
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
+
+use libp2p::PeerId;
+use pqnode_crypto::Suite;
+use tokio::sync::broadcast;
+
+use super::metrics::PqMetrics;
+
+/// How a message travelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Security {
+    /// Under a PQ session (hybrid keys).
+    Pq,
+    /// Protected only by libp2p's Noise (PROTOCOL.md §8.2).
+    Classical,
+}
+
+impl Security {
+    /// `pq` or `classical`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Security::Pq => "pq",
+            Security::Classical => "classical",
+        }
+    }
+}
+
+/// A whole message received from a peer.
+#[derive(Clone)]
+pub struct InboundMessage {
+    /// Local, increasing id (for `since` queries).
+    pub seq: u64,
+    /// The sender.
+    pub from: PeerId,
+    /// How it travelled.
+    pub security: Security,
+    /// The suite, for PQ messages.
+    pub suite: Option<Suite>,
+    /// When it was delivered.
+    pub received_at: SystemTime,
+    /// The body. Never logged.
+    pub body: Arc<Vec<u8>>,
+}
+
+impl fmt::Debug for InboundMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InboundMessage")
+            .field("seq", &self.seq)
+            .field("from", &self.from)
+            .field("security", &self.security)
+            .field("len", &self.body.len())
+            .finish()
+    }
+}
+
+/// The inbox.
+#[derive(Clone)]
+pub struct Inbox {
+    inner: Arc<InboxInner>,
+}
+
+struct InboxInner {
+    per_peer: usize,
+    max_peers: usize,
+    next_seq: AtomicU64,
+    queues: Mutex<HashMap<PeerId, VecDeque<InboundMessage>>>,
+    follow: broadcast::Sender<InboundMessage>,
+    metrics: PqMetrics,
+}
+
+impl fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inbox")
+            .field("per_peer", &self.inner.per_peer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inbox {
+    /// An inbox keeping `per_peer` messages for each of at most `max_peers` peers.
+    pub fn new(per_peer: usize, max_peers: usize, metrics: PqMetrics) -> Self {
+        let (follow, _) = broadcast::channel(256);
+        Inbox {
+            inner: Arc::new(InboxInner {
+                per_peer: per_peer.max(1),
+                max_peers: max_peers.max(1),
+                next_seq: AtomicU64::new(1),
+                queues: Mutex::new(HashMap::new()),
+                follow,
+                metrics,
+            }),
+        }
+    }
+
+    /// Delivers a message.
+    pub fn deliver(
+        &self,
+        from: PeerId,
+        security: Security,
+        suite: Option<Suite>,
+        body: Vec<u8>,
+    ) -> InboundMessage {
+        let msg = InboundMessage {
+            seq: self.inner.next_seq.fetch_add(1, Ordering::Relaxed),
+            from,
+            security,
+            suite,
+            received_at: SystemTime::now(),
+            body: Arc::new(body),
+        };
+        {
+            let mut queues = self
+                .inner
+                .queues
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if !queues.contains_key(&from) && queues.len() >= self.inner.max_peers {
+                // Evict the peer whose newest message is oldest.
+                if let Some(victim) = queues
+                    .iter()
+                    .min_by_key(|(_, q)| q.back().map(|m| m.seq).unwrap_or(0))
+                    .map(|(p, _)| *p)
+                {
+                    if let Some(q) = queues.remove(&victim) {
+                        self.inner.metrics.inbox_dropped.inc_by(q.len() as u64);
+                    }
+                }
+            }
+            let queue = queues.entry(from).or_default();
+            if queue.len() >= self.inner.per_peer {
+                queue.pop_front();
+                self.inner.metrics.inbox_dropped.inc();
+            }
+            queue.push_back(msg.clone());
+        }
+        self.inner
+            .metrics
+            .messages_received
+            .get_or_create(&super::metrics::SecurityLabels {
+                security: security.as_str(),
+            })
+            .inc();
+        let _ = self.inner.follow.send(msg.clone());
+        msg
+    }
+
+    /// Messages with `seq > since`, optionally only from `from`, oldest first,
+    /// at most `limit`.
+    pub fn list(&self, from: Option<PeerId>, since: u64, limit: usize) -> Vec<InboundMessage> {
+        let queues = self
+            .inner
+            .queues
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut out: Vec<InboundMessage> = queues
+            .iter()
+            .filter(|(p, _)| from.is_none_or(|f| f == **p))
+            .flat_map(|(_, q)| q.iter().filter(|m| m.seq > since).cloned())
+            .collect();
+        out.sort_by_key(|m| m.seq);
+        out.truncate(limit);
+        out
+    }
+
+    /// Follows new messages.
+    pub fn subscribe(&self) -> broadcast::Receiver<InboundMessage> {
+        self.inner.follow.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_per_peer_and_in_peers() {
+        let mut reg = prometheus_client::registry::Registry::default();
+        let metrics = PqMetrics::register(&mut reg);
+        let inbox = Inbox::new(3, 2, metrics.clone());
+        let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
+        for i in 0..5u8 {
+            inbox.deliver(a, Security::Pq, None, vec![i]);
+        }
+        let got = inbox.list(Some(a), 0, 100);
+        assert_eq!(
+            got.iter().map(|m| m.body[0]).collect::<Vec<_>>(),
+            vec![2, 3, 4]
+        );
+        assert_eq!(metrics.inbox_dropped.get(), 2);
+        inbox.deliver(b, Security::Classical, None, vec![9]);
+        inbox.deliver(c, Security::Classical, None, vec![8]);
+        assert!(
+            inbox.list(Some(a), 0, 100).is_empty(),
+            "oldest peer evicted"
+        );
+        assert_eq!(inbox.list(None, 0, 100).len(), 2);
+        let since = inbox.list(None, 0, 1)[0].seq;
+        assert_eq!(inbox.list(None, since, 100).len(), 1);
+        assert!(!format!("{:?}", inbox.list(None, 0, 1)[0]).contains("[9]"));
+    }
+}

@@ -1,0 +1,181 @@
+//! Metrics of the PQ layer: every handshake outcome, every refusal, every
+//! message, registered under `pqnode_pq_`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// A reason label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// Low-cardinality reason name.
+    pub reason: String,
+}
+
+/// A security-level label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SecurityLabels {
+    /// `pq` or `classical`.
+    pub security: &'static str,
+}
+
+/// A suite label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SuiteLabels {
+    /// The suite's configuration name.
+    pub suite: &'static str,
+}
+
+/// The PQ layer's metrics.
+#[derive(Clone, Debug)]
+pub struct PqMetrics {
+    /// PQ sessions established, by suite.
+    pub pq_sessions: Family<SuiteLabels, Counter>,
+    /// Peers labelled classical (no PQ, under `preferred`/`disabled`).
+    pub classical_sessions: Counter,
+    /// Peers refused, by reason (`policy`, `downgrade`, `key-mismatch`, ...).
+    pub refused: Family<ReasonLabels, Counter>,
+    /// Pinned peers that came back without PQ.
+    pub downgrade_refused: Counter,
+    /// Records whose key differed from the pin.
+    pub key_mismatch: Counter,
+    /// Handshakes started (either side).
+    pub handshakes_started: Counter,
+    /// Failed handshakes, by reason.
+    pub handshake_failures: Family<ReasonLabels, Counter>,
+    /// Handshake duration in seconds (successful ones).
+    pub handshake_duration: Histogram,
+    /// Open PQ sessions.
+    pub open_sessions: Gauge,
+    /// Handshakes in progress.
+    pub handshakes_in_progress: Gauge,
+    /// Sessions ended by an error, by reason.
+    pub session_errors: Family<ReasonLabels, Counter>,
+    /// Messages sent, by security level.
+    pub messages_sent: Family<SecurityLabels, Counter>,
+    /// Messages received, by security level.
+    pub messages_received: Family<SecurityLabels, Counter>,
+    /// Inbound messages dropped because a peer's inbox was full.
+    pub inbox_dropped: Counter,
+}
+
+impl PqMetrics {
+    /// Creates and registers the metrics (under `pq_` in `registry`).
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = PqMetrics {
+            pq_sessions: Family::default(),
+            classical_sessions: Counter::default(),
+            refused: Family::default(),
+            downgrade_refused: Counter::default(),
+            key_mismatch: Counter::default(),
+            handshakes_started: Counter::default(),
+            handshake_failures: Family::default(),
+            handshake_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            open_sessions: Gauge::default(),
+            handshakes_in_progress: Gauge::default(),
+            session_errors: Family::default(),
+            messages_sent: Family::default(),
+            messages_received: Family::default(),
+            inbox_dropped: Counter::default(),
+        };
+        let r = registry.sub_registry_with_prefix("pq");
+        r.register("sessions", "PQ sessions established", m.pq_sessions.clone());
+        r.register(
+            "classical_sessions",
+            "Peers labelled classical",
+            m.classical_sessions.clone(),
+        );
+        r.register("refused", "Peers refused, by reason", m.refused.clone());
+        r.register(
+            "downgrade_refused",
+            "Pinned peers refused for offering no PQ session",
+            m.downgrade_refused.clone(),
+        );
+        r.register(
+            "key_mismatch",
+            "Peer records whose key differs from the pin",
+            m.key_mismatch.clone(),
+        );
+        r.register(
+            "handshakes_started",
+            "PQ handshakes started, either side",
+            m.handshakes_started.clone(),
+        );
+        r.register(
+            "handshake_failures",
+            "Failed PQ handshakes, by reason",
+            m.handshake_failures.clone(),
+        );
+        r.register(
+            "handshake_duration_seconds",
+            "Duration of successful PQ handshakes",
+            m.handshake_duration.clone(),
+        );
+        r.register("open_sessions", "Open PQ sessions", m.open_sessions.clone());
+        r.register(
+            "handshakes_in_progress",
+            "PQ handshakes in progress",
+            m.handshakes_in_progress.clone(),
+        );
+        r.register(
+            "session_errors",
+            "PQ sessions ended by an error, by reason",
+            m.session_errors.clone(),
+        );
+        r.register(
+            "messages_sent",
+            "Application messages sent, by security level",
+            m.messages_sent.clone(),
+        );
+        r.register(
+            "messages_received",
+            "Application messages received, by security level",
+            m.messages_received.clone(),
+        );
+        r.register(
+            "inbox_dropped",
+            "Inbound messages dropped because an inbox was full",
+            m.inbox_dropped.clone(),
+        );
+        m
+    }
+
+    /// Counts a refusal.
+    pub fn refuse(&self, reason: &str) {
+        self.refused
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a failed handshake.
+    pub fn handshake_failed(&self, reason: &str) {
+        self.handshake_failures
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Reads a refusal counter (tests, API).
+    pub fn refused_count(&self, reason: &str) -> u64 {
+        self.refused
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .get()
+    }
+
+    /// Reads a handshake-failure counter (tests, API).
+    pub fn handshake_failure_count(&self, reason: &str) -> u64 {
+        self.handshake_failures
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .get()
+    }
+}

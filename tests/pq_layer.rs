@@ -1,0 +1,604 @@
+//! The PQ layer end to end: real pqnodes on 127.0.0.1, real handshakes,
+//! real messages; stock and hostile rust-libp2p peers.
+
+mod pqsupport;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::AsyncWriteExt;
+use libp2p::identity::Keypair;
+use pqnode::config::PqPolicy;
+use pqnode::pq::framing::{read_frame, write_frame};
+use pqnode::pq::{PQ_PROTOCOL, Security, SendError};
+use pqnode::status::SecurityLevel;
+use pqnode_crypto::Suite;
+use pqnode_crypto::channel::KeyUpdatePolicy;
+use pqnode_crypto::handshake::{
+    Credential, HandshakeConfig, Initiator, InitiatorStep, RecordRejected, RecordVerifier,
+    messages::MAX_MESSAGE_LEN,
+};
+use pqnode_crypto::rng::system_rng;
+use pqnode_crypto::sign::{SigningKey, VerifyingKey};
+use pqnode_keys::record::{self, VerifyContext};
+use pqnode_keys::store::{KeyStore, StoreOptions};
+use pqsupport::{Opts, TEST_TIMEOUT, recv, start, tempdir};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+async fn bounded<F: std::future::Future<Output = ()>>(f: F) {
+    tokio::time::timeout(TEST_TIMEOUT, f)
+        .await
+        .expect("test exceeded its time bound");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_reach_pq_sessions_in_both_suites_and_exchange_messages() {
+    bounded(async {
+        let (da, db) = (tempdir(), tempdir());
+        let a = start(da.path(), Opts::default()).await;
+        let b = start(
+            db.path(),
+            Opts {
+                suites: vec![Suite::Mlkem1024Mldsa87, Suite::Kyber1024Dilithium5],
+                ..Opts::default()
+            },
+        )
+        .await;
+        // A dials: A initiates with its first suite.
+        a.connect(&b).await;
+        let sa =
+            a.pq.wait_for_session(&b.peer_id, WAIT)
+                .await
+                .expect("A has a session");
+        let sb =
+            b.pq.wait_for_session(&a.peer_id, WAIT)
+                .await
+                .expect("B has a session");
+        assert_eq!(
+            (sa.suite, sb.suite),
+            (Suite::Kyber1024Dilithium5, Suite::Kyber1024Dilithium5)
+        );
+        assert!(sa.local_initiated && !sb.local_initiated);
+        assert_eq!(a.level(&b.peer_id), Some(SecurityLevel::Pq));
+
+        // Both ways, small and 1 MiB.
+        let big: Vec<u8> = (0..(1usize << 20)).map(|i| (i * 7 % 256) as u8).collect();
+        let d =
+            a.pq.send(b.peer_id, b"hello from A".to_vec())
+                .await
+                .expect("send");
+        assert_eq!(d.security, Security::Pq);
+        let m = recv(&b, a.peer_id, 0, WAIT).await.expect("B receives");
+        assert_eq!(&m.body[..], b"hello from A");
+        assert_eq!(
+            (m.security, m.suite),
+            (Security::Pq, Some(Suite::Kyber1024Dilithium5))
+        );
+        b.pq.send(a.peer_id, big.clone()).await.expect("send 1 MiB");
+        let m = recv(&a, b.peer_id, 0, WAIT)
+            .await
+            .expect("A receives 1 MiB");
+        assert_eq!(m.body.len(), big.len());
+        assert!(m.body[..] == big[..], "1 MiB arrives intact");
+        assert_eq!(m.security, Security::Pq);
+        let too_big = vec![0u8; (1 << 20) + 1];
+        assert!(matches!(
+            a.pq.send(b.peer_id, too_big).await,
+            Err(SendError::TooLarge { .. })
+        ));
+
+        // B (ML-KEM first) dials a third node: ML-KEM-1024 / ML-DSA-87.
+        let dc = tempdir();
+        let c = start(dc.path(), Opts::default()).await;
+        b.connect(&c).await;
+        let sc =
+            c.pq.wait_for_session(&b.peer_id, WAIT)
+                .await
+                .expect("C has a session");
+        assert_eq!(sc.suite, Suite::Mlkem1024Mldsa87);
+        c.pq.send(b.peer_id, b"over ML-KEM".to_vec())
+            .await
+            .expect("send");
+        let m = recv(&b, c.peer_id, 0, WAIT).await.expect("B receives");
+        assert_eq!(
+            (m.security, m.suite),
+            (Security::Pq, Some(Suite::Mlkem1024Mldsa87))
+        );
+        assert!(b.crypto.snapshot().sessions.pq >= 2);
+        assert!(
+            a.pq.is_pinned(&b.peer_id),
+            "first verified record pins the key"
+        );
+        for n in [a, b, c] {
+            n.stop().await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_libp2p_peer_under_each_policy() {
+    bounded(async {
+        // preferred: stays connected, labelled classical.
+        let d = tempdir();
+        let node = start(d.path(), Opts::default()).await;
+        let stock = pqsupport::stock_peer(node.full_addr()).await;
+        assert!(stock.wait_connected(WAIT).await);
+        assert!(
+            node.until(WAIT, |n| n.level(&stock.peer_id)
+                == Some(SecurityLevel::Classical))
+                .await
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            stock.is_connected(),
+            "preferred keeps a classical peer for DHT, identify, ping"
+        );
+        assert_eq!(node.pq.refused_total(), 0);
+        // We dial it too: the PQ stream is refused (unsupported), still classical.
+        node.stop().await;
+
+        // required: disconnected and counted as refused.
+        let d = tempdir();
+        let node = start(
+            d.path(),
+            Opts {
+                policy: PqPolicy::Required,
+                ..Opts::default()
+            },
+        )
+        .await;
+        let stock = pqsupport::stock_peer(node.full_addr()).await;
+        assert!(
+            node.until(WAIT, |n| n.pq.refused_total() >= 1).await,
+            "refused"
+        );
+        assert_eq!(node.pq.metrics().refused_count("policy"), 1);
+        assert!(
+            node.until(WAIT, |_| !stock.is_connected()).await,
+            "disconnected"
+        );
+        assert_eq!(node.crypto.snapshot().sessions.refused, 1);
+        let err = node
+            .pq
+            .send(stock.peer_id, b"x".to_vec())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SendError::PqRequired { .. }), "{err}");
+        node.stop().await;
+
+        // disabled: no handshake attempted, classical.
+        let d = tempdir();
+        let node = start(
+            d.path(),
+            Opts {
+                policy: PqPolicy::Disabled,
+                ..Opts::default()
+            },
+        )
+        .await;
+        let stock = pqsupport::stock_peer(node.full_addr()).await;
+        assert!(
+            node.until(WAIT, |n| n.level(&stock.peer_id)
+                == Some(SecurityLevel::Classical))
+                .await
+        );
+        let m = node.pq.metrics();
+        assert_eq!(m.handshakes_started.get(), 0, "no handshake attempted");
+        assert_eq!(node.pq.session_count(), 0);
+        assert_eq!(node.crypto.snapshot().mode.as_str(), "disabled");
+        node.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_pq_falls_back_visibly_or_is_refused() {
+    bounded(async {
+        let (dx, dy) = (tempdir(), tempdir());
+        // X cannot do PQ (§8.4); Y can. Under preferred: classical both ways.
+        let x = start(
+            dx.path(),
+            Opts {
+                pq_available: false,
+                ..Opts::default()
+            },
+        )
+        .await;
+        assert_eq!(x.crypto.snapshot().mode.as_str(), "classical-fallback");
+        assert!(x.crypto.snapshot().unavailable_reason.is_some());
+        let y = start(dy.path(), Opts::default()).await;
+        y.connect(&x).await;
+        assert!(
+            y.until(WAIT, |n| n.level(&x.peer_id)
+                == Some(SecurityLevel::Classical))
+                .await
+        );
+        let d =
+            y.pq.send(x.peer_id, b"classical hello".to_vec())
+                .await
+                .expect("classical send");
+        assert_eq!(d.security, Security::Classical);
+        let m = recv(&x, y.peer_id, 0, WAIT).await.expect("X receives");
+        assert_eq!(
+            (&m.body[..], m.security),
+            (&b"classical hello"[..], Security::Classical)
+        );
+        x.pq.send(y.peer_id, vec![3u8; 200_000])
+            .await
+            .expect("classical send back");
+        let m = recv(&y, x.peer_id, 0, WAIT).await.expect("Y receives");
+        assert_eq!((m.body.len(), m.security), (200_000, Security::Classical));
+        y.stop().await;
+
+        // Under required, Z refuses X: no messages, a clear error.
+        let dz = tempdir();
+        let z = start(
+            dz.path(),
+            Opts {
+                policy: PqPolicy::Required,
+                ..Opts::default()
+            },
+        )
+        .await;
+        let _ = z.handle.dial(x.full_addr()).await;
+        assert!(z.until(WAIT, |n| n.pq.refused_total() >= 1).await);
+        let err = z.pq.send(x.peer_id, b"no".to_vec()).await.unwrap_err();
+        assert!(matches!(err, SendError::PqRequired { .. }));
+        assert!(err.to_string().contains("required"), "{err}");
+        // And X cannot push classical messages into Z either.
+        let err = x.pq.send(z.peer_id, b"no".to_vec()).await.unwrap_err();
+        assert!(matches!(err, SendError::Unreachable { .. }), "{err}");
+        assert!(z.pq.inbox().list(None, 0, 10).is_empty());
+        z.stop().await;
+        x.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_peer_returning_without_pq_is_refused() {
+    bounded(async {
+        let (da, db) = (tempdir(), tempdir());
+        let a = start(da.path(), Opts::default()).await;
+        let b = start(db.path(), Opts::default()).await;
+        b.connect(&a).await;
+        a.pq.wait_for_session(&b.peer_id, WAIT)
+            .await
+            .expect("PQ session");
+        assert!(a.pq.is_pinned(&b.peer_id));
+        let b_id = b.peer_id;
+        b.stop().await;
+        assert!(a.until(WAIT, |n| n.pq.session(&b_id).is_none()).await);
+
+        // B comes back with the same identity but without PQ.
+        let b = start(
+            db.path(),
+            Opts {
+                pq_available: false,
+                ..Opts::default()
+            },
+        )
+        .await;
+        assert_eq!(b.peer_id, b_id);
+        let _ = b.handle.dial(a.full_addr()).await;
+        assert!(
+            a.until(WAIT, |n| n.pq.metrics().downgrade_refused.get() >= 1)
+                .await,
+            "downgrade counted"
+        );
+        assert_eq!(a.pq.metrics().refused_count("downgrade"), 1);
+        assert_ne!(
+            a.level(&b_id),
+            Some(SecurityLevel::Classical),
+            "never labelled classical"
+        );
+        let err = a.pq.send(b_id, b"secret".to_vec()).await.unwrap_err();
+        assert!(
+            matches!(err, SendError::PinnedWithoutSession { .. }),
+            "{err}"
+        );
+        // B's classical message to A is refused too.
+        let _ = b.pq.send(a.peer_id, b"downgraded".to_vec()).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(a.pq.inbox().list(Some(b_id), 0, 10).is_empty());
+        a.stop().await;
+        b.stop().await;
+    })
+    .await;
+}
+
+/// Accepts any record whose envelope and PQ signature verify (the hostile
+/// side does not care who it talks to).
+struct Permissive;
+
+impl RecordVerifier for Permissive {
+    fn verify_record(
+        &self,
+        bytes: &[u8],
+        peer: &[u8],
+        suite: Suite,
+    ) -> Result<VerifyingKey, RecordRejected> {
+        let mut ctx = VerifyContext::new(now(), &Suite::ALL);
+        ctx.expected_peer = libp2p::PeerId::from_bytes(peer).ok();
+        ctx.negotiated_suite = Some(suite);
+        record::verify(bytes, &ctx)
+            .map(|r| r.sig_pk().clone())
+            .map_err(|e| RecordRejected {
+                reason: e.name().into(),
+            })
+    }
+}
+
+/// A hostile peer's handshake credentials: its own identity, and a record
+/// from `record_store` (another identity's, for the PeerId test), optionally
+/// bit-flipped.
+fn hostile_config(own: &KeyStore, record_store: &mut KeyStore, flip: bool) -> Arc<HandshakeConfig> {
+    let suite = Suite::Kyber1024Dilithium5;
+    let key = record_store.signing_key(suite).expect("key");
+    let key = SigningKey::from_bytes(suite, key.expose_secret(), key.verifying_key().as_bytes())
+        .expect("copy");
+    let mut rec = record_store
+        .build_record(suite, &[], now(), 3600)
+        .expect("record")
+        .envelope_bytes()
+        .to_vec();
+    if flip {
+        let n = rec.len() / 2;
+        rec[n] ^= 0x04;
+    }
+    Arc::new(HandshakeConfig {
+        local_peer_id: own.peer_id().to_bytes(),
+        credentials: vec![Credential {
+            signing_key: Arc::new(key),
+            record: rec,
+        }],
+        key_update: KeyUpdatePolicy::default(),
+    })
+}
+
+/// Runs the initiator over `stream`; returns the established session or the
+/// responder's Reject reason byte.
+async fn hostile_handshake(
+    config: Arc<HandshakeConfig>,
+    target: libp2p::PeerId,
+    stream: &mut libp2p::Stream,
+) -> Result<pqnode_crypto::handshake::Established, Vec<u8>> {
+    let mut rng = system_rng();
+    let (state, init) = Initiator::start(config, &target.to_bytes(), &mut rng).expect("start");
+    write_frame(stream, &init).await.expect("write init");
+    let resp = read_frame(stream, 1, MAX_MESSAGE_LEN).await.expect("resp");
+    match state
+        .handle(&resp, &Permissive, &mut rng)
+        .expect("honest responder")
+    {
+        InitiatorStep::Done { fin, session } => {
+            write_frame(stream, &fin).await.expect("write fin");
+            // The responder answers a bad Fin with Reject; a good one with silence.
+            match tokio::time::timeout(
+                Duration::from_millis(800),
+                read_frame(stream, 1, MAX_MESSAGE_LEN),
+            )
+            .await
+            {
+                Ok(Ok(reject)) => Err(reject),
+                _ => Ok(*session),
+            }
+        }
+        InitiatorStep::Retry { .. } => panic!("unexpected Retry"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_peers_are_refused_while_an_honest_peer_is_served() {
+    bounded(async {
+        let (da, dc) = (tempdir(), tempdir());
+        let a = start(da.path(), Opts::default()).await;
+        let c = start(dc.path(), Opts::default()).await;
+        c.connect(&a).await;
+        a.pq.wait_for_session(&c.peer_id, WAIT)
+            .await
+            .expect("honest session");
+        let mut since = 0;
+        let mut check_honest = async |round: u8| {
+            c.pq.send(a.peer_id, vec![round; 1000])
+                .await
+                .expect("honest send");
+            let m = recv(&a, c.peer_id, since, WAIT)
+                .await
+                .expect("honest message arrives");
+            assert_eq!(&m.body[..], &[round; 1000][..]);
+            since = m.seq;
+        };
+        check_honest(0).await;
+
+        // 1. A malformed Init.
+        let h = pqsupport::raw_peer(Keypair::generate_ed25519(), a.full_addr()).await;
+        let mut s = h
+            .control
+            .clone()
+            .expect("control")
+            .open_stream(a.peer_id, PQ_PROTOCOL)
+            .await
+            .expect("stream");
+        write_frame(&mut s, &[1, 1, 0, 0]).await.expect("write");
+        let reply = read_frame(&mut s, 1, MAX_MESSAGE_LEN)
+            .await
+            .expect("reject");
+        assert_eq!(reply, vec![5, 4], "Reject: bad message");
+        assert!(
+            a.until(WAIT, |n| n.pq.metrics().handshake_failure_count("decode")
+                >= 1)
+                .await
+        );
+        check_honest(1).await;
+
+        // 2. A record for another PeerId, and 3. a forged (bit-flipped) record.
+        for (flip, expect) in [(false, "record"), (true, "record")] {
+            let (dh, dother) = (tempdir(), tempdir());
+            let own = KeyStore::open_or_create(dh.path(), StoreOptions::default()).expect("store");
+            let mut other =
+                KeyStore::open_or_create(dother.path(), StoreOptions::default()).expect("store");
+            let mut own_for_record =
+                KeyStore::open(dh.path(), StoreOptions::default()).expect("store");
+            let cfg = if flip {
+                hostile_config(&own, &mut own_for_record, true)
+            } else {
+                hostile_config(&own, &mut other, false)
+            };
+            let h = pqsupport::raw_peer(own.identity().clone(), a.full_addr()).await;
+            let mut s = h
+                .control
+                .clone()
+                .expect("control")
+                .open_stream(a.peer_id, PQ_PROTOCOL)
+                .await
+                .expect("stream");
+            let before = a.pq.metrics().handshake_failure_count(expect);
+            let outcome = hostile_handshake(cfg, a.peer_id, &mut s).await;
+            assert_eq!(
+                outcome.err(),
+                Some(vec![5, 5]),
+                "Reject: auth failed (flip = {flip})"
+            );
+            assert!(
+                a.until(WAIT, |n| n.pq.metrics().handshake_failure_count(expect)
+                    > before)
+                    .await
+            );
+            assert!(a.pq.session(&h.peer_id).is_none());
+            check_honest(2 + flip as u8).await;
+        }
+
+        // 4. An honest handshake, then a bit-flipped frame.
+        let dh = tempdir();
+        let mut own = KeyStore::open_or_create(dh.path(), StoreOptions::default()).expect("store");
+        let own2 = KeyStore::open(dh.path(), StoreOptions::default()).expect("store");
+        let cfg = hostile_config(&own2, &mut own, false);
+        let h = pqsupport::raw_peer(own.identity().clone(), a.full_addr()).await;
+        let mut s = h
+            .control
+            .clone()
+            .expect("control")
+            .open_stream(a.peer_id, PQ_PROTOCOL)
+            .await
+            .expect("stream");
+        let mut session = hostile_handshake(cfg, a.peer_id, &mut s)
+            .await
+            .expect("honest handshake");
+        assert!(a.pq.wait_for_session(&h.peer_id, WAIT).await.is_some());
+        let mut out = Vec::new();
+        let frag: Vec<u8> = pqnode::pq::fragment::fragments(1, b"tampered")
+            .next()
+            .expect("fragment");
+        session
+            .channel
+            .sealer
+            .seal_data(&frag, 0, &mut out)
+            .expect("seal");
+        let last = out.len() - 1;
+        out[last] ^= 0x01;
+        s.write_all(&out).await.expect("write");
+        s.flush().await.expect("flush");
+        assert!(
+            a.until(WAIT, |n| n.pq.session(&h.peer_id).is_none()).await,
+            "session ended"
+        );
+        assert!(
+            a.pq.inbox().list(Some(h.peer_id), 0, 10).is_empty(),
+            "nothing delivered"
+        );
+        assert!(a.pq.metrics().refused_count("session-error") >= 1);
+        check_honest(9).await;
+        assert_eq!(
+            a.pq.session(&c.peer_id).map(|s| s.suite),
+            Some(Suite::Kyber1024Dilithium5)
+        );
+        a.stop().await;
+        c.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_inbound_handshakes_never_exceed_the_limit() {
+    bounded(async {
+        let d = tempdir();
+        let limit = 3;
+        let a = start(
+            d.path(),
+            Opts {
+                max_handshakes: limit,
+                handshake_timeout: Duration::from_secs(3),
+                ..Opts::default()
+            },
+        )
+        .await;
+        let h = pqsupport::raw_peer(Keypair::generate_ed25519(), a.full_addr()).await;
+        assert!(h.wait_connected(WAIT).await);
+        // Open 12 streams that never send Init: at most `limit` of them may
+        // occupy handshake slots (until the 3 s deadline); every other one is
+        // turned away at once, with Reject busy — or, in a burst, closed by
+        // libp2p-stream itself, whose accept channel has no buffer.
+        let mut tasks = Vec::new();
+        for _ in 0..12 {
+            let mut control = h.control.clone().expect("control");
+            let target = a.peer_id;
+            tasks.push(tokio::spawn(async move {
+                let mut s = control
+                    .open_stream(target, PQ_PROTOCOL)
+                    .await
+                    .expect("stream");
+                let started = tokio::time::Instant::now();
+                let reply = tokio::time::timeout(
+                    Duration::from_secs(8),
+                    read_frame(&mut s, 1, MAX_MESSAGE_LEN),
+                )
+                .await;
+                (started.elapsed(), reply)
+            }));
+        }
+        let mut max_seen = 0;
+        for _ in 0..60 {
+            max_seen = max_seen.max(a.pq.metrics().handshakes_in_progress.get());
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let (mut busy, mut held, mut turned_away) = (0, 0, 0);
+        for t in tasks {
+            let (elapsed, reply) = t.await.expect("task");
+            match reply {
+                Ok(Ok(r)) if r == vec![5, 3] => busy += 1,
+                Ok(_) if elapsed >= Duration::from_millis(2500) => held += 1,
+                Ok(_) => turned_away += 1,
+                Err(_) => panic!("a stream was left hanging past the handshake deadline"),
+            }
+        }
+        assert!(
+            max_seen <= i64::from(limit),
+            "{max_seen} handshakes at once (limit {limit})"
+        );
+        assert!(max_seen >= 1);
+        assert!(held <= limit as usize, "{held} streams held a slot");
+        assert!(
+            busy >= 1,
+            "Reject busy is sent (busy {busy}, closed {turned_away}, held {held})"
+        );
+        assert_eq!(busy + held + turned_away, 12);
+        assert!(a.pq.metrics().handshake_failure_count("busy") >= busy as u64);
+        assert!(
+            a.until(WAIT, |n| n.pq.metrics().handshake_failure_count("timeout")
+                >= held as u64)
+                .await
+        );
+        a.stop().await;
+    })
+    .await;
+}

@@ -1,0 +1,328 @@
+//! Test harness: real pqnodes on 127.0.0.1 (port 0), started through the
+//! same library path as `pqnode run` (key store, self-test, node, PQ layer),
+//! plus hostile and stock libp2p peers built from plain rust-libp2p.
+#![allow(dead_code, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::identity::Keypair;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, kad, noise, ping, tcp, yamux};
+use pqnode::cli::run::run_selftest;
+use pqnode::config::{Config, PqPolicy};
+use pqnode::metrics;
+use pqnode::node::{Node, NodeHandle};
+use pqnode::pq::PqLayer;
+use pqnode::status::{
+    CryptoStatus, PeerSecurityTable, PqAvailability, SecurityLevel, SelfTestStatus,
+    SharedCryptoStatus,
+};
+use pqnode_crypto::Suite;
+use pqnode_keys::store::{KeyStore, StoreOptions};
+use tokio::task::JoinHandle;
+
+/// Every test's overall bound.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(90);
+
+#[derive(Clone, Debug)]
+pub struct Opts {
+    pub policy: PqPolicy,
+    pub suites: Vec<Suite>,
+    /// Simulates a binary without PQ (§8.4) when false.
+    pub pq_available: bool,
+    pub max_handshakes: u32,
+    pub handshake_timeout: Duration,
+    pub allow_unpinned: bool,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            policy: PqPolicy::Preferred,
+            suites: Suite::DEFAULT_PREFERENCE.to_vec(),
+            pq_available: true,
+            max_handshakes: 64,
+            handshake_timeout: Duration::from_secs(10),
+            allow_unpinned: true,
+        }
+    }
+}
+
+pub struct TestNode {
+    pub dir: PathBuf,
+    pub peer_id: PeerId,
+    pub handle: NodeHandle,
+    pub pq: PqLayer,
+    pub addr: Multiaddr,
+    pub crypto: SharedCryptoStatus,
+    pub security: PeerSecurityTable,
+    task: JoinHandle<()>,
+}
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("pqnode-test-")
+        .tempdir()
+        .expect("tempdir")
+}
+
+pub async fn start(dir: &Path, opts: Opts) -> TestNode {
+    let mut config = Config {
+        data_dir: dir.to_path_buf(),
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")],
+        mdns: false,
+        ..Config::default()
+    };
+    config.pq.policy = opts.policy;
+    config.pq.suites = opts.suites.clone();
+    config.pq.allow_unpinned = opts.allow_unpinned;
+    config.limits.max_concurrent_handshakes = opts.max_handshakes;
+    config.limits.handshake_timeout = opts.handshake_timeout;
+    config.limits.max_new_connections_per_ip_per_minute = 1000;
+    config.limits.max_connections_per_ip = 100;
+    config.limits.max_established_per_peer = 4;
+    let mut store = KeyStore::open_or_create(
+        dir,
+        StoreOptions {
+            suites: Suite::ALL.to_vec(),
+            ..Default::default()
+        },
+    )
+    .expect("key store");
+    let availability = if opts.pq_available {
+        run_selftest(&config)
+    } else {
+        PqAvailability::Unavailable {
+            reason: "built without pqc (simulated by the test)".into(),
+            self_test: SelfTestStatus::default(),
+        }
+    };
+    let mut registry = metrics::new_registry();
+    let node = Node::start(&config, store.identity().clone(), &mut registry)
+        .await
+        .expect("node starts");
+    let peer_id = node.handle.peer_id();
+    let crypto =
+        SharedCryptoStatus::new(CryptoStatus::initial(&config.pq, &availability, &peer_id));
+    let security = PeerSecurityTable::new(100);
+    let pq = pqnode::pq::setup::start_for_node(
+        &config,
+        &mut store,
+        &availability,
+        &node.handle,
+        &node.listen_addrs,
+        &crypto,
+        &security,
+        &mut registry,
+    )
+    .expect("PQ layer starts");
+    let addr = node.listen_addrs.first().cloned().expect("listen address");
+    TestNode {
+        dir: dir.to_path_buf(),
+        peer_id,
+        handle: node.handle,
+        pq,
+        addr,
+        crypto,
+        security,
+        task: node.task,
+    }
+}
+
+impl TestNode {
+    pub fn full_addr(&self) -> Multiaddr {
+        self.addr
+            .clone()
+            .with(libp2p::multiaddr::Protocol::P2p(self.peer_id))
+    }
+
+    pub async fn connect(&self, other: &TestNode) {
+        self.handle.dial(other.full_addr()).await.expect("dial");
+    }
+
+    pub fn level(&self, peer: &PeerId) -> Option<SecurityLevel> {
+        self.security.get(peer).map(|s| s.level)
+    }
+
+    /// Waits until `f` holds, at most `timeout`.
+    pub async fn until(&self, timeout: Duration, mut f: impl FnMut(&TestNode) -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            if f(self) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        f(self)
+    }
+
+    pub async fn stop(self) {
+        self.pq.shutdown(Duration::from_secs(2)).await;
+        let _ = self.handle.shutdown().await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+    }
+}
+
+/// Waits for a message from `from` in `node`'s inbox.
+pub async fn recv(
+    node: &TestNode,
+    from: PeerId,
+    since: u64,
+    timeout: Duration,
+) -> Option<pqnode::pq::InboundMessage> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(m) = node
+            .pq
+            .inbox()
+            .list(Some(from), since, 1)
+            .into_iter()
+            .next()
+        {
+            return Some(m);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A peer with only libp2p-stream, identify and ping: used to speak the PQ
+/// protocol badly on purpose.
+#[derive(NetworkBehaviour)]
+pub struct RawBehaviour {
+    pub stream: libp2p_stream::Behaviour,
+    pub identify: identify::Behaviour,
+    pub ping: ping::Behaviour,
+}
+
+/// A stock rust-libp2p peer: identify, ping and Kademlia, no PQ protocol.
+#[derive(NetworkBehaviour)]
+pub struct StockBehaviour {
+    pub identify: identify::Behaviour,
+    pub ping: ping::Behaviour,
+    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+}
+
+fn swarm_with<B: NetworkBehaviour>(key: Keypair, make: impl FnOnce(&Keypair) -> B) -> Swarm<B> {
+    libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .expect("tcp")
+        .with_behaviour(|k| make(k))
+        .expect("behaviour")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build()
+}
+
+pub struct Peer {
+    pub peer_id: PeerId,
+    pub control: Option<libp2p_stream::Control>,
+    pub connected: Arc<std::sync::atomic::AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn drive<B: NetworkBehaviour + Send + 'static>(
+    mut swarm: Swarm<B>,
+    target: Multiaddr,
+    connected: Arc<std::sync::atomic::AtomicUsize>,
+) -> JoinHandle<()>
+where
+    B::ToSwarm: Send,
+{
+    swarm.dial(target).expect("dial");
+    tokio::spawn(async move {
+        loop {
+            match swarm.select_next_some().await {
+                SwarmEvent::ConnectionEstablished { .. } => {
+                    connected.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                SwarmEvent::ConnectionClosed {
+                    num_established: 0, ..
+                } => {
+                    connected.store(0, std::sync::atomic::Ordering::SeqCst);
+                }
+                _ => {}
+            }
+        }
+    })
+}
+
+/// A raw peer connected to `target` (it dials).
+pub async fn raw_peer(key: Keypair, target: Multiaddr) -> Peer {
+    let peer_id = key.public().to_peer_id();
+    let swarm = swarm_with(key, |k| RawBehaviour {
+        stream: libp2p_stream::Behaviour::new(),
+        identify: identify::Behaviour::new(identify::Config::new(
+            "/ipfs/id/1.0.0".into(),
+            k.public(),
+        )),
+        ping: ping::Behaviour::default(),
+    });
+    let control = swarm.behaviour().stream.new_control();
+    let connected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let task = drive(swarm, target, connected.clone()).await;
+    Peer {
+        peer_id,
+        control: Some(control),
+        connected,
+        task,
+    }
+}
+
+/// A stock peer connected to `target` (it dials).
+pub async fn stock_peer(target: Multiaddr) -> Peer {
+    let key = Keypair::generate_ed25519();
+    let peer_id = key.public().to_peer_id();
+    let swarm = swarm_with(key, |k| {
+        let id = k.public().to_peer_id();
+        let cfg = kad::Config::new(StreamProtocol::new("/pqnode/kad/1.0.0"));
+        StockBehaviour {
+            identify: identify::Behaviour::new(identify::Config::new(
+                "/ipfs/id/1.0.0".into(),
+                k.public(),
+            )),
+            ping: ping::Behaviour::default(),
+            kad: kad::Behaviour::with_config(id, kad::store::MemoryStore::new(id), cfg),
+        }
+    });
+    let connected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let task = drive(swarm, target, connected.clone()).await;
+    Peer {
+        peer_id,
+        control: None,
+        connected,
+        task,
+    }
+}
+
+impl Peer {
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(std::sync::atomic::Ordering::SeqCst) > 0
+    }
+
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            if self.is_connected() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+}
