@@ -6,7 +6,7 @@ use libp2p::Multiaddr;
 use serde::{Deserialize, Serialize};
 
 use super::{AppError, AppState, Authorized};
-use crate::node::{DialOutcome, PeerInfo};
+use crate::node::{DialOutcome, PeerInfo, RoutingEntry};
 use crate::status::SecurityLevel;
 
 /// One connected peer with its session security.
@@ -28,16 +28,23 @@ pub struct PeerView {
 pub struct PeersResponse {
     /// Connected peers.
     pub peers: Vec<PeerView>,
-    /// How many.
+    /// How many are connected.
     pub connected: usize,
-    /// Peers known from the routing table (connected or not).
-    pub known: usize,
+    /// Peers known from the Kademlia routing table but not connected.
+    pub known: Vec<RoutingEntry>,
 }
 
 /// `GET /api/peers`.
 pub async fn list(State(state): State<AppState>) -> Result<Json<PeersResponse>, AppError> {
     let peers = state.node.peers().await?;
-    let known = state.node.routing_table().await?.nodes.len();
+    let known: Vec<RoutingEntry> = state
+        .node
+        .routing_table()
+        .await?
+        .nodes
+        .into_iter()
+        .filter(|n| !peers.iter().any(|p| p.peer_id == n.peer_id))
+        .collect();
     let peers: Vec<PeerView> = peers
         .into_iter()
         .map(|info| {

@@ -25,6 +25,9 @@ use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use pqnode_crypto::Suite;
 
+/// At most this many `peers` may be configured (each is redialled).
+pub const MAX_PEERS: usize = 256;
+
 /// Every key a configuration may set, with its environment variable.
 pub const KEYS: &[(&str, &str)] = &[
     ("data_dir", "PQNODE_DATA_DIR"),
@@ -281,7 +284,9 @@ pub struct Config {
     pub listen: Vec<Multiaddr>,
     /// `api`: the HTTP API's socket address. Default `127.0.0.1:7777`.
     pub api: SocketAddr,
-    /// `peers`: bootstrap or manual peers, dialled at start. Default none.
+    /// `peers`: bootstrap or manual peers, dialled at start and redialled
+    /// with back-off (1 s doubling to 5 min) while disconnected; at most
+    /// [`MAX_PEERS`]. Default none.
     pub peers: Vec<Multiaddr>,
     /// `role`: `node | bootstrap`. Default `node`.
     pub role: Role,
@@ -341,312 +346,13 @@ impl Default for Config {
     }
 }
 
-/// A raw value before validation.
-#[derive(Clone, Debug)]
-enum Raw {
-    /// From the TOML file, typed.
-    Toml(toml::Value),
-    /// From an environment variable or a flag: text.
-    Text(String),
-    /// From a repeatable flag.
-    List(Vec<String>),
-}
+mod raw;
 
-/// Values set on the command line; they win over everything else.
-#[derive(Clone, Debug, Default)]
-pub struct Overrides {
-    values: BTreeMap<&'static str, Raw>,
-}
-
-fn known_key(key: &str) -> Option<&'static str> {
-    KEYS.iter().find(|(k, _)| *k == key).map(|(k, _)| *k)
-}
-
-impl Overrides {
-    /// Sets `key` to a text value, parsed like an environment variable.
-    pub fn set(&mut self, key: &str, value: impl Into<String>) -> Result<(), ConfigError> {
-        let key = known_key(key).ok_or_else(|| ConfigError::UnknownKey {
-            key: key.to_owned(),
-            origin: "flags".to_owned(),
-        })?;
-        self.values.insert(key, Raw::Text(value.into()));
-        Ok(())
-    }
-
-    /// Sets a list-valued `key` (from a repeatable flag). An empty list leaves
-    /// the key unset.
-    pub fn set_list(&mut self, key: &str, values: Vec<String>) -> Result<(), ConfigError> {
-        let key = known_key(key).ok_or_else(|| ConfigError::UnknownKey {
-            key: key.to_owned(),
-            origin: "flags".to_owned(),
-        })?;
-        if !values.is_empty() {
-            self.values.insert(key, Raw::List(values));
-        }
-        Ok(())
-    }
-}
-
-/// One layer's values, with where they came from.
-struct Layers {
-    flags: BTreeMap<&'static str, Raw>,
-    env: BTreeMap<&'static str, (String, Raw)>,
-    file: BTreeMap<String, Raw>,
-    file_origin: String,
-}
-
-impl Layers {
-    fn get(&self, key: &'static str) -> Option<(String, &Raw)> {
-        if let Some(v) = self.flags.get(key) {
-            return Some(("flag".to_owned(), v));
-        }
-        if let Some((name, v)) = self.env.get(key) {
-            return Some((format!("env {name}"), v));
-        }
-        self.file.get(key).map(|v| (self.file_origin.clone(), v))
-    }
-}
-
-fn invalid(key: &str, origin: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.to_owned(),
-        origin: origin.to_owned(),
-        reason: reason.into(),
-    }
-}
-
-fn as_text(key: &str, origin: &str, raw: &Raw) -> Result<String, ConfigError> {
-    match raw {
-        Raw::Text(s) => Ok(s.trim().to_owned()),
-        Raw::Toml(toml::Value::String(s)) => Ok(s.clone()),
-        Raw::Toml(other) => Err(invalid(
-            key,
-            origin,
-            format!("expected a string, found {}", other.type_str()),
-        )),
-        Raw::List(_) => Err(invalid(key, origin, "expected one value, found a list")),
-    }
-}
-
-fn as_list(key: &str, origin: &str, raw: &Raw) -> Result<Vec<String>, ConfigError> {
-    match raw {
-        Raw::Text(s) => Ok(s
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect()),
-        Raw::List(items) => Ok(items.iter().map(|s| s.trim().to_owned()).collect()),
-        Raw::Toml(toml::Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(i, v)| match v {
-                toml::Value::String(s) => Ok(s.clone()),
-                other => Err(invalid(
-                    key,
-                    origin,
-                    format!("item {i}: expected a string, found {}", other.type_str()),
-                )),
-            })
-            .collect(),
-        Raw::Toml(other) => Err(invalid(
-            key,
-            origin,
-            format!("expected an array of strings, found {}", other.type_str()),
-        )),
-    }
-}
-
-fn as_bool(key: &str, origin: &str, raw: &Raw) -> Result<bool, ConfigError> {
-    match raw {
-        Raw::Toml(toml::Value::Boolean(b)) => Ok(*b),
-        Raw::Text(s) => match s.trim().to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" | "on" => Ok(true),
-            "false" | "0" | "no" | "off" => Ok(false),
-            other => Err(invalid(
-                key,
-                origin,
-                format!("expected true or false, got {other:?}"),
-            )),
-        },
-        Raw::Toml(other) => Err(invalid(
-            key,
-            origin,
-            format!("expected a boolean, found {}", other.type_str()),
-        )),
-        Raw::List(_) => Err(invalid(key, origin, "expected a boolean, found a list")),
-    }
-}
-
-fn as_int(key: &str, origin: &str, raw: &Raw, min: u64, max: u64) -> Result<u64, ConfigError> {
-    let n: i128 = match raw {
-        Raw::Toml(toml::Value::Integer(i)) => i128::from(*i),
-        Raw::Text(s) => s
-            .trim()
-            .replace('_', "")
-            .parse::<i128>()
-            .map_err(|_| invalid(key, origin, format!("expected an integer, got {s:?}")))?,
-        Raw::Toml(other) => {
-            return Err(invalid(
-                key,
-                origin,
-                format!("expected an integer, found {}", other.type_str()),
-            ));
-        }
-        Raw::List(_) => return Err(invalid(key, origin, "expected an integer, found a list")),
-    };
-    if n < i128::from(min) || n > i128::from(max) {
-        return Err(invalid(
-            key,
-            origin,
-            format!("{n} is out of range {min}..={max}"),
-        ));
-    }
-    u64::try_from(n).map_err(|_| invalid(key, origin, format!("{n} is out of range")))
-}
-
-fn parse_multiaddr(key: &str, origin: &str, s: &str) -> Result<Multiaddr, ConfigError> {
-    Multiaddr::from_str(s)
-        .map_err(|e| invalid(key, origin, format!("{s:?} is not a multiaddr: {e}")))
-}
-
-/// Parses a fingerprint: 64 hex digits, spaces allowed.
-pub fn parse_fingerprint(s: &str) -> Result<[u8; 32], String> {
-    let compact: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    let bytes = hex::decode(&compact).map_err(|e| format!("not hex: {e}"))?;
-    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
-        format!(
-            "expected 64 hex digits (32 bytes), got {} bytes",
-            bytes.len()
-        )
-    })
-}
-
-fn parse_suite(s: &str) -> Result<Suite, String> {
-    Suite::from_str(s.trim()).map_err(|e| e.to_string())
-}
-
-/// Flattens the TOML document into `key → value`, rejecting unknown keys.
-fn flatten_file(table: toml::Table, origin: &str) -> Result<BTreeMap<String, Raw>, ConfigError> {
-    let mut out = BTreeMap::new();
-    for (k, v) in table {
-        match (k.as_str(), v) {
-            (section @ ("pq" | "limits"), toml::Value::Table(inner)) => {
-                for (ik, iv) in inner {
-                    let full = format!("{section}.{ik}");
-                    if known_key(&full).is_none() {
-                        return Err(ConfigError::UnknownKey {
-                            key: full,
-                            origin: origin.to_owned(),
-                        });
-                    }
-                    out.insert(full, Raw::Toml(iv));
-                }
-            }
-            (section @ ("pq" | "limits"), other) => {
-                return Err(invalid(
-                    section,
-                    origin,
-                    format!("expected a table, found {}", other.type_str()),
-                ));
-            }
-            (key, value) => {
-                if known_key(key).is_none() || key.contains('.') {
-                    return Err(ConfigError::UnknownKey {
-                        key: key.to_owned(),
-                        origin: origin.to_owned(),
-                    });
-                }
-                out.insert(key.to_owned(), Raw::Toml(value));
-            }
-        }
-    }
-    Ok(out)
-}
-
-fn parse_trusted_peers(origin: &str, raw: &Raw) -> Result<Vec<TrustedPeer>, ConfigError> {
-    const KEY: &str = "trusted_peers";
-    let items = match raw {
-        Raw::Toml(toml::Value::Array(items)) => items.clone(),
-        Raw::Toml(other) => {
-            return Err(invalid(
-                KEY,
-                origin,
-                format!("expected an array of tables, found {}", other.type_str()),
-            ));
-        }
-        Raw::Text(s) => {
-            // `PEERID=FINGERPRINT` pairs, comma-separated.
-            let mut out = Vec::new();
-            for (i, pair) in s
-                .split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .enumerate()
-            {
-                let Some((peer, fp)) = pair.split_once('=') else {
-                    return Err(invalid(
-                        KEY,
-                        origin,
-                        format!("item {i}: expected PEERID=FINGERPRINT"),
-                    ));
-                };
-                let mut t = toml::Table::new();
-                t.insert("peer_id".into(), toml::Value::String(peer.trim().into()));
-                t.insert("fingerprint".into(), toml::Value::String(fp.trim().into()));
-                out.push(toml::Value::Table(t));
-            }
-            out
-        }
-        Raw::List(_) => return Err(invalid(KEY, origin, "expected an array of tables")),
-    };
-    let mut peers = Vec::with_capacity(items.len());
-    for (i, item) in items.into_iter().enumerate() {
-        let key = format!("trusted_peers[{i}]");
-        let toml::Value::Table(t) = item else {
-            return Err(invalid(&key, origin, "expected a table"));
-        };
-        let mut peer_id = None;
-        let mut fingerprint = None;
-        let mut suite = None;
-        for (k, v) in t {
-            let field = format!("{key}.{k}");
-            let toml::Value::String(s) = v else {
-                return Err(invalid(&field, origin, "expected a string"));
-            };
-            match k.as_str() {
-                "peer_id" => {
-                    peer_id = Some(PeerId::from_str(s.trim()).map_err(|e| {
-                        invalid(&field, origin, format!("{s:?} is not a PeerId: {e}"))
-                    })?);
-                }
-                "fingerprint" => {
-                    fingerprint =
-                        Some(parse_fingerprint(&s).map_err(|r| invalid(&field, origin, r))?);
-                }
-                "suite" => {
-                    suite = Some(parse_suite(&s).map_err(|r| invalid(&field, origin, r))?);
-                }
-                _ => {
-                    return Err(ConfigError::UnknownKey {
-                        key: field,
-                        origin: origin.to_owned(),
-                    });
-                }
-            }
-        }
-        let peer_id =
-            peer_id.ok_or_else(|| invalid(&format!("{key}.peer_id"), origin, "missing"))?;
-        let fingerprint =
-            fingerprint.ok_or_else(|| invalid(&format!("{key}.fingerprint"), origin, "missing"))?;
-        peers.push(TrustedPeer {
-            peer_id,
-            fingerprint,
-            suite,
-        });
-    }
-    Ok(peers)
-}
+use raw::{
+    Layers, Raw, as_bool, as_int, as_list, as_text, flatten_file, invalid, parse_multiaddr,
+    parse_suite, parse_trusted_peers,
+};
+pub use raw::{Overrides, parse_fingerprint};
 
 impl Config {
     /// Loads the configuration from the process: `file` (if any), the
@@ -757,7 +463,15 @@ impl Config {
             })?;
         }
         if let Some((o, raw)) = layers.get("peers") {
-            c.peers = as_list("peers", &o, raw)?
+            let items = as_list("peers", &o, raw)?;
+            if items.len() > MAX_PEERS {
+                return Err(invalid(
+                    "peers",
+                    &o,
+                    format!("{} peers given, at most {MAX_PEERS}", items.len()),
+                ));
+            }
+            c.peers = items
                 .iter()
                 .map(|s| parse_multiaddr("peers", &o, s))
                 .collect::<Result<_, _>>()?;
@@ -899,137 +613,4 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
-            .collect()
-    }
-
-    #[test]
-    fn empty_file_gives_defaults() {
-        let c = Config::from_toml_str("").unwrap();
-        assert_eq!(c, Config::default());
-        assert_eq!(c.limits.max_established, 2000);
-        assert_eq!(c.limits.max_established_per_peer, 2);
-        assert_eq!(c.limits.max_connections_per_ip, 8);
-        assert_eq!(c.limits.max_new_connections_per_ip_per_minute, 30);
-        assert_eq!(c.pq.policy, PqPolicy::Preferred);
-        assert_eq!(c.api.to_string(), "127.0.0.1:7777");
-        assert_eq!(c.listen[1].to_string(), "/ip4/0.0.0.0/udp/4001/quic-v1");
-    }
-
-    #[test]
-    fn file_values_are_read() {
-        let c = Config::from_toml_str(
-            r#"
-            listen = ["/ip4/127.0.0.1/tcp/0"]
-            role = "bootstrap"
-            mdns = false
-            [pq]
-            policy = "required"
-            suites = ["mlkem1024-mldsa87"]
-            [limits]
-            max_connections_per_ip = 3
-            handshake_timeout_secs = 5
-            [[trusted_peers]]
-            peer_id = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
-            fingerprint = "0001 0203 0405 0607 0809 0a0b 0c0d 0e0f 1011 1213 1415 1617 1819 1a1b 1c1d 1e1f"
-            "#,
-        )
-        .unwrap();
-        assert_eq!(c.role, Role::Bootstrap);
-        assert!(!c.mdns);
-        assert_eq!(c.pq.policy, PqPolicy::Required);
-        assert_eq!(c.pq.suites, vec![Suite::Mlkem1024Mldsa87]);
-        assert_eq!(c.limits.max_connections_per_ip, 3);
-        assert_eq!(c.limits.handshake_timeout, Duration::from_secs(5));
-        assert_eq!(c.trusted_peers[0].fingerprint[31], 0x1f);
-    }
-
-    #[test]
-    fn errors_name_the_key() {
-        let cases = [
-            ("[pq]\npolicy = \"sometimes\"", "pq.policy"),
-            ("[pq]\nsuites = [\"rot13\"]", "pq.suites"),
-            ("[pq]\nsuites = []", "pq.suites"),
-            ("listen = [\"not an addr\"]", "listen"),
-            ("api = \"localhost\"", "api"),
-            (
-                "[limits]\nmax_connections_per_ip = 0",
-                "limits.max_connections_per_ip",
-            ),
-            (
-                "[limits]\nmax_established = \"many\"",
-                "limits.max_established",
-            ),
-            ("colour = \"blue\"", "colour"),
-            ("[limits]\nfoo = 1", "limits.foo"),
-            ("mdns = \"perhaps\"", "mdns"),
-            (
-                "[[trusted_peers]]\npeer_id = \"x\"\nfingerprint = \"00\"",
-                "trusted_peers[0].fingerprint",
-            ),
-            (
-                "[[trusted_peers]]\npeer_id = \"x\"\nfingerprint = \"0000000000000000000000000000000000000000000000000000000000000000\"",
-                "trusted_peers[0].peer_id",
-            ),
-        ];
-        for (text, key) in cases {
-            let err = Config::from_toml_str(text).unwrap_err();
-            assert_eq!(err.key(), Some(key), "{text}: {err}");
-            assert!(err.to_string().contains(key), "{err}");
-        }
-    }
-
-    #[test]
-    fn flags_beat_env_beat_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.toml");
-        std::fs::write(
-            &path,
-            "api = \"127.0.0.1:1\"\nrole = \"bootstrap\"\nmdns = false\n",
-        )
-        .unwrap();
-        let e = env(&[
-            ("PQNODE_API", "127.0.0.1:2"),
-            ("PQNODE_ROLE", "node"),
-            ("PQNODE_UNRELATED", "x"),
-        ]);
-        let mut o = Overrides::default();
-        o.set("api", "127.0.0.1:3").unwrap();
-        let c = Config::load_from(Some(&path), e, &o).unwrap();
-        assert_eq!(c.api.port(), 3);
-        assert_eq!(c.role, Role::Node);
-        assert!(!c.mdns);
-    }
-
-    #[test]
-    fn env_error_names_key_and_variable() {
-        let err = Config::load_from(
-            None,
-            env(&[("PQNODE_PQ_POLICY", "maybe")]),
-            &Overrides::default(),
-        )
-        .unwrap_err();
-        assert_eq!(err.key(), Some("pq.policy"));
-        assert!(err.to_string().contains("PQNODE_PQ_POLICY"));
-    }
-
-    #[test]
-    fn env_lists_are_comma_separated() {
-        let c = Config::load_from(
-            None,
-            env(&[(
-                "PQNODE_LISTEN",
-                "/ip4/127.0.0.1/tcp/0, /ip4/127.0.0.1/udp/0/quic-v1",
-            )]),
-            &Overrides::default(),
-        )
-        .unwrap();
-        assert_eq!(c.listen.len(), 2);
-    }
-}
+mod tests;

@@ -1,0 +1,134 @@
+//! Unit tests of the configuration.
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+        .collect()
+}
+
+#[test]
+fn empty_file_gives_defaults() {
+    let c = Config::from_toml_str("").unwrap();
+    assert_eq!(c, Config::default());
+    assert_eq!(c.limits.max_established, 2000);
+    assert_eq!(c.limits.max_established_per_peer, 2);
+    assert_eq!(c.limits.max_connections_per_ip, 8);
+    assert_eq!(c.limits.max_new_connections_per_ip_per_minute, 30);
+    assert_eq!(c.pq.policy, PqPolicy::Preferred);
+    assert_eq!(c.api.to_string(), "127.0.0.1:7777");
+    assert_eq!(c.listen[1].to_string(), "/ip4/0.0.0.0/udp/4001/quic-v1");
+}
+
+#[test]
+fn file_values_are_read() {
+    let c = Config::from_toml_str(
+        r#"
+        listen = ["/ip4/127.0.0.1/tcp/0"]
+        role = "bootstrap"
+        mdns = false
+        [pq]
+        policy = "required"
+        suites = ["mlkem1024-mldsa87"]
+        [limits]
+        max_connections_per_ip = 3
+        handshake_timeout_secs = 5
+        [[trusted_peers]]
+        peer_id = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
+        fingerprint = "0001 0203 0405 0607 0809 0a0b 0c0d 0e0f 1011 1213 1415 1617 1819 1a1b 1c1d 1e1f"
+        "#,
+    )
+    .unwrap();
+    assert_eq!(c.role, Role::Bootstrap);
+    assert!(!c.mdns);
+    assert_eq!(c.pq.policy, PqPolicy::Required);
+    assert_eq!(c.pq.suites, vec![Suite::Mlkem1024Mldsa87]);
+    assert_eq!(c.limits.max_connections_per_ip, 3);
+    assert_eq!(c.limits.handshake_timeout, Duration::from_secs(5));
+    assert_eq!(c.trusted_peers[0].fingerprint[31], 0x1f);
+}
+
+#[test]
+fn errors_name_the_key() {
+    let cases = [
+        ("[pq]\npolicy = \"sometimes\"", "pq.policy"),
+        ("[pq]\nsuites = [\"rot13\"]", "pq.suites"),
+        ("[pq]\nsuites = []", "pq.suites"),
+        ("listen = [\"not an addr\"]", "listen"),
+        ("api = \"localhost\"", "api"),
+        (
+            "[limits]\nmax_connections_per_ip = 0",
+            "limits.max_connections_per_ip",
+        ),
+        (
+            "[limits]\nmax_established = \"many\"",
+            "limits.max_established",
+        ),
+        ("colour = \"blue\"", "colour"),
+        ("[limits]\nfoo = 1", "limits.foo"),
+        ("mdns = \"perhaps\"", "mdns"),
+        (
+            "[[trusted_peers]]\npeer_id = \"x\"\nfingerprint = \"00\"",
+            "trusted_peers[0].fingerprint",
+        ),
+        (
+            "[[trusted_peers]]\npeer_id = \"x\"\nfingerprint = \"0000000000000000000000000000000000000000000000000000000000000000\"",
+            "trusted_peers[0].peer_id",
+        ),
+    ];
+    for (text, key) in cases {
+        let err = Config::from_toml_str(text).unwrap_err();
+        assert_eq!(err.key(), Some(key), "{text}: {err}");
+        assert!(err.to_string().contains(key), "{err}");
+    }
+}
+
+#[test]
+fn flags_beat_env_beat_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "api = \"127.0.0.1:1\"\nrole = \"bootstrap\"\nmdns = false\n",
+    )
+    .unwrap();
+    let e = env(&[
+        ("PQNODE_API", "127.0.0.1:2"),
+        ("PQNODE_ROLE", "node"),
+        ("PQNODE_UNRELATED", "x"),
+    ]);
+    let mut o = Overrides::default();
+    o.set("api", "127.0.0.1:3").unwrap();
+    let c = Config::load_from(Some(&path), e, &o).unwrap();
+    assert_eq!(c.api.port(), 3);
+    assert_eq!(c.role, Role::Node);
+    assert!(!c.mdns);
+}
+
+#[test]
+fn env_error_names_key_and_variable() {
+    let err = Config::load_from(
+        None,
+        env(&[("PQNODE_PQ_POLICY", "maybe")]),
+        &Overrides::default(),
+    )
+    .unwrap_err();
+    assert_eq!(err.key(), Some("pq.policy"));
+    assert!(err.to_string().contains("PQNODE_PQ_POLICY"));
+}
+
+#[test]
+fn env_lists_are_comma_separated() {
+    let c = Config::load_from(
+        None,
+        env(&[(
+            "PQNODE_LISTEN",
+            "/ip4/127.0.0.1/tcp/0, /ip4/127.0.0.1/udp/0/quic-v1",
+        )]),
+        &Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(c.listen.len(), 2);
+}

@@ -1,0 +1,140 @@
+//! Helpers shared by the integration tests: nodes on 127.0.0.1 (port 0,
+//! mDNS off), a minimal HTTP client, stock libp2p swarms.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{Multiaddr, Swarm, SwarmBuilder, noise, tcp, yamux};
+use pqnode::cli::run::{Running, start};
+use pqnode::config::Config;
+use pqnode::status::{PqAvailability, SelfTestStatus};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Every test is bounded by this.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A configuration for a test node in `dir`: loopback only, port 0, no mDNS.
+pub fn test_config(dir: &std::path::Path) -> Config {
+    Config::from_toml_str(&format!(
+        r#"
+        data_dir = "{}"
+        listen = ["/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"]
+        api = "127.0.0.1:0"
+        mdns = false
+        "#,
+        dir.display()
+    ))
+    .unwrap()
+}
+
+/// The PQ availability test nodes report (these tests do not exercise PQ).
+pub fn no_pq() -> PqAvailability {
+    PqAvailability::Unavailable {
+        reason: "not exercised by this test".to_owned(),
+        self_test: SelfTestStatus::default(),
+    }
+}
+
+/// Starts a node with its API.
+pub async fn start_node(config: &Config) -> Running {
+    start(config, Keypair::generate_ed25519(), no_pq())
+        .await
+        .unwrap()
+}
+
+/// The node's TCP listen address with `/p2p/<PeerId>`.
+pub fn tcp_addr(node: &Running) -> Multiaddr {
+    let addr = node
+        .listen_addrs
+        .iter()
+        .find(|a| a.to_string().contains("/tcp/"))
+        .unwrap()
+        .clone();
+    addr.with(libp2p::multiaddr::Protocol::P2p(node.node.peer_id()))
+}
+
+/// A response: status and body.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: String,
+    pub body: String,
+}
+
+impl Response {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Response {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() || method == "POST" {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    Response {
+        status,
+        headers: head.to_owned(),
+        body: body.to_owned(),
+    }
+}
+
+/// A stock rust-libp2p swarm over TCP (Noise + Yamux) with `behaviour`.
+pub fn stock_swarm<B: NetworkBehaviour>(behaviour: impl FnOnce(&Keypair) -> B) -> Swarm<B> {
+    SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|k| behaviour(k))
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build()
+}
+
+/// Polls `check` every 100 ms until it returns `Some`.
+pub async fn eventually<T, F, Fut>(mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,250 @@
+//! The swarm with real nodes on 127.0.0.1: connecting, Kademlia on
+//! `/pqnode/kad/1.0.0`, per-IP limits.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures::StreamExt;
+use libp2p::kad::{self, store::MemoryStore};
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::{SwarmEvent, dummy};
+use libp2p::{Multiaddr, PeerId, StreamProtocol};
+use tokio::sync::mpsc;
+
+fn without_p2p(addr: &Multiaddr) -> Multiaddr {
+    addr.iter()
+        .filter(|p| !matches!(p, Protocol::P2p(_)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_connect_and_list_each_other() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let a = start_node(&test_config(da.path())).await;
+        let mut cb = test_config(db.path());
+        cb.peers = vec![tcp_addr(&a)];
+        let b = start_node(&cb).await;
+
+        for (api, other) in [
+            (a.api_addr, b.node.peer_id()),
+            (b.api_addr, a.node.peer_id()),
+        ] {
+            let peer = eventually(move || async move {
+                let r = http(api, "GET", "/api/peers", None, None).await;
+                assert_eq!(r.status, 200, "{}", r.body);
+                let j = r.json();
+                j["peers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|p| {
+                        p["peerId"] == other.to_string()
+                            && p["agentVersion"]
+                                .as_str()
+                                .is_some_and(|v| v.starts_with("pqnode/"))
+                    })
+                    .cloned()
+            })
+            .await;
+            assert_eq!(peer["security"], "none");
+            assert!(peer["connections"].as_u64().unwrap() >= 1);
+            assert!(!peer["addresses"].as_array().unwrap().is_empty());
+            assert!(
+                peer["protocols"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p == "/ipfs/id/1.0.0")
+            );
+        }
+        // The configured peer is in B's routing table.
+        let r = http(b.api_addr, "GET", "/api/dht/nodes", None, None).await;
+        assert_eq!(r.status, 200);
+        let j = r.json();
+        assert_eq!(j["protocol"], "/pqnode/kad/1.0.0");
+        assert!(
+            j["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n["peerId"] == a.node.peer_id().to_string())
+        );
+
+        b.shutdown(Duration::from_secs(5)).await.unwrap();
+        a.shutdown(Duration::from_secs(5)).await.unwrap();
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Runs one FIND_NODE query from a stock Kademlia client speaking
+/// `protocol` to `target`; returns how many peers answered.
+async fn stock_kad_query(protocol: &'static str, target: PeerId, addr: Multiaddr) -> u32 {
+    let mut swarm = stock_swarm(|k| {
+        let id = k.public().to_peer_id();
+        let mut kad = kad::Behaviour::with_config(
+            id,
+            MemoryStore::new(id),
+            kad::Config::new(StreamProtocol::new(protocol)),
+        );
+        kad.set_mode(Some(kad::Mode::Client));
+        kad
+    });
+    swarm.behaviour_mut().add_address(&target, addr);
+    swarm.behaviour_mut().get_closest_peers(PeerId::random());
+    loop {
+        if let SwarmEvent::Behaviour(kad::Event::OutboundQueryProgressed {
+            result: kad::QueryResult::GetClosestPeers(_),
+            stats,
+            step,
+            ..
+        }) = swarm.select_next_some().await
+            && step.last
+        {
+            return stats.num_successes();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_node_answers_kademlia_on_pqnode_protocol() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(dir.path());
+        config.role = pqnode::config::Role::Bootstrap;
+        let node = start_node(&config).await;
+        let addr = without_p2p(&tcp_addr(&node));
+        let peer = node.node.peer_id();
+
+        let answered = stock_kad_query("/pqnode/kad/1.0.0", peer, addr.clone()).await;
+        assert_eq!(
+            answered, 1,
+            "the bootstrap node answers on /pqnode/kad/1.0.0"
+        );
+        let answered = stock_kad_query("/ipfs/kad/1.0.0", peer, addr).await;
+        assert_eq!(answered, 0, "and not on the IPFS DHT's protocol");
+
+        let r = http(node.api_addr, "GET", "/api/dht/nodes", None, None).await;
+        assert_eq!(r.json()["mode"], "server");
+        node.shutdown(Duration::from_secs(5)).await.unwrap();
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    Connected,
+    Failed,
+}
+
+/// A stock client that dials `addr` and keeps its connection open until
+/// its task is aborted; reports the outcome.
+fn spawn_client(addr: Multiaddr, tx: mpsc::Sender<Outcome>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut swarm = stock_swarm(|_| dummy::Behaviour);
+        swarm.dial(addr).unwrap();
+        loop {
+            match swarm.select_next_some().await {
+                SwarmEvent::ConnectionEstablished { .. } => {
+                    let _ = tx.send(Outcome::Connected).await;
+                }
+                SwarmEvent::OutgoingConnectionError { .. } => {
+                    let _ = tx.send(Outcome::Failed).await;
+                }
+                _ => {}
+            }
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_ip_limit_denies_the_ninth_concurrent_connection() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let node = start_node(&test_config(dir.path())).await;
+        let addr = tcp_addr(&node);
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut clients = Vec::new();
+        for i in 0..8 {
+            clients.push(spawn_client(addr.clone(), tx.clone()));
+            assert_eq!(rx.recv().await, Some(Outcome::Connected), "client {i}");
+        }
+        let ninth = spawn_client(addr.clone(), tx.clone());
+        assert_eq!(rx.recv().await, Some(Outcome::Failed), "the 9th is denied");
+        ninth.abort();
+
+        let r = http(node.api_addr, "GET", "/metrics", None, None).await;
+        assert!(
+            r.body
+                .contains("pqnode_node_ip_limit_denied_total{reason=\"concurrent\"} 1"),
+            "{}",
+            r.body
+        );
+
+        // Once one closes, another may connect.
+        clients.remove(0).abort();
+        eventually(|| async {
+            let stats = node.node.stats().await.unwrap();
+            (stats.connected_peers == 7).then_some(())
+        })
+        .await;
+        clients.push(spawn_client(addr.clone(), tx.clone()));
+        assert_eq!(
+            rx.recv().await,
+            Some(Outcome::Connected),
+            "after a slot freed"
+        );
+
+        for c in clients {
+            c.abort();
+        }
+        node.shutdown(Duration::from_secs(5)).await.unwrap();
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_peer_is_redialled_until_it_answers() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        // A's identity and port are known before A runs.
+        let key_a = libp2p::identity::Keypair::generate_ed25519();
+        let peer_a = key_a.public().to_peer_id();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr_a: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
+
+        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut cb = test_config(db.path());
+        cb.peers = vec![addr_a.clone().with(Protocol::P2p(peer_a))];
+        let b = start_node(&cb).await;
+        // The first dial fails: nobody listens yet.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(b.node.peers().await.unwrap().is_empty());
+        let health = http(b.api_addr, "GET", "/api/health/ready", None, None).await;
+        assert_eq!(health.status, 503, "not alone by design, not connected");
+
+        let mut ca = test_config(da.path());
+        ca.listen = vec![addr_a];
+        let a = pqnode::cli::run::start(&ca, key_a, no_pq()).await.unwrap();
+        eventually(|| async {
+            let peers = b.node.peers().await.unwrap();
+            peers.iter().any(|p| p.peer_id == peer_a).then_some(())
+        })
+        .await;
+        let health = http(b.api_addr, "GET", "/api/health/ready", None, None).await;
+        assert_eq!(health.status, 200, "{}", health.body);
+
+        a.shutdown(Duration::from_secs(5)).await.unwrap();
+        b.shutdown(Duration::from_secs(5)).await.unwrap();
+    })
+    .await
+    .expect("test timed out");
+}
