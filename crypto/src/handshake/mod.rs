@@ -369,6 +369,13 @@ impl InitiatorAwaitingResp {
         self.suite
     }
 
+    /// The ephemeral secrets of the Init in flight. Only for replay test
+    /// vectors (PROTOCOL.md Appendix A), which must record them; nothing
+    /// else has a reason to read them.
+    pub fn ephemeral_for_test_vectors(&self) -> &Ephemeral {
+        &self.ephemeral
+    }
+
     /// Handles the responder's answer (a message body without its u32 length).
     pub fn handle<R: CryptoRng + ?Sized>(
         self,
