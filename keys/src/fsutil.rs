@@ -195,6 +195,37 @@ pub fn read_private(path: &Path, insecure: bool) -> Result<Option<Vec<u8>>, FsEr
 /// temporary file that nothing reads.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
     let dir = parent_dir(path);
+    let tmp = temp_path(path)?;
+    let result = write_temp(&tmp, bytes)
+        .and_then(|()| fs::rename(&tmp, path).map_err(io_err("rename into place", path)));
+    if result.is_err() {
+        // Best effort: the temporary file holds nothing a reader would use.
+        let _ = fs::remove_file(&tmp);
+    }
+    result?;
+    sync_dir(&dir)
+}
+
+/// Like [`write_atomic`] but never replaces an existing file, even one
+/// created concurrently: the finished temporary file is hard-linked to
+/// `path` (which fails if `path` exists), then unlinked. Returns
+/// `Ok(false)`, writing nothing, when `path` already exists.
+pub fn write_new_atomic(path: &Path, bytes: &[u8]) -> Result<bool, FsError> {
+    let dir = parent_dir(path);
+    let tmp = temp_path(path)?;
+    let result = write_temp(&tmp, bytes).and_then(|()| match fs::hard_link(&tmp, path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(io_err("link into place", path)(e)),
+    });
+    // The temporary name is either a second link to `path` or garbage.
+    let _ = fs::remove_file(&tmp);
+    let created = result?;
+    sync_dir(&dir)?;
+    Ok(created)
+}
+
+fn temp_path(path: &Path) -> Result<PathBuf, FsError> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -205,17 +236,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
         path: path.to_path_buf(),
         source: io::Error::other(e.to_string()),
     })?;
-    let tmp = dir.join(format!("{TEMP_PREFIX}{name}.{}", hex::encode(suffix)));
-    let result = write_new_then_rename(&tmp, path, bytes);
-    if result.is_err() {
-        // Best effort: the temporary file holds nothing a reader would use.
-        let _ = fs::remove_file(&tmp);
-    }
-    result?;
-    sync_dir(&dir)
+    Ok(parent_dir(path).join(format!("{TEMP_PREFIX}{name}.{}", hex::encode(suffix))))
 }
 
-fn write_new_then_rename(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<(), FsError> {
+fn write_temp(tmp: &Path, bytes: &[u8]) -> Result<(), FsError> {
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -225,9 +249,7 @@ fn write_new_then_rename(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<(), Fs
     }
     let mut file = options.open(tmp).map_err(io_err("create", tmp))?;
     file.write_all(bytes).map_err(io_err("write", tmp))?;
-    file.sync_all().map_err(io_err("fsync", tmp))?;
-    drop(file);
-    fs::rename(tmp, path).map_err(io_err("rename into place", path))
+    file.sync_all().map_err(io_err("fsync", tmp))
 }
 
 fn parent_dir(path: &Path) -> PathBuf {
@@ -276,6 +298,20 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("f")]);
+    }
+
+    #[test]
+    fn write_new_never_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        assert!(write_new_atomic(&path, b"first").unwrap());
+        assert!(!write_new_atomic(&path, b"second").unwrap());
+        assert_eq!(fs::read(&path).unwrap(), b"first");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "temporary file left"
+        );
     }
 
     #[test]

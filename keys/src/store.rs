@@ -387,7 +387,7 @@ impl KeyStore {
                 files: join_names(&existing),
             });
         }
-        Self::write_new(dir, options)
+        Self::write_new(dir, options, Write::CreateNew)
     }
 
     /// Like [`KeyStore::generate`], but existing key files are first copied
@@ -398,7 +398,7 @@ impl KeyStore {
     ) -> Result<(Self, Option<PathBuf>), StoreError> {
         fsutil::ensure_private_dir(dir, options.insecure_permissions)?;
         let backup = backup(dir, options.insecure_permissions)?;
-        Ok((Self::write_new(dir, options)?, backup))
+        Ok((Self::write_new(dir, options, Write::Replace)?, backup))
     }
 
     /// Opens the keys in `dir`, creating what is missing: everything in an
@@ -412,7 +412,7 @@ impl KeyStore {
                     dir: dir.to_path_buf(),
                 });
             }
-            return Self::write_new(dir, options);
+            return Self::write_new(dir, options, Write::CreateNew);
         }
         for &suite in &options.suites {
             let path = dir.join(suite_file_name(suite));
@@ -423,13 +423,13 @@ impl KeyStore {
                     created_at: time::unix_now(),
                     previous: None,
                 };
-                write_suite(&path, suite, &keys, &options)?;
+                write_suite(&path, suite, &keys, &options, Write::CreateNew)?;
             }
         }
         Self::open(dir, options)
     }
 
-    fn write_new(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+    fn write_new(dir: &Path, options: StoreOptions, mode: Write) -> Result<Self, StoreError> {
         let now = time::unix_now();
         let identity = Keypair::generate_ed25519();
         let mut suites = BTreeMap::new();
@@ -451,9 +451,16 @@ impl KeyStore {
             FileKind::Identity,
             &encode_identity(now, &identity)?,
             &options,
+            mode,
         )?;
         for (&suite, keys) in &suites {
-            write_suite(&dir.join(suite_file_name(suite)), suite, keys, &options)?;
+            write_suite(
+                &dir.join(suite_file_name(suite)),
+                suite,
+                keys,
+                &options,
+                mode,
+            )?;
         }
         let last_seq = read_seq(dir, &options)?;
         let encrypted = options.passphrase.is_some();
@@ -606,7 +613,7 @@ impl KeyStore {
             .is_some_and(|p| now >= p.retired_at.saturating_add(ROTATION_GRACE_SECS));
         if expired {
             let retired = keys.previous.take();
-            if let Err(e) = write_suite(&path, suite, keys, &self.options) {
+            if let Err(e) = write_suite(&path, suite, keys, &self.options, Write::Replace) {
                 keys.previous = retired;
                 return Err(e);
             }
@@ -646,7 +653,7 @@ impl KeyStore {
             }),
             ..fresh
         };
-        write_suite(&path, suite, &fresh, &self.options)?;
+        write_suite(&path, suite, &fresh, &self.options, Write::Replace)?;
         let fingerprint = Fingerprint::of(fresh.current.verifying_key());
         self.suites.insert(suite, fresh);
         Ok(fingerprint)
@@ -661,12 +668,25 @@ fn read_file(
     let Some(bytes) = fsutil::read_private(path, options.insecure_permissions)? else {
         return Ok(None);
     };
-    keyfile::open(kind, &bytes, options.passphrase.as_ref())
-        .map(Some)
-        .map_err(|source| StoreError::File {
+    let opened = keyfile::open(kind, &bytes, options.passphrase.as_ref()).map_err(|source| {
+        StoreError::File {
             path: path.to_path_buf(),
             source,
-        })
+        }
+    })?;
+    if !opened.encrypted && options.passphrase.is_some() {
+        tracing::warn!(path = %path.display(), "key file is not encrypted although a passphrase was given");
+    }
+    Ok(Some(opened))
+}
+
+/// Whether a write may replace an existing file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Write {
+    /// Replace it (rotation, `--force`).
+    Replace,
+    /// Fail if it exists, even if it appeared concurrently.
+    CreateNew,
 }
 
 fn write_file(
@@ -674,13 +694,26 @@ fn write_file(
     kind: FileKind,
     plain: &[u8],
     options: &StoreOptions,
+    mode: Write,
 ) -> Result<(), StoreError> {
     let protect = options.passphrase.as_ref().map(|p| (p, options.kdf));
     let sealed = keyfile::seal(kind, plain, protect).map_err(|source| StoreError::Seal {
         path: path.to_path_buf(),
         source,
     })?;
-    Ok(fsutil::write_atomic(path, &sealed)?)
+    match mode {
+        Write::Replace => Ok(fsutil::write_atomic(path, &sealed)?),
+        Write::CreateNew => {
+            if fsutil::write_new_atomic(path, &sealed)? {
+                Ok(())
+            } else {
+                Err(StoreError::KeysExist {
+                    dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+                    files: path.display().to_string(),
+                })
+            }
+        }
+    }
 }
 
 fn write_suite(
@@ -688,12 +721,14 @@ fn write_suite(
     suite: Suite,
     keys: &SuiteKeys,
     options: &StoreOptions,
+    mode: Write,
 ) -> Result<(), StoreError> {
     write_file(
         path,
         FileKind::SigningKey,
         &encode_suite(suite, keys),
         options,
+        mode,
     )
 }
 
