@@ -248,3 +248,33 @@ async fn configured_peer_is_redialled_until_it_answers() {
     .await
     .expect("test timed out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_connect_over_quic() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let a = start_node(&test_config(da.path())).await;
+        let b = start_node(&test_config(db.path())).await;
+        let quic = a
+            .listen_addrs
+            .iter()
+            .find(|addr| addr.iter().any(|p| matches!(p, Protocol::QuicV1)))
+            .unwrap()
+            .clone()
+            .with(Protocol::P2p(a.node.peer_id()));
+        let outcome = b.node.dial(quic).await.unwrap();
+        assert_eq!(outcome.peer_id, a.node.peer_id());
+        assert!(!outcome.already_connected);
+        let peers = b.node.peers().await.unwrap();
+        assert_eq!(peers.len(), 1);
+        assert!(peers[0].addresses[0].to_string().contains("/quic-v1"));
+        // Dialling a connected peer again is reported, not repeated.
+        let again = b.node.dial(tcp_addr(&a)).await.unwrap();
+        assert!(again.already_connected);
+
+        a.shutdown(Duration::from_secs(5)).await.unwrap();
+        b.shutdown(Duration::from_secs(5)).await.unwrap();
+    })
+    .await
+    .expect("test timed out");
+}
