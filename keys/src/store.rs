@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use libp2p::Multiaddr;
 use libp2p::identity::{Keypair, PeerId};
@@ -189,7 +190,8 @@ struct Retired {
 }
 
 struct SuiteKeys {
-    current: SigningKey,
+    /// Shared with the PQ layer (see [`KeyStore::shared_signing_key`]).
+    current: Arc<SigningKey>,
     created_at: u64,
     previous: Option<Retired>,
 }
@@ -317,7 +319,7 @@ fn decode_suite(path: &Path, expected: Suite, plain: &[u8]) -> Result<SuiteKeys,
         )
         .map_err(|e| invalid(format!("signing key pair rejected: {e}")))
     };
-    let current = key_at(10)?;
+    let current = Arc::new(key_at(10)?);
     let previous = match plain[base - 1] {
         0 if plain.len() == base => None,
         1 if plain.len() == base + 16 + sk_len + pk_len => Some(Retired {
@@ -419,7 +421,7 @@ impl KeyStore {
             if !fsutil::exists(&path)? {
                 tracing::info!(suite = %suite, path = %path.display(), "creating the signing key of a newly enabled suite");
                 let keys = SuiteKeys {
-                    current: SigningKey::generate(suite)?,
+                    current: Arc::new(SigningKey::generate(suite)?),
                     created_at: time::unix_now(),
                     previous: None,
                 };
@@ -437,7 +439,7 @@ impl KeyStore {
             suites.insert(
                 suite,
                 SuiteKeys {
-                    current: SigningKey::generate(suite)?,
+                    current: Arc::new(SigningKey::generate(suite)?),
                     created_at: now,
                     previous: None,
                 },
@@ -507,7 +509,14 @@ impl KeyStore {
 
     /// A suite's current signing key.
     pub fn signing_key(&self, suite: Suite) -> Option<&SigningKey> {
-        self.suites.get(&suite).map(|k| &k.current)
+        self.suites.get(&suite).map(|k| k.current.as_ref())
+    }
+
+    /// A suite's current signing key, shared (for the handshake's
+    /// credentials) without copying the secret. After [`KeyStore::rotate`]
+    /// the store holds the new key; holders of this one keep the old.
+    pub fn shared_signing_key(&self, suite: Suite) -> Option<Arc<SigningKey>> {
+        self.suites.get(&suite).map(|k| Arc::clone(&k.current))
     }
 
     /// Public facts about every loaded suite key.
@@ -634,7 +643,7 @@ impl KeyStore {
             .get(&suite)
             .ok_or(StoreError::SuiteNotLoaded(suite))?;
         let fresh = SuiteKeys {
-            current: SigningKey::generate(suite)?,
+            current: Arc::new(SigningKey::generate(suite)?),
             created_at: now,
             previous: None,
         };

@@ -63,6 +63,8 @@ fn generate_then_open_round_trip() {
         a.verifying_key()
             .verify(b"m", &b.sign(b"m").unwrap())
             .unwrap();
+        let shared = opened.shared_signing_key(suite).unwrap();
+        assert_eq!(shared.verifying_key(), b.verifying_key());
     }
     assert!(!opened.is_encrypted());
     // Debug never shows key bytes
