@@ -23,9 +23,9 @@ use pqnode_crypto::sign::{SigningKey, VerifyingKey};
 
 use crate::fingerprint::Fingerprint;
 
-#[cfg(test)]
-use codec::parse_envelope;
 pub use codec::{DecodedRecord, RecordBody, RotationStatement, decode, dht_key, rotation_message};
+#[cfg(test)]
+use codec::{check_addrs, parse_envelope};
 use codec::{record_sig_message, sig_len_u16};
 pub use error::{BuildError, DecodeError, RecordError};
 

@@ -277,7 +277,7 @@ impl<'a> Reader<'a> {
 
 /// The §4 address rules: ≤ 16 entries of 1–128 bytes, each a canonical
 /// binary multiaddr; one that ends in /p2p names `peer_id`; no duplicates.
-fn check_addrs(raw: &[&[u8]], peer_id: &PeerId) -> Result<Vec<Multiaddr>, DecodeError> {
+pub(super) fn check_addrs(raw: &[&[u8]], peer_id: &PeerId) -> Result<Vec<Multiaddr>, DecodeError> {
     if raw.len() > MAX_ADDRS {
         return Err(DecodeError::TooManyAddrs(raw.len()));
     }
@@ -400,7 +400,7 @@ pub fn decode(bytes: &[u8], enabled: &[Suite]) -> Result<DecodedRecord, RecordEr
     let len = usize::from(r.u16("signature length")?);
     expect_len("signature", sig_len, len)?;
     let pq_signature = r.take(len, "signature")?.to_vec();
-    let trailing = payload.len() - r.pos;
+    let trailing = payload.len().saturating_sub(r.pos);
     if trailing != 0 {
         return Err(DecodeError::TrailingBytes(trailing).into());
     }

@@ -381,3 +381,23 @@ fn dht_key_format() {
             .starts_with("/pqnode/record/0002/12D3KooW")
     );
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+
+    /// The multiaddr rules never panic, whatever an address entry holds
+    /// (including entries that start like real protocols).
+    #[test]
+    fn address_checks_never_panic(
+        prefix in proptest::sample::select(vec![vec![], vec![0x04], vec![0x29], vec![0xa5, 0x03], vec![0x38], vec![0x06], vec![0x91, 0x02]]),
+        tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..140),
+    ) {
+        let peer = PeerId::random();
+        let mut bytes = prefix;
+        bytes.extend_from_slice(&tail);
+        if let Ok(addrs) = check_addrs(&[&bytes], &peer) {
+            // accepted entries are canonical
+            proptest::prop_assert_eq!(addrs[0].to_vec(), bytes);
+        }
+    }
+}
