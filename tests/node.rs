@@ -278,3 +278,113 @@ async fn nodes_connect_over_quic() {
     .await
     .expect("test timed out");
 }
+
+/// Stores `record` on `target` from a stock Kademlia client; returns whether
+/// the client saw the PUT succeed.
+async fn stock_kad_put(target: PeerId, addr: Multiaddr, record: kad::Record) -> bool {
+    let mut swarm = stock_swarm(|k| {
+        let id = k.public().to_peer_id();
+        let mut kad = kad::Behaviour::with_config(
+            id,
+            MemoryStore::new(id),
+            kad::Config::new(StreamProtocol::new("/pqnode/kad/1.0.0")),
+        );
+        kad.set_mode(Some(kad::Mode::Client));
+        kad
+    });
+    swarm.behaviour_mut().add_address(&target, addr);
+    swarm
+        .behaviour_mut()
+        .put_record(record, kad::Quorum::One)
+        .unwrap();
+    loop {
+        if let SwarmEvent::Behaviour(kad::Event::OutboundQueryProgressed {
+            result: kad::QueryResult::PutRecord(result),
+            step,
+            ..
+        }) = swarm.select_next_some().await
+            && step.last
+        {
+            return result.is_ok();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dht_records_are_validated_before_they_are_stored() {
+    use pqnode_crypto::Suite;
+    use pqnode_keys::record::{RecordParams, build, dht_key};
+
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(dir.path());
+        config.role = pqnode::config::Role::Bootstrap;
+        let node = start_node(&config).await;
+        let addr = without_p2p(&tcp_addr(&node));
+        let peer = node.node.peer_id();
+        let records = || async {
+            let r = http(node.api_addr, "GET", "/api/dht/nodes", None, None).await;
+            r.json()["records"].as_u64().unwrap()
+        };
+
+        // A signed PQ record, valid for an hour.
+        let suite = Suite::Mlkem1024Mldsa87;
+        let identity = libp2p::identity::Keypair::generate_ed25519();
+        let owner = identity.public().to_peer_id();
+        let signing = pqnode_crypto::sign::SigningKey::generate(suite).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let signed = build(
+            &identity,
+            &signing,
+            None,
+            &RecordParams {
+                seq: 1,
+                issued_at: now,
+                expires_at: now + 3600,
+                addrs: &[],
+            },
+        )
+        .unwrap();
+        let value = signed.envelope_bytes().to_vec();
+
+        // Forged: the same record under another peer's key; a flipped bit;
+        // a malformed key.
+        let other = PeerId::random();
+        let mut flipped = value.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        let forged = [
+            kad::Record::new(dht_key(suite, &other), value.clone()),
+            kad::Record::new(dht_key(suite, &owner), flipped),
+            kad::Record::new(b"/pqnode/record/1/x".to_vec(), value.clone()),
+        ];
+        for record in forged {
+            stock_kad_put(peer, addr.clone(), record).await;
+        }
+        let api = node.api_addr;
+        eventually(move || async move {
+            let m = http(api, "GET", "/metrics", None, None).await;
+            m.body
+                .contains("pqnode_node_dht_records_rejected_total 3")
+                .then_some(())
+        })
+        .await;
+        assert_eq!(records().await, 0, "nothing forged was stored");
+
+        let ok = stock_kad_put(
+            peer,
+            addr.clone(),
+            kad::Record::new(dht_key(suite, &owner), value),
+        )
+        .await;
+        assert!(ok);
+        eventually(|| async { (records().await == 1).then_some(()) }).await;
+
+        node.shutdown(Duration::from_secs(5)).await.unwrap();
+    })
+    .await
+    .expect("test timed out");
+}
