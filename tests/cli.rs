@@ -6,17 +6,35 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pqnode");
 
+/// Runs `cmd` to completion, killing it (and failing) after 30 s.
+fn output(cmd: &mut Command) -> std::process::Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{cmd:?} did not finish within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
 #[test]
 fn bad_config_value_names_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pqnode.toml");
     std::fs::write(&path, "[pq]\npolicy = \"sometimes\"\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["config", "check", "--config"])
-        .arg(&path)
-        .env_remove("PQNODE_PQ_POLICY")
-        .output()
-        .unwrap();
+    let out = output(
+        Command::new(BIN)
+            .args(["config", "check", "--config"])
+            .arg(&path)
+            .env_remove("PQNODE_PQ_POLICY"),
+    );
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -25,17 +43,14 @@ fn bad_config_value_names_the_key() {
     );
 
     // The same key from a flag and from the environment.
-    let out = Command::new(BIN)
-        .args(["config", "check", "--policy", "maybe"])
-        .output()
-        .unwrap();
+    let out = output(Command::new(BIN).args(["config", "check", "--policy", "maybe"]));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("`pq.policy` (from flag)"));
-    let out = Command::new(BIN)
-        .args(["config", "check"])
-        .env("PQNODE_LIMITS_MAX_CONNECTIONS_PER_IP", "0")
-        .output()
-        .unwrap();
+    let out = output(
+        Command::new(BIN)
+            .args(["config", "check"])
+            .env("PQNODE_LIMITS_MAX_CONNECTIONS_PER_IP", "0"),
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains(
         "`limits.max_connections_per_ip` (from env PQNODE_LIMITS_MAX_CONNECTIONS_PER_IP)"
@@ -46,11 +61,11 @@ fn bad_config_value_names_the_key() {
         "role = \"bootstrap\"\n[limits]\nmax_established = 100\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["config", "check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = output(
+        Command::new(BIN)
+            .args(["config", "check", "--config"])
+            .arg(&path),
+    );
     assert!(
         out.status.success(),
         "{}",
