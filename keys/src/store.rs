@@ -30,6 +30,10 @@ use crate::keyfile::{self, FileKind, KdfParams, KeyFileError, Passphrase};
 use crate::record::{self, BuildError, RecordParams, SignedRecord};
 use crate::time;
 
+mod payload;
+
+use payload::{Retired, SuiteKeys, decode_identity, decode_suite, encode_identity, encode_suite};
+
 /// Environment variable overriding the data directory.
 pub const ENV_DATA_DIR: &str = "PQNODE_DATA_DIR";
 /// File name of the libp2p identity.
@@ -183,19 +187,6 @@ impl Default for StoreOptions {
     }
 }
 
-struct Retired {
-    key: SigningKey,
-    created_at: u64,
-    retired_at: u64,
-}
-
-struct SuiteKeys {
-    /// Shared with the PQ layer (see [`KeyStore::shared_signing_key`]).
-    current: Arc<SigningKey>,
-    created_at: u64,
-    previous: Option<Retired>,
-}
-
 /// Public facts about one suite's key, for `keys show` and the API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyInfo {
@@ -233,107 +224,6 @@ impl fmt::Debug for KeyStore {
             .field("encrypted", &self.encrypted)
             .finish_non_exhaustive()
     }
-}
-
-// ---- payload encodings ----
-
-fn encode_identity(created_at: u64, identity: &Keypair) -> Result<Zeroizing<Vec<u8>>, StoreError> {
-    let ed = identity
-        .clone()
-        .try_into_ed25519()
-        .map_err(|_| StoreError::Invalid {
-            path: PathBuf::from(IDENTITY_FILE),
-            reason: "the identity is not Ed25519".into(),
-        })?;
-    let bytes = Zeroizing::new(ed.to_bytes());
-    let mut out = Zeroizing::new(Vec::with_capacity(8 + 64));
-    out.extend_from_slice(&created_at.to_be_bytes());
-    out.extend_from_slice(&bytes[..]);
-    Ok(out)
-}
-
-fn decode_identity(path: &Path, plain: &[u8]) -> Result<(u64, Keypair), StoreError> {
-    let invalid = |reason: &str| StoreError::Invalid {
-        path: path.to_path_buf(),
-        reason: reason.to_owned(),
-    };
-    if plain.len() != 8 + 64 {
-        return Err(invalid("identity payload has the wrong length"));
-    }
-    let created_at = u64_at(plain, 0);
-    let mut kp = Zeroizing::new([0u8; 64]);
-    kp.copy_from_slice(&plain[8..]);
-    let ed = libp2p::identity::ed25519::Keypair::try_from_bytes(&mut kp[..])
-        .map_err(|_| invalid("the Ed25519 key pair is inconsistent"))?;
-    Ok((created_at, Keypair::from(ed)))
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_be_bytes(a)
-}
-
-fn encode_suite(suite: Suite, keys: &SuiteKeys) -> Zeroizing<Vec<u8>> {
-    let mut out = Zeroizing::new(Vec::with_capacity(2 * (8 + 4896 + 2592) + 32));
-    out.extend_from_slice(&suite.id().to_be_bytes());
-    out.extend_from_slice(&keys.created_at.to_be_bytes());
-    out.extend_from_slice(keys.current.expose_secret());
-    out.extend_from_slice(keys.current.verifying_key().as_bytes());
-    match &keys.previous {
-        None => out.push(0),
-        Some(prev) => {
-            out.push(1);
-            out.extend_from_slice(&prev.created_at.to_be_bytes());
-            out.extend_from_slice(&prev.retired_at.to_be_bytes());
-            out.extend_from_slice(prev.key.expose_secret());
-            out.extend_from_slice(prev.key.verifying_key().as_bytes());
-        }
-    }
-    out
-}
-
-fn decode_suite(path: &Path, expected: Suite, plain: &[u8]) -> Result<SuiteKeys, StoreError> {
-    let invalid = |reason: String| StoreError::Invalid {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let sk_len = expected.sig_secret_key_len();
-    let pk_len = expected.sig_public_key_len();
-    let base = 2 + 8 + sk_len + pk_len + 1;
-    if plain.len() < base {
-        return Err(invalid("signing key payload is too short".into()));
-    }
-    let id = u16::from_be_bytes([plain[0], plain[1]]);
-    if id != expected.id() {
-        return Err(invalid(format!(
-            "holds a key of suite {id:#06x}, expected {expected}"
-        )));
-    }
-    let created_at = u64_at(plain, 2);
-    let key_at = |at: usize| -> Result<SigningKey, StoreError> {
-        SigningKey::from_bytes(
-            expected,
-            &plain[at..at + sk_len],
-            &plain[at + sk_len..at + sk_len + pk_len],
-        )
-        .map_err(|e| invalid(format!("signing key pair rejected: {e}")))
-    };
-    let current = Arc::new(key_at(10)?);
-    let previous = match plain[base - 1] {
-        0 if plain.len() == base => None,
-        1 if plain.len() == base + 16 + sk_len + pk_len => Some(Retired {
-            created_at: u64_at(plain, base),
-            retired_at: u64_at(plain, base + 8),
-            key: key_at(base + 16)?,
-        }),
-        _ => return Err(invalid("signing key payload has the wrong layout".into())),
-    };
-    Ok(SuiteKeys {
-        current,
-        created_at,
-        previous,
-    })
 }
 
 impl KeyStore {
