@@ -12,6 +12,47 @@
 //! Every error names the key, where the value came from and the reason
 //! ([`ConfigError`]). Unknown keys in the file are errors; unknown `PQNODE_*`
 //! variables are ignored (other parts of pqnode read their own).
+//!
+//! In the environment and in flags, lists are comma-separated, booleans are
+//! `true|false|1|0|yes|no|on|off`, and `PQNODE_TRUSTED_PEERS` is
+//! `PEERID=FINGERPRINT,…`. Durations are whole seconds (keys ending `_secs`).
+//!
+//! Every key with its default:
+//!
+//! ```toml
+//! data_dir = "~/.local/share/pqnode"        # the platform data dir + "pqnode"
+//! listen = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]
+//! api = "127.0.0.1:7777"
+//! peers = []                                # dialled at start, redialled with back-off
+//! role = "node"                             # or "bootstrap" (Kademlia server from the start)
+//! mdns = true
+//! relay_server = false
+//! idle_timeout_secs = 60
+//! log_format = "human"                      # or "json"
+//!
+//! [pq]
+//! policy = "preferred"                      # "required" | "preferred" | "disabled"
+//! suites = ["kyber1024-dilithium5", "mlkem1024-mldsa87"]
+//! allow_unpinned = true
+//!
+//! [limits]
+//! max_established = 2000
+//! max_established_per_peer = 2
+//! max_pending_incoming = 128
+//! max_pending_outgoing = 128
+//! max_connections_per_ip = 8                # concurrent inbound, per remote IP
+//! max_new_connections_per_ip_per_minute = 30
+//! max_concurrent_handshakes = 64
+//! handshake_timeout_secs = 10
+//! max_message_size = 1048576
+//! inbox_per_peer = 1024
+//! max_memory_percent = 90
+//!
+//! # [[trusted_peers]]                       # preloaded pins, none by default
+//! # peer_id = "12D3KooW…"
+//! # fingerprint = "0123 4567 …"             # SHA-256 of the PQ signing key, 64 hex digits
+//! # suite = "mlkem1024-mldsa87"             # optional: every suite when absent
+//! ```
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;

@@ -132,3 +132,20 @@ fn env_lists_are_comma_separated() {
     .unwrap();
     assert_eq!(c.listen.len(), 2);
 }
+
+#[test]
+fn documented_example_is_the_default() {
+    // The module documentation's TOML block, with the platform data dir.
+    let doc = include_str!("mod.rs");
+    let block: String = doc
+        .lines()
+        .skip_while(|l| !l.starts_with("//! ```toml"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("//! ```"))
+        .map(|l| l.trim_start_matches("//!").trim_start_matches(' '))
+        .filter(|l| !l.starts_with("data_dir"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let c = Config::from_toml_str(&block).unwrap();
+    assert_eq!(c, Config::default());
+}
