@@ -258,23 +258,26 @@ fn generate(args: &StoreArgs, force: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn show_json(ks: &KeyStore) -> ShowJson {
+    ShowJson {
+        peer_id: ks.peer_id().to_string(),
+        suites: ks
+            .key_info()
+            .into_iter()
+            .map(|i| SuiteJson {
+                suite: i.suite.name().to_owned(),
+                fingerprint: i.fingerprint.to_string(),
+                created_at: time::rfc3339(i.created_at),
+            })
+            .collect(),
+        files: ks.files().iter().map(|f| f.display().to_string()).collect(),
+    }
+}
+
 fn show(args: &StoreArgs, json: bool) -> anyhow::Result<ExitCode> {
     let ks = args.open()?;
     if json {
-        let out = ShowJson {
-            peer_id: ks.peer_id().to_string(),
-            suites: ks
-                .key_info()
-                .into_iter()
-                .map(|i| SuiteJson {
-                    suite: i.suite.name().to_owned(),
-                    fingerprint: i.fingerprint.to_string(),
-                    created_at: time::rfc3339(i.created_at),
-                })
-                .collect(),
-            files: ks.files().iter().map(|f| f.display().to_string()).collect(),
-        };
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        println!("{}", serde_json::to_string_pretty(&show_json(&ks))?);
     } else {
         print_store(&ks);
     }
@@ -452,6 +455,40 @@ mod tests {
         assert!(Cli::try_parse_from(["keys", "rotate", "--suite", "nope"]).is_err());
         // there is no passphrase argument
         assert!(Cli::try_parse_from(["keys", "generate", "--passphrase", "secret"]).is_err());
+    }
+
+    #[test]
+    fn show_json_has_the_documented_fields_and_no_secrets() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let args = store_args(&dir);
+        assert_eq!(generate(&args, false).unwrap(), ExitCode::SUCCESS);
+        let ks = args.open().unwrap();
+        let value = serde_json::to_value(show_json(&ks)).unwrap();
+        let obj = value.as_object().unwrap();
+        let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["files", "peerId", "suites"]);
+        assert_eq!(obj["peerId"], ks.peer_id().to_string());
+        let suites = obj["suites"].as_array().unwrap();
+        assert_eq!(suites.len(), 2);
+        for s in suites {
+            let s = s.as_object().unwrap();
+            let mut keys: Vec<&str> = s.keys().map(String::as_str).collect();
+            keys.sort_unstable();
+            assert_eq!(keys, ["createdAt", "fingerprint", "suite"]);
+            let fp = s["fingerprint"].as_str().unwrap();
+            assert_eq!(fp.len(), 79);
+            fp.parse::<Fingerprint>().unwrap();
+            assert!(s["createdAt"].as_str().unwrap().ends_with('Z'));
+        }
+        assert_eq!(obj["files"].as_array().unwrap().len(), 3);
+        // no secret bytes anywhere in the output
+        let text = serde_json::to_string(&value).unwrap();
+        for suite in Suite::ALL {
+            let secret = hex::encode(&ks.signing_key(suite).unwrap().expose_secret()[..16]);
+            assert!(!text.contains(&secret));
+        }
     }
 
     #[test]
