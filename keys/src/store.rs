@@ -567,6 +567,8 @@ fn read_file(
     let Some(bytes) = fsutil::read_private(path, options.insecure_permissions)? else {
         return Ok(None);
     };
+    // A plain key file holds secrets in the clear: wipe the buffer after use.
+    let bytes = Zeroizing::new(bytes);
     let opened = keyfile::open(kind, &bytes, options.passphrase.as_ref()).map_err(|source| {
         StoreError::File {
             path: path.to_path_buf(),
@@ -596,10 +598,13 @@ fn write_file(
     mode: Write,
 ) -> Result<(), StoreError> {
     let protect = options.passphrase.as_ref().map(|p| (p, options.kdf));
-    let sealed = keyfile::seal(kind, plain, protect).map_err(|source| StoreError::Seal {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let sealed =
+        Zeroizing::new(
+            keyfile::seal(kind, plain, protect).map_err(|source| StoreError::Seal {
+                path: path.to_path_buf(),
+                source,
+            })?,
+        );
     match mode {
         Write::Replace => Ok(fsutil::write_atomic(path, &sealed)?),
         Write::CreateNew => {
