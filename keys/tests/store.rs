@@ -515,3 +515,42 @@ fn data_dir_resolution() {
         assert!(d.ends_with("pqnode"));
     }
 }
+
+#[test]
+fn rotation_and_new_suites_stay_encrypted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let only_one = || StoreOptions {
+        suites: vec![Suite::Mlkem1024Mldsa87],
+        ..encrypted_opts("pw")
+    };
+    let mut ks = KeyStore::generate(&dir, only_one()).unwrap();
+    let new_fp = ks.rotate(Suite::Mlkem1024Mldsa87, common::NOW).unwrap();
+    // a suite enabled later gets an encrypted file too
+    KeyStore::open_or_create(&dir, encrypted_opts("pw")).unwrap();
+    assert!(matches!(
+        KeyStore::open(&dir, opts()),
+        Err(StoreError::File {
+            source: KeyFileError::PassphraseRequired,
+            ..
+        })
+    ));
+    for suite in Suite::ALL {
+        let file = dir.join(suite_file_name(suite));
+        // byte 10 of the container is the protection scheme
+        assert_eq!(
+            fs::read(&file).unwrap()[10],
+            1,
+            "{} is not encrypted",
+            file.display()
+        );
+    }
+    let reopened = KeyStore::open(&dir, encrypted_opts("pw")).unwrap();
+    let info = reopened
+        .key_info()
+        .into_iter()
+        .find(|i| i.suite == Suite::Mlkem1024Mldsa87)
+        .unwrap();
+    assert_eq!(info.fingerprint, new_fp);
+    assert!(info.previous.is_some());
+}
