@@ -7,7 +7,11 @@ use pqnode_keys::keyfile::{self, FileKind, Passphrase};
 
 fuzz_target!(|data: &[u8]| {
     let pass = Passphrase::new("fuzz".to_owned());
-    for kind in [FileKind::Identity, FileKind::SigningKey, FileKind::RecordState] {
+    for kind in [
+        FileKind::Identity,
+        FileKind::SigningKey,
+        FileKind::RecordState,
+    ] {
         std::hint::black_box(keyfile::open(kind, data, None).is_ok());
     }
     // Only small Argon2 costs are worth running under the fuzzer.
