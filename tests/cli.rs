@@ -74,77 +74,131 @@ fn bad_config_value_names_the_key() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("configuration OK"));
 }
 
-#[test]
-fn run_stops_on_sigterm_within_five_seconds() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .args([
-            "run",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--api",
-            "127.0.0.1:0",
-            "--mdns",
-            "false",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut lines = Vec::new();
-    loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .unwrap_or_else(|_| {
+/// A running `pqnode run`: the child and the lines it printed up to `API:`.
+struct RunningBin {
+    child: std::process::Child,
+    lines: Vec<String>,
+}
+
+impl RunningBin {
+    fn start(dir: &std::path::Path) -> Self {
+        let mut child = Command::new(BIN)
+            .args([
+                "run",
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--api",
+                "127.0.0.1:0",
+                "--mdns",
+                "false",
+                "--data-dir",
+            ])
+            .arg(dir)
+            .env("RUST_LOG", "warn")
+            .env_remove("PQNODE_KEY_PASSPHRASE")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut lines = Vec::new();
+        loop {
+            let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            else {
                 let _ = child.kill();
                 panic!("no API line: {lines:?}")
-            });
-        let done = line.starts_with("API: ");
-        lines.push(line);
-        if done {
-            break;
+            };
+            let done = line.starts_with("API: ");
+            lines.push(line);
+            if done {
+                break;
+            }
         }
+        RunningBin { child, lines }
     }
-    assert!(
-        lines.iter().any(|l| l.starts_with("PeerId: 12D3KooW")),
-        "{lines:?}"
-    );
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.starts_with("Listening on /ip4/127.0.0.1/tcp/")),
-        "{lines:?}"
-    );
 
-    let t0 = Instant::now();
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
+    fn line(&self, prefix: &str) -> &str {
+        self.lines
+            .iter()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} line: {:?}", self.lines))
+    }
+
+    /// `GET path` on the API; the body.
+    fn get(&self, path: &str) -> String {
+        use std::io::{Read, Write};
+        let addr = self.line("API: http://");
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
         .unwrap();
-    assert!(killed.success());
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if t0.elapsed() > Duration::from_secs(5) {
-            let _ = child.kill();
-            panic!("still running 5 s after SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success(), "{status:?}");
-    // State intact: the token is still there.
-    assert!(dir.path().join(pqnode::api::auth::TOKEN_FILE).exists());
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text.split_once("\r\n\r\n").unwrap().1.to_owned()
+    }
+
+    /// Sends SIGTERM and waits (at most 5 s) for a successful exit.
+    fn terminate(mut self) {
+        let t0 = Instant::now();
+        let killed = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if t0.elapsed() > Duration::from_secs(5) {
+                let _ = self.child.kill();
+                panic!("still running 5 s after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "{status:?}");
+    }
+}
+
+#[test]
+fn run_starts_pq_and_stops_on_sigterm_within_five_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = RunningBin::start(dir.path());
+    let peer_id = first.line("PeerId: ").to_owned();
+    assert!(peer_id.starts_with("12D3KooW"), "{peer_id}");
+    assert!(
+        first
+            .line("Listening on /ip4/127.0.0.1/tcp/")
+            .contains(&peer_id)
+    );
+    for suite in ["kyber1024-dilithium5", "mlkem1024-mldsa87"] {
+        let fp = first.line(&format!("Fingerprint {suite}: "));
+        assert_eq!(fp.len(), 64 + 15, "16 groups of 4 hex digits: {fp}");
+    }
+    let status: serde_json::Value = serde_json::from_str(&first.get("/api/crypto/status")).unwrap();
+    assert_eq!(status["initialized"], true, "{status}");
+    assert_eq!(status["mode"], "pq", "{status}");
+    assert_eq!(status["selfTest"]["passed"], true, "{status}");
+    assert_eq!(status["identity"]["peerId"], peer_id.as_str());
+    let health: serde_json::Value = serde_json::from_str(&first.get("/api/health")).unwrap();
+    assert_eq!(health["components"]["crypto"]["status"], "ok", "{health}");
+    first.terminate();
+
+    // State intact: the same identity and token at the next start.
+    let token = std::fs::read_to_string(dir.path().join(pqnode::api::auth::TOKEN_FILE)).unwrap();
+    let second = RunningBin::start(dir.path());
+    assert_eq!(second.line("PeerId: "), peer_id);
+    second.terminate();
+    let again = std::fs::read_to_string(dir.path().join(pqnode::api::auth::TOKEN_FILE)).unwrap();
+    assert_eq!(token, again);
 }

@@ -233,7 +233,9 @@ async fn configured_peer_is_redialled_until_it_answers() {
 
         let mut ca = test_config(da.path());
         ca.listen = vec![addr_a];
-        let a = pqnode::cli::run::start(&ca, key_a, no_pq()).await.unwrap();
+        let a = pqnode::cli::run::start(&ca, key_a, no_pq(), None)
+            .await
+            .unwrap();
         eventually(|| async {
             let peers = b.node.peers().await.unwrap();
             peers.iter().any(|p| p.peer_id == peer_a).then_some(())

@@ -12,6 +12,8 @@ use anyhow::{Context, bail};
 use clap::Args as ClapArgs;
 use libp2p::Multiaddr;
 use libp2p::identity::Keypair;
+use pqnode_keys::keyfile::Passphrase;
+use pqnode_keys::store::{KeyStore, StoreOptions};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -19,7 +21,8 @@ use super::config::ConfigFlags;
 use crate::api::{self, AppState};
 use crate::config::{Config, LogFormat, PqPolicy};
 use crate::metrics;
-use crate::node::{self, Node, NodeHandle};
+use crate::node::{Node, NodeHandle};
+use crate::pq::PqLayer;
 use crate::status::{
     CryptoStatus, PeerSecurityTable, PqAvailability, SelfTestStatus, SharedCryptoStatus,
     SuiteSelfTest,
@@ -90,10 +93,32 @@ pub fn run_selftest(config: &Config) -> PqAvailability {
     }
 }
 
-/// The node's libp2p identity. Interim: see
-/// [`node::identity::ephemeral_identity_until_key_store`].
-pub fn load_identity(_config: &Config) -> anyhow::Result<Keypair> {
-    Ok(node::identity::ephemeral_identity_until_key_store())
+/// Opens the key store in the data directory, creating it on first start:
+/// the libp2p identity and one PQ signing key per configured suite
+/// (passphrase from `PQNODE_KEY_PASSPHRASE` if the files are encrypted).
+///
+/// If the PQ keys cannot be loaded or made and the policy is not
+/// `required`, the store is opened with the identity only and the reason is
+/// returned: the node then runs in `classical-fallback` mode (PROTOCOL.md
+/// §8.4). Nothing that exists is ever overwritten.
+pub fn open_key_store(config: &Config) -> anyhow::Result<(KeyStore, Option<String>)> {
+    let options = |suites| -> anyhow::Result<StoreOptions> {
+        Ok(StoreOptions {
+            suites,
+            passphrase: Passphrase::from_env()?,
+            ..StoreOptions::default()
+        })
+    };
+    let dir = &config.data_dir;
+    match KeyStore::open_or_create(dir, options(config.pq.suites.clone())?) {
+        Ok(store) => Ok((store, None)),
+        Err(e) if config.pq.policy != PqPolicy::Required => {
+            let store = KeyStore::open_or_create(dir, options(Vec::new())?)
+                .with_context(|| format!("key store in {}", dir.display()))?;
+            Ok((store, Some(format!("PQ keys could not be loaded: {e}"))))
+        }
+        Err(e) => Err(e).with_context(|| format!("key store in {}", dir.display())),
+    }
 }
 
 /// A started node with its API.
@@ -107,6 +132,8 @@ pub struct Running {
     pub api_addr: SocketAddr,
     /// The API's state (status snapshots, token, registry).
     pub state: AppState,
+    /// The PQ layer, when started with a key store.
+    pub pq: Option<PqLayer>,
     node_task: JoinHandle<()>,
     api_task: JoinHandle<std::io::Result<()>>,
     summary_task: JoinHandle<()>,
@@ -114,11 +141,14 @@ pub struct Running {
 }
 
 /// Starts a node and its API for `config`, with identity `key` and the
-/// given local PQ availability.
+/// given local PQ availability. With a key `store` (whose identity must be
+/// `key`), the PQ layer is started on the node; without, the node runs
+/// without it (tests of the swarm and the API).
 pub async fn start(
     config: &Config,
     key: Keypair,
     availability: PqAvailability,
+    store: Option<&mut KeyStore>,
 ) -> anyhow::Result<Running> {
     if config.pq.policy == PqPolicy::Required
         && let PqAvailability::Unavailable { reason, .. } = &availability
@@ -141,9 +171,23 @@ pub async fn start(
         SharedCryptoStatus::new(CryptoStatus::initial(&config.pq, &availability, &peer_id));
     let peer_security = PeerSecurityTable::new(config.limits.max_established as usize);
 
-    // The PQ layer (src/pq) starts here: it takes `handle.stream_control()`,
-    // `handle.subscribe()`, `crypto`, `peer_security` and registers its
-    // metrics in `registry` before the registry is shared below.
+    // The PQ layer registers its metrics before the registry is shared.
+    let pq = match store {
+        Some(store) => Some(
+            crate::pq::setup::start_for_node(
+                config,
+                store,
+                &availability,
+                &handle,
+                &listen_addrs,
+                &crypto,
+                &peer_security,
+                &mut registry,
+            )
+            .context("cannot start the PQ layer")?,
+        ),
+        None => None,
+    };
 
     let registry = metrics::share(registry);
     let state = AppState {
@@ -175,6 +219,7 @@ pub async fn start(
         listen_addrs,
         api_addr,
         state,
+        pq,
         node_task,
         api_task,
         summary_task,
@@ -183,10 +228,12 @@ pub async fn start(
 }
 
 impl Running {
-    /// Stops the API and the node, waiting at most `grace`.
+    /// Stops the API, the PQ layer (close frames, pins flushed) and the
+    /// node, waiting at most `grace`.
     pub async fn shutdown(self, grace: Duration) -> anyhow::Result<()> {
         let Running {
             node,
+            pq,
             node_task,
             api_task,
             summary_task,
@@ -195,6 +242,9 @@ impl Running {
         } = self;
         let _ = stop.send(true);
         let all = async {
+            if let Some(pq) = &pq {
+                pq.shutdown(grace / 2).await;
+            }
             let _ = node.shutdown().await;
             let _ = node_task.await;
             let _ = api_task.await;
@@ -264,8 +314,19 @@ async fn run_until_signal(config: Config) -> anyhow::Result<()> {
             tracing::warn!(%reason, policy = %config.pq.policy, "PQ unavailable locally")
         }
     }
-    let key = load_identity(&config)?;
-    let running = start(&config, key, availability).await?;
+    let (mut store, key_problem) = open_key_store(&config)?;
+    let availability = match (key_problem, availability) {
+        (Some(reason), a) => {
+            tracing::warn!(%reason, "PQ unavailable locally");
+            PqAvailability::Unavailable {
+                reason,
+                self_test: a.self_test().clone(),
+            }
+        }
+        (None, a) => a,
+    };
+    let key = store.identity().clone();
+    let running = start(&config, key, availability, Some(&mut store)).await?;
 
     println!("PeerId: {}", running.node.peer_id());
     for addr in &running.listen_addrs {

@@ -17,7 +17,6 @@
 
 pub mod behaviour;
 mod event_loop;
-pub mod identity;
 pub mod ip_limits;
 pub mod records;
 

@@ -40,7 +40,7 @@ pub fn no_pq() -> PqAvailability {
 
 /// Starts a node with its API.
 pub async fn start_node(config: &Config) -> Running {
-    start(config, Keypair::generate_ed25519(), no_pq())
+    start(config, Keypair::generate_ed25519(), no_pq(), None)
         .await
         .unwrap()
 }
