@@ -203,6 +203,26 @@ impl<'a> VerifyContext<'a> {
             pinned: None,
         }
     }
+
+    /// For a record received in a handshake: the Noise-authenticated
+    /// PeerId and the negotiated suite must match.
+    pub fn in_handshake(mut self, peer: PeerId, negotiated: Suite) -> Self {
+        self.expected_peer = Some(peer);
+        self.negotiated_suite = Some(negotiated);
+        self
+    }
+
+    /// Sets the cached record of that peer and suite (step 7).
+    pub fn with_cached(mut self, cached: Option<CachedRecord<'a>>) -> Self {
+        self.cached = cached;
+        self
+    }
+
+    /// Sets the pinned fingerprint of that peer and suite (step 8).
+    pub fn with_pinned(mut self, pinned: Option<Fingerprint>) -> Self {
+        self.pinned = pinned;
+        self
+    }
 }
 
 /// How the record's key relates to the pin (§8.3), once verified.

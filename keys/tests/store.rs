@@ -345,10 +345,9 @@ fn rotation_is_accepted_by_a_pinning_verifier_and_a_foreign_key_is_not() {
     let enabled = Suite::ALL;
 
     let verify = |bytes: &[u8], pins: &PinStore, peer| {
-        let mut ctx = VerifyContext::new(now, &enabled);
-        ctx.pinned = pins.pinned(&peer, suite);
-        ctx.expected_peer = Some(peer);
-        ctx.negotiated_suite = Some(suite);
+        let ctx = VerifyContext::new(now, &enabled)
+            .in_handshake(peer, suite)
+            .with_pinned(pins.pinned(&peer, suite));
         record::verify(bytes, &ctx)
     };
 

@@ -401,3 +401,55 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn handshake_context_checks_the_noise_peer_and_suite() {
+    let suite = Suite::Kyber1024Dilithium5;
+    let (id, key) = fixture(suite);
+    let me = id.public().to_peer_id();
+    let rec = build(&id, &key, None, &params(&[])).unwrap();
+    let bytes = rec.envelope_bytes();
+    verify(
+        bytes,
+        &VerifyContext::new(NOW, &Suite::ALL).in_handshake(me, suite),
+    )
+    .unwrap();
+    let stranger = Keypair::generate_ed25519().public().to_peer_id();
+    let err = verify(
+        bytes,
+        &VerifyContext::new(NOW, &Suite::ALL).in_handshake(stranger, suite),
+    )
+    .unwrap_err();
+    assert_eq!(err.name(), "peer-id-mismatch");
+    assert!(err.to_string().contains("Noise-authenticated"), "{err}");
+    let err = verify(
+        bytes,
+        &VerifyContext::new(NOW, &Suite::ALL).in_handshake(me, Suite::Mlkem1024Mldsa87),
+    )
+    .unwrap_err();
+    assert_eq!(err.name(), "suite-mismatch");
+    // the PeerId check comes before the suite check (step 2 before step 3)
+    let err = verify(
+        bytes,
+        &VerifyContext::new(NOW, &Suite::ALL).in_handshake(stranger, Suite::Mlkem1024Mldsa87),
+    )
+    .unwrap_err();
+    assert_eq!(err.name(), "peer-id-mismatch");
+}
+
+#[test]
+fn freshness_boundaries() {
+    let (id, key) = fixture(Suite::Mlkem1024Mldsa87);
+    let rec = build(&id, &key, None, &params(&[])).unwrap();
+    let at = |now| verify(rec.envelope_bytes(), &VerifyContext::new(now, &Suite::ALL)).map(|_| ());
+    let expires = NOW + DEFAULT_VALIDITY_SECS;
+    assert_eq!(at(expires - 1), Ok(()));
+    assert_eq!(at(expires).unwrap_err().name(), "expired");
+    assert_eq!(at(NOW - MAX_FUTURE_SKEW_SECS), Ok(()));
+    assert_eq!(
+        at(NOW - MAX_FUTURE_SKEW_SECS - 1).unwrap_err().name(),
+        "not-yet-valid"
+    );
+    // the clock at its maximum never overflows
+    assert_eq!(at(u64::MAX).unwrap_err().name(), "expired");
+}
