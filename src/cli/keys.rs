@@ -337,9 +337,21 @@ fn export_record(
 }
 
 /// Reads a record file: the binary envelope, or its hex (whitespace allowed).
+/// Records are public, so any readable file (or symbolic link) will do; only
+/// the size is bounded.
 fn read_record_file(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let bytes = fsutil::read_private(path, true)?
-        .with_context(|| format!("{}: no such file", path.display()))?;
+    use std::io::Read;
+    // Hex doubles the size; allow whitespace on top.
+    let limit = 4 * record::MAX_ENVELOPE_LEN as u64;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if bytes.len() as u64 > limit {
+        bail!("{} is too large to be a record", path.display());
+    }
     let text: Option<String> = std::str::from_utf8(&bytes)
         .ok()
         .map(|s| s.chars().filter(|c| !c.is_whitespace()).collect());
