@@ -36,6 +36,7 @@ pub use error::AppError;
 
 use crate::metrics::SharedRegistry;
 use crate::node::NodeHandle;
+use crate::pq::PqLayer;
 use crate::status::{PeerSecurityTable, SharedCryptoStatus};
 
 /// Everything the handlers read. Cheap to clone.
@@ -57,6 +58,8 @@ pub struct AppState {
     pub data_dir: PathBuf,
     /// True when no peers are configured: being alone is then not a fault.
     pub alone_by_design: bool,
+    /// The PQ layer, when running (for the message endpoints).
+    pub pq: Option<PqLayer>,
 }
 
 /// Builds the router with a `TraceLayer`.

@@ -199,6 +199,7 @@ pub async fn start(
         started: Instant::now(),
         data_dir: config.data_dir.clone(),
         alone_by_design: config.peers.is_empty(),
+        pq: pq.clone(),
     };
     let listener = tokio::net::TcpListener::bind(config.api)
         .await
