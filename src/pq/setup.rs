@@ -10,7 +10,6 @@ use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
 use pqnode_crypto::Suite;
 use pqnode_crypto::handshake::{Credential, HandshakeConfig};
-use pqnode_crypto::sign::SigningKey;
 use pqnode_keys::fingerprint::Fingerprint;
 use pqnode_keys::pins::{PINS_FILE, PinError, PinStore};
 use pqnode_keys::record::{DEFAULT_VALIDITY_SECS, MAX_ADDR_LEN, MAX_ADDRS};
@@ -75,26 +74,11 @@ pub fn credentials(store: &mut KeyStore, suites: &[Suite], addrs: &[Multiaddr]) 
     let mut fingerprints = BTreeMap::new();
     let mut problems = Vec::new();
     for &suite in suites {
-        let key = match store.signing_key(suite) {
-            Some(k) => k,
-            None => {
-                problems.push(format!("{suite}: no signing key loaded"));
-                continue;
-            }
+        let Some(key) = store.shared_signing_key(suite) else {
+            problems.push(format!("{suite}: no signing key loaded"));
+            continue;
         };
-        // The store keeps its key; the PQ layer holds its own zeroizing copy.
-        let copy = match SigningKey::from_bytes(
-            suite,
-            key.expose_secret(),
-            key.verifying_key().as_bytes(),
-        ) {
-            Ok(k) => k,
-            Err(e) => {
-                problems.push(format!("{suite}: {e}"));
-                continue;
-            }
-        };
-        let fingerprint = Fingerprint::of(copy.verifying_key());
+        let fingerprint = Fingerprint::of(key.verifying_key());
         let record = match store.build_record(suite, &addrs, unix_now(), DEFAULT_VALIDITY_SECS) {
             Ok(r) => r,
             Err(e) => {
@@ -104,7 +88,7 @@ pub fn credentials(store: &mut KeyStore, suites: &[Suite], addrs: &[Multiaddr]) 
         };
         fingerprints.insert(suite.name().to_owned(), fingerprint.to_string());
         list.push(Credential {
-            signing_key: Arc::new(copy),
+            signing_key: key,
             record: record.envelope_bytes().to_vec(),
         });
     }

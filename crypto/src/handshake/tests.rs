@@ -364,7 +364,8 @@ fn a_record_for_another_peer_or_a_refusing_verifier_fails() {
         &mut rng,
     )
     .unwrap();
-    let r_state = Responder::start(config(BOB, &[suite], KeyUpdatePolicy::default()), ALICE).unwrap();
+    let r_state =
+        Responder::start(config(BOB, &[suite], KeyUpdatePolicy::default()), ALICE).unwrap();
     let Ok(ResponderStep::Resp {
         resp,
         state: r_state,
@@ -386,7 +387,8 @@ fn a_record_for_another_peer_or_a_refusing_verifier_fails() {
     )
     .unwrap();
     drop(r_state);
-    let r_state = Responder::start(config(BOB, &[suite], KeyUpdatePolicy::default()), ALICE).unwrap();
+    let r_state =
+        Responder::start(config(BOB, &[suite], KeyUpdatePolicy::default()), ALICE).unwrap();
     let Ok(ResponderStep::Resp {
         resp,
         state: r_state,
@@ -481,7 +483,8 @@ fn a_fin_signature_over_the_wrong_transcript_fails() {
     let mut rng = rng(6);
     let i_cfg = config(ALICE, &[suite], KeyUpdatePolicy::default());
     let (i_state, init) = Initiator::start(i_cfg.clone(), BOB, &mut rng).unwrap();
-    let r_state = Responder::start(config(BOB, &[suite], KeyUpdatePolicy::default()), ALICE).unwrap();
+    let r_state =
+        Responder::start(config(BOB, &[suite], KeyUpdatePolicy::default()), ALICE).unwrap();
     let Ok(ResponderStep::Resp {
         resp,
         state: r_state,
@@ -638,7 +641,8 @@ fn wrong_type_oversized_and_reordered_messages_are_decode_errors() {
     )
     .unwrap();
     // The responder receives a Fin first.
-    let r_state = Responder::start(config(BOB, &[suite], KeyUpdatePolicy::default()), ALICE).unwrap();
+    let r_state =
+        Responder::start(config(BOB, &[suite], KeyUpdatePolicy::default()), ALICE).unwrap();
     let err = r_state.handle(&[3, 0, 0, 0, 0], &mut rng).err().unwrap();
     assert!(matches!(
         err,
@@ -654,7 +658,8 @@ fn wrong_type_oversized_and_reordered_messages_are_decode_errors() {
         HandshakeError::Decode(DecodeError::UnexpectedType { got: 1, .. })
     ));
     // Oversized.
-    let r_state = Responder::start(config(BOB, &[suite], KeyUpdatePolicy::default()), ALICE).unwrap();
+    let r_state =
+        Responder::start(config(BOB, &[suite], KeyUpdatePolicy::default()), ALICE).unwrap();
     let mut big = init.clone();
     big.resize(messages::MAX_MESSAGE_LEN + 1, 0);
     let err = r_state.handle(&big, &mut rng).err().unwrap();
@@ -677,7 +682,8 @@ fn low_order_x25519_keys_are_refused() {
     .unwrap();
     let mut bad = init.clone();
     bad[7..39].copy_from_slice(&[0u8; 32]); // x_pk = 0 (suites list has one entry)
-    let r_state = Responder::start(config(BOB, &[suite], KeyUpdatePolicy::default()), ALICE).unwrap();
+    let r_state =
+        Responder::start(config(BOB, &[suite], KeyUpdatePolicy::default()), ALICE).unwrap();
     let err = r_state.handle(&bad, &mut rng).err().unwrap();
     assert!(matches!(err, HandshakeError::LowOrderKey), "{err:?}");
 }
