@@ -602,3 +602,35 @@ async fn concurrent_inbound_handshakes_never_exceed_the_limit() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_records_are_signed_and_used() {
+    bounded(async {
+        let (da, db) = (tempdir(), tempdir());
+        let a = start(da.path(), Opts::default()).await;
+        let store = KeyStore::open(da.path(), StoreOptions::default()).expect("store");
+        let seq_before = store.last_seq();
+        let refresh = tokio::spawn(pqnode::pq::setup::refresh_records(
+            a.pq.clone(),
+            store,
+            vec![a.addr.clone()],
+            Duration::from_millis(200),
+        ));
+        let dir = da.path().to_path_buf();
+        assert!(
+            a.until(WAIT, |_| KeyStore::open(&dir, StoreOptions::default())
+                .map(|s| s.last_seq() >= seq_before + 4)
+                .unwrap_or(false))
+                .await,
+            "two refreshes of two suites sign four new records"
+        );
+        refresh.abort();
+        // A peer handshaking now verifies the refreshed record.
+        let b = start(db.path(), Opts::default()).await;
+        b.connect(&a).await;
+        assert!(b.pq.wait_for_session(&a.peer_id, WAIT).await.is_some());
+        a.stop().await;
+        b.stop().await;
+    })
+    .await;
+}

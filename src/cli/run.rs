@@ -277,6 +277,8 @@ async fn summary_loop(state: AppState, mut stop: watch::Receiver<bool>) {
                 pq_sessions = crypto.sessions.pq,
                 classical_sessions = crypto.sessions.classical,
                 refused = crypto.sessions.refused,
+                handshakes = state.pq.as_ref().map(|p| p.metrics().handshakes_started.get()).unwrap_or(0),
+                handshake_failures = state.pq.as_ref().map(|p| p.metrics().handshake_failures_all.get()).unwrap_or(0),
                 "summary"
             ),
             Err(e) => tracing::warn!(error = %e, "summary: node not answering"),
@@ -328,6 +330,15 @@ async fn run_until_signal(config: Config) -> anyhow::Result<()> {
     };
     let key = store.identity().clone();
     let running = start(&config, key, availability, Some(&mut store)).await?;
+    // Records are valid for a day: sign fresh ones well before that.
+    let refresh = running.pq.clone().map(|pq| {
+        tokio::spawn(crate::pq::setup::refresh_records(
+            pq,
+            store,
+            running.listen_addrs.clone(),
+            crate::pq::setup::RECORD_REFRESH,
+        ))
+    });
 
     println!("PeerId: {}", running.node.peer_id());
     for addr in &running.listen_addrs {
@@ -345,6 +356,9 @@ async fn run_until_signal(config: Config) -> anyhow::Result<()> {
 
     let signal = wait_for_signal().await?;
     tracing::info!(signal, "shutting down");
+    if let Some(refresh) = refresh {
+        refresh.abort();
+    }
     running
         .shutdown(SHUTDOWN_GRACE - Duration::from_millis(500))
         .await?;

@@ -46,6 +46,9 @@ pub struct PqMetrics {
     pub handshakes_started: Counter,
     /// Failed handshakes, by reason.
     pub handshake_failures: Family<ReasonLabels, Counter>,
+    /// Failed handshakes, all reasons (not exported: the family above is;
+    /// this total feeds the periodic summary line).
+    pub handshake_failures_all: Counter,
     /// Handshake duration in seconds (successful ones).
     pub handshake_duration: Histogram,
     /// Open PQ sessions.
@@ -73,6 +76,7 @@ impl PqMetrics {
             key_mismatch: Counter::default(),
             handshakes_started: Counter::default(),
             handshake_failures: Family::default(),
+            handshake_failures_all: Counter::default(),
             handshake_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             open_sessions: Gauge::default(),
             handshakes_in_progress: Gauge::default(),
@@ -154,6 +158,7 @@ impl PqMetrics {
 
     /// Counts a failed handshake.
     pub fn handshake_failed(&self, reason: &str) {
+        self.handshake_failures_all.inc();
         self.handshake_failures
             .get_or_create(&ReasonLabels {
                 reason: reason.to_owned(),

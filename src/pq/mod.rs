@@ -464,6 +464,20 @@ impl PqLayer {
             || lock(&self.inner.inbound_pending).contains_key(peer)
     }
 
+    /// The suites of the current credentials, in preference order (empty
+    /// when PQ is off).
+    pub fn suites(&self) -> Vec<Suite> {
+        self.inner
+            .hs()
+            .map(|h| {
+                h.credentials
+                    .iter()
+                    .map(|c| c.signing_key.suite())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Replaces the handshake credentials (fresh records before the old ones
     /// expire). Only possible while PQ is on; sessions in progress keep the
     /// credentials they started with.

@@ -232,6 +232,42 @@ pub fn start_for_node(
     )?)
 }
 
+/// How often the node signs fresh records (they are valid for
+/// [`DEFAULT_VALIDITY_SECS`], 24 h, so a node that runs for days never
+/// presents an expired one).
+pub const RECORD_REFRESH: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+
+/// Signs fresh records every `period` and hands them to the layer. Runs
+/// until aborted; a failure keeps the previous credentials and is logged.
+pub async fn refresh_records(
+    layer: PqLayer,
+    mut store: KeyStore,
+    addrs: Vec<Multiaddr>,
+    period: std::time::Duration,
+) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let suites = layer.suites();
+        if suites.is_empty() {
+            return;
+        }
+        let creds = credentials(&mut store, &suites, &addrs);
+        match creds.handshake {
+            Some(h) if h.credentials.len() == suites.len() => {
+                layer.replace_credentials(h);
+                tracing::info!(suites = suites.len(), "signed fresh PQ peer records");
+            }
+            _ => tracing::error!(
+                reason = creds.reason.as_deref().unwrap_or("a suite failed"),
+                "could not sign fresh PQ peer records; keeping the current ones"
+            ),
+        }
+    }
+}
+
 /// Why [`start_for_node`] failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
