@@ -17,6 +17,9 @@ pub enum CryptoError {
         /// The length received.
         got: usize,
     },
+    /// A key is not a valid encoding (e.g. a coefficient out of range).
+    #[error("invalid key: {0}")]
+    InvalidKey(&'static str),
     /// A C primitive reported failure.
     #[error("{0} failed")]
     Primitive(&'static str),

@@ -61,13 +61,30 @@ pub fn generate_keypair(suite: Suite) -> Result<(KemPublicKey, KemSecretKey), Cr
     }
 }
 
+/// FIPS 203 §7.2 modulus check (the draft that Kyber1024 follows has it
+/// too): every 12-bit coefficient of the encoded vector t̂ (all but the last
+/// 32 bytes, which are the seed ρ) must be below q = 3329, or the key is not
+/// the encoding of any valid key.
+fn modulus_check(bytes: &[u8; KEM_PUBLIC_KEY_LEN]) -> bool {
+    const Q: u16 = 3329;
+    bytes[..KEM_PUBLIC_KEY_LEN - 32].chunks_exact(3).all(|c| {
+        let (b0, b1, b2) = (u16::from(c[0]), u16::from(c[1]), u16::from(c[2]));
+        let d0 = b0 | ((b1 & 0x0f) << 8);
+        let d1 = (b1 >> 4) | (b2 << 4);
+        d0 < Q && d1 < Q
+    })
+}
+
 impl KemPublicKey {
-    /// Parses a public key; only the length can be checked.
+    /// Parses a public key: its length, and the FIPS 203 §7.2 modulus check.
     pub fn from_bytes(suite: Suite, bytes: &[u8]) -> Result<Self, CryptoError> {
-        Ok(KemPublicKey {
-            suite,
-            bytes: boxed("KEM public key", bytes)?,
-        })
+        let bytes = boxed("KEM public key", bytes)?;
+        if !modulus_check(&bytes) {
+            return Err(CryptoError::InvalidKey(
+                "KEM public key coefficient out of range (FIPS 203 §7.2)",
+            ));
+        }
+        Ok(KemPublicKey { suite, bytes })
     }
 
     /// The key's suite.
@@ -239,6 +256,28 @@ mod tests {
         }
         check!(Suite::Kyber1024Dilithium5, pqcrypto_kyber::kyber1024);
         check!(Suite::Mlkem1024Mldsa87, pqcrypto_mlkem::mlkem1024);
+    }
+
+    #[test]
+    fn out_of_range_public_keys_are_refused() {
+        for suite in Suite::ALL {
+            let (pk, _) = generate_keypair(suite).unwrap();
+            assert!(KemPublicKey::from_bytes(suite, pk.as_bytes()).is_ok());
+            let mut bad = pk.as_bytes().to_vec();
+            // First coefficient := 4095 (>= q).
+            bad[0] = 0xff;
+            bad[1] |= 0x0f;
+            assert!(matches!(
+                KemPublicKey::from_bytes(suite, &bad),
+                Err(CryptoError::InvalidKey(_))
+            ));
+            // The last 32 bytes (rho) are not coefficients.
+            let mut rho = pk.as_bytes().to_vec();
+            let n = rho.len();
+            rho[n - 1] = 0xff;
+            rho[n - 2] = 0xff;
+            assert!(KemPublicKey::from_bytes(suite, &rho).is_ok());
+        }
     }
 
     #[test]

@@ -604,7 +604,8 @@ impl ResponderAwaitingInit {
             .config
             .credential(suite)
             .ok_or(HandshakeError::Protocol("suite not enabled locally"))?;
-        let kem_pk = KemPublicKey::from_bytes(suite, &init.kem_pk)?;
+        let kem_pk = KemPublicKey::from_bytes(suite, &init.kem_pk)
+            .map_err(|_| HandshakeError::Protocol("Init carries an invalid KEM public key"))?;
         let x_sk = X25519Secret::random(rng);
         let ss_x = x25519_checked(&x_sk, &init.x_pk)?;
         let (ct, ss_kem) = kem_pk.encapsulate()?;
