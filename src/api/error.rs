@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::node::NodeError;
+use crate::pq::SendError;
 
 /// An error answered by the API.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +22,12 @@ pub enum AppError {
     /// The node did not do what was asked.
     #[error(transparent)]
     Node(#[from] NodeError),
+    /// A message could not be sent.
+    #[error(transparent)]
+    Send(#[from] SendError),
+    /// A part of the node is not running.
+    #[error("{0}")]
+    Unavailable(String),
     /// Something that should not happen.
     #[error("internal error: {0}")]
     Internal(String),
@@ -36,6 +43,22 @@ impl AppError {
             AppError::Node(NodeError::Busy) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             AppError::Node(NodeError::Stopped) => (StatusCode::SERVICE_UNAVAILABLE, "node_stopped"),
             AppError::Node(_) => (StatusCode::INTERNAL_SERVER_ERROR, "node_error"),
+            AppError::Send(SendError::TooLarge { .. }) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
+            }
+            AppError::Send(SendError::PqRequired { .. }) => (StatusCode::CONFLICT, "pq_required"),
+            AppError::Send(SendError::PinnedWithoutSession { .. }) => {
+                (StatusCode::CONFLICT, "pinned_without_session")
+            }
+            AppError::Send(SendError::Unreachable { .. }) => {
+                (StatusCode::BAD_GATEWAY, "unreachable")
+            }
+            AppError::Send(SendError::Busy { .. }) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            AppError::Send(SendError::ShuttingDown) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
+            }
+            AppError::Send(_) => (StatusCode::BAD_GATEWAY, "session_ended"),
+            AppError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

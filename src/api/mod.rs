@@ -18,6 +18,7 @@ pub mod crypto;
 pub mod dht;
 pub mod error;
 pub mod health;
+pub mod messages;
 pub mod metrics;
 pub mod peers;
 
@@ -72,6 +73,8 @@ pub fn create_app(state: AppState) -> Router {
         .route("/api/peers", get(peers::list))
         .route("/api/peers/connect", post(peers::connect))
         .route("/api/dht/nodes", get(dht::nodes))
+        .route("/api/messages", get(messages::list).post(messages::send))
+        .route("/api/messages/stream", get(messages::stream))
         .route("/metrics", get(metrics::metrics))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -222,6 +222,7 @@ struct Inner {
     security: PeerSecurityTable,
     tasks: Mutex<JoinSet<()>>,
     shutting_down: std::sync::atomic::AtomicBool,
+    shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// The running PQ layer. Cheap to clone.
@@ -306,6 +307,7 @@ impl PqLayer {
             node,
             tasks: Mutex::new(JoinSet::new()),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
+            shutdown: tokio_util::sync::CancellationToken::new(),
         });
         let layer = PqLayer { inner };
         let mut control = layer.inner.node.stream_control();
@@ -478,6 +480,12 @@ impl PqLayer {
             .unwrap_or_default()
     }
 
+    /// Resolves once [`PqLayer::shutdown`] has begun (long-lived readers such
+    /// as the API's event stream end on it).
+    pub fn shutdown_signal(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        self.inner.shutdown.clone().cancelled_owned()
+    }
+
     /// Replaces the handshake credentials (fresh records before the old ones
     /// expire). Only possible while PQ is on; sessions in progress keep the
     /// credentials they started with.
@@ -494,6 +502,7 @@ impl PqLayer {
     /// `timeout`) and stops the layer's tasks.
     pub async fn shutdown(&self, timeout: Duration) {
         self.inner.shutting_down.store(true, Ordering::Relaxed);
+        self.inner.shutdown.cancel();
         let senders: Vec<mpsc::Sender<WriterCmd>> = lock(&self.inner.sessions)
             .values()
             .map(|e| e.tx.clone())

@@ -1,0 +1,195 @@
+//! `POST /api/messages`, `GET /api/messages`, `GET /api/messages/stream`.
+//!
+//! Message bodies are private: every route here needs the bearer token,
+//! reading included. Bodies travel as UTF-8 text or, for binary data,
+//! base64 (`"encoding": "base64"`). Each message says how it travelled:
+//! `"security": "pq"` (with its suite) or `"classical"` (PROTOCOL.md §8.2).
+
+use std::convert::Infallible;
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use futures::Stream;
+use libp2p::PeerId;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::{AppError, AppState, Authorized};
+use crate::pq::{InboundMessage, PqLayer};
+
+/// Most messages one `GET /api/messages` returns.
+pub const MAX_LIST: usize = 1000;
+
+/// How a body is written in JSON.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// UTF-8 text.
+    #[default]
+    Utf8,
+    /// Standard base64.
+    Base64,
+}
+
+/// `POST /api/messages` request.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SendRequest {
+    /// The recipient's PeerId.
+    pub to: String,
+    /// The body, as `encoding` says.
+    pub body: String,
+    /// `utf8` (default) or `base64`.
+    #[serde(default)]
+    pub encoding: Encoding,
+}
+
+/// `POST /api/messages` answer.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SendResponse {
+    /// The recipient.
+    pub to: String,
+    /// `pq` or `classical`.
+    pub security: &'static str,
+    /// The suite, for PQ.
+    pub suite: Option<&'static str>,
+    /// Bytes sent.
+    pub size: usize,
+}
+
+/// A delivered message as JSON.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageJson {
+    /// Local, increasing id (use it as `since`).
+    pub id: u64,
+    /// The sender.
+    pub from: String,
+    /// `pq` or `classical`.
+    pub security: &'static str,
+    /// The suite, for PQ.
+    pub suite: Option<&'static str>,
+    /// Unix milliseconds of delivery.
+    pub received_at: u64,
+    /// `utf8` when the body is valid UTF-8, else `base64`.
+    pub encoding: Encoding,
+    /// The body.
+    pub body: String,
+    /// Its size in bytes.
+    pub size: usize,
+}
+
+impl From<&InboundMessage> for MessageJson {
+    fn from(m: &InboundMessage) -> Self {
+        let (encoding, body) = match std::str::from_utf8(&m.body) {
+            Ok(text) => (Encoding::Utf8, text.to_owned()),
+            Err(_) => (Encoding::Base64, B64.encode(&m.body[..])),
+        };
+        MessageJson {
+            id: m.seq,
+            from: m.from.to_base58(),
+            security: m.security.as_str(),
+            suite: m.suite.map(|s| s.name()),
+            received_at: m
+                .received_at
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            encoding,
+            body,
+            size: m.body.len(),
+        }
+    }
+}
+
+/// `GET /api/messages` query.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only from this PeerId.
+    pub from: Option<String>,
+    /// Only messages with a larger id.
+    #[serde(default)]
+    pub since: u64,
+    /// At most this many (default and maximum 1000).
+    pub limit: Option<usize>,
+}
+
+fn layer(state: &AppState) -> Result<&PqLayer, AppError> {
+    state
+        .pq
+        .as_ref()
+        .ok_or_else(|| AppError::Unavailable("the message layer is not running".into()))
+}
+
+fn peer(s: &str, what: &str) -> Result<PeerId, AppError> {
+    s.parse()
+        .map_err(|_| AppError::BadRequest(format!("`{what}` is not a PeerId: {s:?}")))
+}
+
+/// Sends a message.
+pub async fn send(
+    _auth: Authorized,
+    State(state): State<AppState>,
+    body: Result<Json<SendRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<SendResponse>, AppError> {
+    let Json(req) = body.map_err(|e| AppError::BadRequest(e.body_text()))?;
+    let to = peer(&req.to, "to")?;
+    let bytes = match req.encoding {
+        Encoding::Utf8 => req.body.into_bytes(),
+        Encoding::Base64 => B64
+            .decode(req.body.as_bytes())
+            .map_err(|e| AppError::BadRequest(format!("`body` is not base64: {e}")))?,
+    };
+    let size = bytes.len();
+    let delivery = layer(&state)?.send(to, bytes).await?;
+    Ok(Json(SendResponse {
+        to: to.to_base58(),
+        security: delivery.security.as_str(),
+        suite: delivery.suite.map(|s| s.name()),
+        size,
+    }))
+}
+
+/// Lists delivered messages, oldest first.
+pub async fn list(
+    _auth: Authorized,
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<MessageJson>>, AppError> {
+    let Query(q) = query.map_err(|e| AppError::BadRequest(e.body_text()))?;
+    let from = q.from.as_deref().map(|f| peer(f, "from")).transpose()?;
+    let limit = q.limit.unwrap_or(MAX_LIST).min(MAX_LIST);
+    let messages = layer(&state)?.inbox().list(from, q.since, limit);
+    Ok(Json(messages.iter().map(MessageJson::from).collect()))
+}
+
+/// Follows new messages as Server-Sent Events (`event: message`, JSON data;
+/// `event: lagged` when a slow reader missed some) until the node stops.
+pub async fn stream(
+    _auth: Authorized,
+    State(state): State<AppState>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
+    let layer = layer(&state)?;
+    let rx = layer.inbox().subscribe();
+    let stop = layer.shutdown_signal();
+    let events = futures::stream::unfold(rx, |mut rx| async move {
+        let event = match rx.recv().await {
+            Ok(m) => {
+                let data = serde_json::to_string(&MessageJson::from(&m)).unwrap_or_default();
+                Event::default().event("message").data(data)
+            }
+            Err(RecvError::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
+            Err(RecvError::Closed) => return None,
+        };
+        Some((Ok(event), rx))
+    });
+    // The stream ends when the node shuts down, so it never holds up exit.
+    let events = futures::StreamExt::take_until(events, stop);
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

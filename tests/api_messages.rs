@@ -1,0 +1,207 @@
+//! The message endpoints and the crypto status of two real PQ nodes, over
+//! HTTP on 127.0.0.1.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TEST_TIMEOUT, http, tcp_addr, test_config};
+use pqnode::cli::run::{Running, open_key_store, run_selftest, start};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn pq_node(dir: &std::path::Path) -> Running {
+    let config = test_config(dir);
+    let (mut store, problem) = open_key_store(&config).expect("key store");
+    assert!(problem.is_none(), "{problem:?}");
+    let availability = run_selftest(&config);
+    start(
+        &config,
+        store.identity().clone(),
+        availability,
+        Some(&mut store),
+    )
+    .await
+    .expect("node starts")
+}
+
+fn token(node: &Running) -> String {
+    node.state.token.expose().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_travel_over_pq_through_the_api() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let (da, db) = (
+            tempfile::tempdir().expect("dir"),
+            tempfile::tempdir().expect("dir"),
+        );
+        let a = pq_node(da.path()).await;
+        let b = pq_node(db.path()).await;
+        let (ta, tb) = (token(&a), token(&b));
+        let connect = format!(r#"{{"address":"{}"}}"#, tcp_addr(&b));
+        let r = http(
+            a.api_addr,
+            "POST",
+            "/api/peers/connect",
+            Some(&ta),
+            Some(&connect),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let (pa, pb) = (a.pq.clone().expect("pq"), b.pq.clone().expect("pq"));
+        pa.wait_for_session(&b.node.peer_id(), Duration::from_secs(15))
+            .await
+            .expect("PQ session");
+        pb.wait_for_session(&a.node.peer_id(), Duration::from_secs(15))
+            .await
+            .expect("PQ session");
+
+        // Status reflects the session.
+        let s = http(a.api_addr, "GET", "/api/crypto/status", None, None)
+            .await
+            .json();
+        assert_eq!(s["initialized"], true);
+        assert_eq!(s["mode"], "pq");
+        assert_eq!(s["algorithm"], "Kyber1024-Dilithium5");
+        assert_eq!(
+            (s["kyberKeySize"].as_u64(), s["dilithiumKeySize"].as_u64()),
+            (Some(1568), Some(2592))
+        );
+        assert_eq!(s["keyPairs"], 2);
+        assert_eq!(s["production"], true);
+        assert_eq!(s["sessions"]["pq"], 1);
+        assert_eq!(
+            s["identity"]["fingerprints"].as_object().map(|o| o.len()),
+            Some(2)
+        );
+
+        // Reading and sending need the token.
+        let b_id = b.node.peer_id().to_base58();
+        let msg = format!(r#"{{"to":"{b_id}","body":"héllo over PQ"}}"#);
+        assert_eq!(
+            http(a.api_addr, "POST", "/api/messages", None, Some(&msg))
+                .await
+                .status,
+            401
+        );
+        assert_eq!(
+            http(b.api_addr, "GET", "/api/messages", None, None)
+                .await
+                .status,
+            401
+        );
+        assert_eq!(
+            http(
+                b.api_addr,
+                "GET",
+                "/api/messages/stream",
+                Some("wrong"),
+                None
+            )
+            .await
+            .status,
+            401
+        );
+
+        // Follow B's messages before sending.
+        let mut sse = tokio::net::TcpStream::connect(b.api_addr)
+            .await
+            .expect("connect");
+        let req = format!(
+            "GET /api/messages/stream HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {tb}\r\n\r\n",
+            b.api_addr
+        );
+        sse.write_all(req.as_bytes()).await.expect("write");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        let r = http(a.api_addr, "POST", "/api/messages", Some(&ta), Some(&msg)).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let sent = r.json();
+        assert_eq!(
+            (sent["security"].as_str(), sent["suite"].as_str()),
+            (Some("pq"), Some("kyber1024-dilithium5"))
+        );
+
+        let mut seen = Vec::new();
+        let got_event = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = sse.read(&mut buf).await.expect("read");
+                seen.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&seen);
+                if text.contains("event: message") && text.contains("héllo over PQ") {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(
+            got_event.is_ok(),
+            "SSE event: {}",
+            String::from_utf8_lossy(&seen)
+        );
+
+        // Binary bodies travel as base64.
+        let bin = r#"{"to":"TO","body":"/wABAg==","encoding":"base64"}"#.replace("TO", &b_id);
+        assert_eq!(
+            http(a.api_addr, "POST", "/api/messages", Some(&ta), Some(&bin))
+                .await
+                .status,
+            200
+        );
+        let list = http(b.api_addr, "GET", "/api/messages", Some(&tb), None)
+            .await
+            .json();
+        let list = list.as_array().expect("array");
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0]["body"], "héllo over PQ");
+        assert_eq!(list[0]["security"], "pq");
+        assert_eq!(list[0]["from"], a.node.peer_id().to_base58());
+        assert_eq!(
+            (list[1]["encoding"].as_str(), list[1]["body"].as_str()),
+            (Some("base64"), Some("/wABAg=="))
+        );
+        let since = list[0]["id"].as_u64().expect("id");
+        let later = http(
+            b.api_addr,
+            "GET",
+            &format!("/api/messages?since={since}"),
+            Some(&tb),
+            None,
+        )
+        .await
+        .json();
+        assert_eq!(later.as_array().map(|l| l.len()), Some(1));
+
+        // Errors name what was wrong.
+        let bad = http(
+            a.api_addr,
+            "POST",
+            "/api/messages",
+            Some(&ta),
+            Some(r#"{"to":"nope","body":"x"}"#),
+        )
+        .await;
+        assert_eq!(bad.status, 400);
+        assert!(bad.body.contains("`to`"), "{}", bad.body);
+        let bad64 = r#"{"to":"TO","body":"***","encoding":"base64"}"#.replace("TO", &b_id);
+        assert_eq!(
+            http(a.api_addr, "POST", "/api/messages", Some(&ta), Some(&bad64))
+                .await
+                .status,
+            400
+        );
+        let huge = format!(
+            r#"{{"to":"{b_id}","body":"{}"}}"#,
+            "x".repeat((1 << 20) + 1)
+        );
+        let r = http(a.api_addr, "POST", "/api/messages", Some(&ta), Some(&huge)).await;
+        assert_eq!(r.status, 413, "{}", r.body);
+        assert_eq!(r.json()["error"]["code"], "too_large");
+
+        a.shutdown(Duration::from_secs(4)).await.expect("shutdown");
+        b.shutdown(Duration::from_secs(4)).await.expect("shutdown");
+    })
+    .await
+    .expect("test exceeded its time bound");
+}
