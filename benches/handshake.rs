@@ -82,7 +82,49 @@ fn handshake(i_cfg: &Arc<HandshakeConfig>, r_cfg: &Arc<HandshakeConfig>) {
     black_box((session, r_session));
 }
 
-fn primitives(suite: Suite, signer_i: &SigningKey, signer_r: &SigningKey) {
+/// The byte counts one handshake feeds to SHA-512, per side (TH1..TH4 as
+/// PROTOCOL.md §5 defines them), from the real message sizes.
+struct Sizes {
+    th: [usize; 4],
+}
+
+fn sizes(i_cfg: &Arc<HandshakeConfig>, r_cfg: &Arc<HandshakeConfig>, suite: Suite) -> Sizes {
+    let mut rng = system_rng();
+    let (i, init) = Initiator::start(i_cfg.clone(), BOB, &mut rng).expect("start");
+    let r = Responder::start(r_cfg.clone(), ALICE).expect("responder");
+    let ResponderStep::Resp { resp, .. } = r.handle(&init, &mut rng).expect("init") else {
+        panic!("unexpected Retry")
+    };
+    let InitiatorStep::Done { fin, .. } =
+        i.handle(&resp, &MinimalVerifier, &mut rng).expect("resp")
+    else {
+        panic!("unexpected Retry")
+    };
+    let sig = 2 + suite.signature_len();
+    let prologue = 11 + 2 + ALICE.len() + BOB.len();
+    Sizes {
+        th: [
+            prologue + init.len() + resp.len() - sig - 32,
+            64 + sig,
+            64 + 32 + fin.len() - sig - 32,
+            64 + sig,
+        ],
+    }
+}
+
+/// Every primitive call of one handshake, both sides: KEM keygen, encaps and
+/// decaps; two signatures and two verifications; X25519 (two public keys,
+/// two agreements); SHA-512 over the transcript (TH1..TH4, each side); the
+/// HKDF extract and expansions (confirmation, traffic and record keys, each
+/// side) and four HMACs.
+fn primitives(
+    suite: Suite,
+    signer_i: &SigningKey,
+    signer_r: &SigningKey,
+    sizes: &Sizes,
+    buf: &[u8],
+) {
+    use sha2::{Digest, Sha512};
     let mut rng = system_rng();
     let (pk, sk) = kem::generate_keypair(suite).expect("kem keygen");
     let (ct, ss) = pk.encapsulate().expect("encaps");
@@ -97,6 +139,20 @@ fn primitives(suite: Suite, signer_i: &SigningKey, signer_r: &SigningKey) {
     let s2 = signer_i.sign(&msg).expect("sign");
     signer_r.verifying_key().verify(&msg, &s1).expect("verify");
     signer_i.verifying_key().verify(&msg, &s2).expect("verify");
+    for _side in 0..2 {
+        for &n in &sizes.th {
+            black_box(Sha512::digest(&buf[..n]));
+        }
+        let prk = hybrid::hkdf_extract(&[1u8; 64], &[2u8; 64]);
+        let mut out = [0u8; 64];
+        for (info, len) in [(&b"c1"[..], 32), (b"c2", 32), (b"t1", 64), (b"t2", 64)] {
+            hybrid::hkdf_expand(prk.expose(), &[info], &mut out[..len]).expect("expand");
+        }
+        for _ in 0..2 {
+            hybrid::hkdf_expand(&out, &[b"k"], &mut [0u8; 32]).expect("expand");
+            black_box(hybrid::hmac_sha512_256(&out[..32], &out));
+        }
+    }
     black_box((ss, ss2, d1, d2));
 }
 
@@ -112,8 +168,10 @@ fn bench(c: &mut Criterion) {
             SigningKey::generate(suite).expect("keygen"),
             SigningKey::generate(suite).expect("keygen"),
         );
+        let sizes = sizes(&i_cfg, &r_cfg, suite);
+        let buf = vec![0x5au8; sizes.th.iter().copied().max().unwrap_or(0)];
         group.bench_function("sum of its primitives", |b| {
-            b.iter(|| primitives(suite, &ki, &kr))
+            b.iter(|| primitives(suite, &ki, &kr, &sizes, &buf))
         });
         group.finish();
     }
