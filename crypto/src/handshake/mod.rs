@@ -682,5 +682,6 @@ impl ResponderAwaitingFin {
     }
 }
 
-#[cfg(test)]
+// Full handshakes need the PQ primitives.
+#[cfg(all(test, feature = "pqc"))]
 mod tests;
