@@ -52,8 +52,48 @@ async fn two_nodes_reach_pq_sessions_in_both_suites_and_exchange_messages() {
             },
         )
         .await;
-        // A dials: A initiates with its first suite.
+        // A dials: A initiates with its first suite. A message sent the
+        // moment the dial returns waits for the handshake: it never goes
+        // classically to a peer whose PQ status is still open.
         a.connect(&b).await;
+        let first =
+            a.pq.send(b.peer_id, b"first contact".to_vec())
+                .await
+                .expect("send");
+        assert_eq!(first.security, Security::Pq);
+        // The same from the listening side, which learns of the connection
+        // before the dialler's PQ stream arrives.
+        let (de, df) = (tempdir(), tempdir());
+        let e = start(de.path(), Opts::default()).await;
+        let f = start(df.path(), Opts::default()).await;
+        e.connect(&f).await;
+        // As soon as F's swarm has the connection (its PQ status still open).
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !f
+            .handle
+            .peers()
+            .await
+            .expect("peers")
+            .iter()
+            .any(|p| p.peer_id == e.peer_id)
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "F never saw the connection"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let back =
+            f.pq.send(e.peer_id, b"listener first".to_vec())
+                .await
+                .expect("send");
+        assert_eq!(
+            back.security,
+            Security::Pq,
+            "the listener waited for the handshake"
+        );
+        e.stop().await;
+        f.stop().await;
         let sa =
             a.pq.wait_for_session(&b.peer_id, WAIT)
                 .await
@@ -77,6 +117,8 @@ async fn two_nodes_reach_pq_sessions_in_both_suites_and_exchange_messages() {
                 .expect("send");
         assert_eq!(d.security, Security::Pq);
         let m = recv(&b, a.peer_id, 0, WAIT).await.expect("B receives");
+        assert_eq!(&m.body[..], b"first contact");
+        let m = recv(&b, a.peer_id, m.seq, WAIT).await.expect("B receives");
         assert_eq!(&m.body[..], b"hello from A");
         assert_eq!(
             (m.security, m.suite),

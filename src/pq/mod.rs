@@ -209,6 +209,7 @@ struct Inner {
     sessions: Mutex<HashMap<PeerId, SessionEntry>>,
     outbound_pending: Mutex<HashSet<PeerId>>,
     inbound_pending: Mutex<HashMap<PeerId, usize>>,
+    connected: Mutex<HashSet<PeerId>>,
     inbound_permits: Arc<Semaphore>,
     outbound_permits: Arc<Semaphore>,
     classical_permits: Arc<Semaphore>,
@@ -292,6 +293,7 @@ impl PqLayer {
             sessions: Mutex::new(HashMap::new()),
             outbound_pending: Mutex::new(HashSet::new()),
             inbound_pending: Mutex::new(HashMap::new()),
+            connected: Mutex::new(HashSet::new()),
             inbound_permits: Arc::new(Semaphore::new(limits.max_concurrent_handshakes)),
             outbound_permits: Arc::new(Semaphore::new(limits.max_concurrent_handshakes)),
             classical_permits: Arc::new(Semaphore::new(MAX_CLASSICAL_STREAMS)),
@@ -397,9 +399,11 @@ impl PqLayer {
                 max: inner.limits.max_message_size,
             });
         }
-        // A handshake may be in flight (a fresh connection): give it its deadline.
-        if self.session(&peer).is_none() && inner.pq_enabled() && self.handshake_expected(&peer) {
-            self.wait_for_session(
+        // With PQ on, a message goes classically only to a peer known to lack
+        // PQ (labelled classical). While a connected peer's status is still
+        // open — a handshake in flight, identify not yet in — wait for it.
+        if self.session(&peer).is_none() && inner.pq_enabled() {
+            self.wait_for_pq_status(
                 &peer,
                 SEND_WAIT_FOR_HANDSHAKE.min(inner.limits.handshake_timeout),
             )
@@ -464,6 +468,43 @@ impl PqLayer {
     fn handshake_expected(&self, peer: &PeerId) -> bool {
         lock(&self.inner.outbound_pending).contains(peer)
             || lock(&self.inner.inbound_pending).contains_key(peer)
+    }
+
+    /// Whether `peer` is connected: as the events told us, or, since events
+    /// may trail a dial that just returned, as the swarm says.
+    async fn is_connected(&self, peer: &PeerId) -> bool {
+        if lock(&self.inner.connected).contains(peer) {
+            return true;
+        }
+        match self.inner.node.peers().await {
+            Ok(peers) => peers.iter().any(|p| p.peer_id == *peer),
+            Err(_) => false,
+        }
+    }
+
+    /// Waits until `peer` has a PQ session or is known to lack PQ (labelled
+    /// classical), at most `timeout`. Returns at once for a peer with no
+    /// connection and no handshake in flight (there is nothing to wait for).
+    async fn wait_for_pq_status(&self, peer: &PeerId, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.session(peer).is_some()
+                || self
+                    .inner
+                    .security
+                    .get(peer)
+                    .is_some_and(|s| s.level == SecurityLevel::Classical)
+            {
+                return;
+            }
+            if !self.handshake_expected(peer) && !self.is_connected(peer).await {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The suites of the current credentials, in preference order (empty
@@ -623,6 +664,7 @@ async fn event_loop(inner: Arc<Inner>, mut events: tokio::sync::broadcast::Recei
             NodeEvent::ConnectionEstablished {
                 peer_id, direction, ..
             } => {
+                lock(&inner.connected).insert(peer_id);
                 if !inner.pq_enabled() {
                     // PQ disabled or unavailable locally: everyone is classical,
                     // except pinned peers, which are never served classically.
@@ -660,6 +702,7 @@ async fn event_loop(inner: Arc<Inner>, mut events: tokio::sync::broadcast::Recei
                 remaining_established: 0,
                 ..
             } => {
+                lock(&inner.connected).remove(&peer_id);
                 session::end(&inner, &peer_id, None);
                 inner.security.remove(&peer_id);
                 inner.refresh_counts();

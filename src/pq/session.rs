@@ -51,9 +51,12 @@ pub(crate) fn start(
                 initiator(existing.info.local_initiated),
                 initiator(local_initiated),
             );
-            // The session initiated by the lower PeerId wins; between two
-            // from the same side, the established one stays.
-            if old == new || old.to_bytes() < new.to_bytes() {
+            // Two sessions initiated by different sides: the one initiated
+            // by the lower PeerId wins (§5). Two from the same side: the
+            // newer replaces the older — only the authenticated peer (or we)
+            // can initiate, and an initiator only does so when it has lost
+            // its session (a restart while the old connection lingers).
+            if old != new && old.to_bytes() < new.to_bytes() {
                 tracing::debug!(peer = %peer, "second PQ session loses the tie-break; closing it");
                 drop(sessions);
                 spawn_on(inner, async move {
