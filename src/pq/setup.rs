@@ -15,12 +15,12 @@ use pqnode_keys::pins::{PINS_FILE, PinError, PinStore};
 use pqnode_keys::record::{DEFAULT_VALIDITY_SECS, MAX_ADDR_LEN, MAX_ADDRS};
 use pqnode_keys::store::{KeyStore, StoreError};
 
-use super::verifier::unix_now;
 use super::{PqLayer, PqLimits, PqMetrics, PqSetup};
 use crate::config::{Config, PqPolicy};
 use crate::metrics::Registry;
 use crate::node::NodeHandle;
 use crate::status::{CryptoMode, PeerSecurityTable, PqAvailability, SharedCryptoStatus};
+use pqnode_keys::time::unix_now;
 
 /// Why the PQ layer's inputs could not be prepared.
 #[derive(Debug, thiserror::Error)]

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use libp2p::PeerId;
 use pqnode_crypto::Suite;
@@ -11,19 +10,12 @@ use pqnode_crypto::handshake::{RecordRejected, RecordVerifier};
 use pqnode_crypto::sign::VerifyingKey;
 use pqnode_keys::pins::{PinError, PinStore, PinUpdate};
 use pqnode_keys::record::{self, CachedRecord, RecordError, VerifyContext};
+use pqnode_keys::time::unix_now;
 
 use super::metrics::PqMetrics;
 
 /// Records cached per (peer, suite); bounded.
 pub const MAX_CACHED_RECORDS: usize = 4096;
-
-/// Unix seconds now.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 /// (peer, suite) → the last accepted record's seq and body (§4 step 7).
 type RecordCache = HashMap<(PeerId, Suite), (u64, Vec<u8>)>;
