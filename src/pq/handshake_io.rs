@@ -14,6 +14,7 @@ use pqnode_crypto::handshake::{
     messages::MAX_MESSAGE_LEN, reject_message,
 };
 use pqnode_crypto::rng::system_rng;
+use tracing::Instrument;
 
 use super::framing::{FrameError, read_frame, write_frame};
 use super::{Inner, PQ_PROTOCOL, lock, session, spawn_on};
@@ -97,30 +98,34 @@ pub(crate) async fn accept_loop(inner: Arc<Inner>, mut incoming: IncomingStreams
             continue;
         };
         let inner2 = inner.clone();
-        spawn_on(&inner, async move {
-            *lock(&inner2.inbound_pending).entry(peer).or_default() += 1;
-            inner2.metrics.handshakes_in_progress.inc();
-            inner2.metrics.handshakes_started.inc();
-            let started = Instant::now();
-            let result = tokio::time::timeout(
-                inner2.limits.handshake_timeout,
-                respond(&inner2, peer, &mut stream),
-            )
-            .await;
-            inner2.metrics.handshakes_in_progress.dec();
-            {
-                let mut pending = lock(&inner2.inbound_pending);
-                if let Some(n) = pending.get_mut(&peer) {
-                    *n -= 1;
-                    if *n == 0 {
-                        pending.remove(&peer);
+        spawn_on(
+            &inner,
+            async move {
+                *lock(&inner2.inbound_pending).entry(peer).or_default() += 1;
+                inner2.metrics.handshakes_in_progress.inc();
+                inner2.metrics.handshakes_started.inc();
+                let started = Instant::now();
+                let result = tokio::time::timeout(
+                    inner2.limits.handshake_timeout,
+                    respond(&inner2, peer, &mut stream),
+                )
+                .await;
+                inner2.metrics.handshakes_in_progress.dec();
+                {
+                    let mut pending = lock(&inner2.inbound_pending);
+                    if let Some(n) = pending.get_mut(&peer) {
+                        *n -= 1;
+                        if *n == 0 {
+                            pending.remove(&peer);
+                        }
                     }
                 }
+                drop(permit);
+                let result = result.unwrap_or(Err(HsFailure::Timeout));
+                finish(&inner2, peer, stream, result, started, false).await;
             }
-            drop(permit);
-            let result = result.unwrap_or(Err(HsFailure::Timeout));
-            finish(&inner2, peer, stream, result, started, false).await;
-        });
+            .instrument(tracing::info_span!("pq_handshake", peer = %peer, side = "responder")),
+        );
     }
 }
 
@@ -174,7 +179,7 @@ pub(crate) fn spawn_initiator(inner: &Arc<Inner>, peer: PeerId) {
                 tracing::warn!(peer = %peer, reason = e.name(), error = %e, "PQ handshake could not start");
             }
         }
-    });
+    }.instrument(tracing::info_span!("pq_handshake", peer = %peer, side = "initiator")));
 }
 
 async fn initiate(

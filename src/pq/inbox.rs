@@ -62,6 +62,13 @@ impl fmt::Debug for InboundMessage {
     }
 }
 
+/// Every peer's undelivered messages and their total size.
+#[derive(Default)]
+struct Queues {
+    by_peer: HashMap<PeerId, VecDeque<InboundMessage>>,
+    bytes: usize,
+}
+
 /// The inbox.
 #[derive(Clone)]
 pub struct Inbox {
@@ -71,8 +78,9 @@ pub struct Inbox {
 struct InboxInner {
     per_peer: usize,
     max_peers: usize,
+    max_bytes: usize,
     next_seq: AtomicU64,
-    queues: Mutex<HashMap<PeerId, VecDeque<InboundMessage>>>,
+    queues: Mutex<Queues>,
     follow: broadcast::Sender<InboundMessage>,
     metrics: PqMetrics,
 }
@@ -86,15 +94,17 @@ impl fmt::Debug for Inbox {
 }
 
 impl Inbox {
-    /// An inbox keeping `per_peer` messages for each of at most `max_peers` peers.
-    pub fn new(per_peer: usize, max_peers: usize, metrics: PqMetrics) -> Self {
+    /// An inbox keeping `per_peer` messages for each of at most `max_peers`
+    /// peers, and at most `max_bytes` of bodies in all.
+    pub fn new(per_peer: usize, max_peers: usize, max_bytes: usize, metrics: PqMetrics) -> Self {
         let (follow, _) = broadcast::channel(256);
         Inbox {
             inner: Arc::new(InboxInner {
                 per_peer: per_peer.max(1),
                 max_peers: max_peers.max(1),
+                max_bytes,
                 next_seq: AtomicU64::new(1),
-                queues: Mutex::new(HashMap::new()),
+                queues: Mutex::new(Queues::default()),
                 follow,
                 metrics,
             }),
@@ -118,29 +128,58 @@ impl Inbox {
             body: Arc::new(body),
         };
         {
-            let mut queues = self
+            let mut q = self
                 .inner
                 .queues
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            if !queues.contains_key(&from) && queues.len() >= self.inner.max_peers {
+            let metrics = &self.inner.metrics;
+            if !q.by_peer.contains_key(&from) && q.by_peer.len() >= self.inner.max_peers {
                 // Evict the peer whose newest message is oldest.
-                if let Some(victim) = queues
+                if let Some(victim) = q
+                    .by_peer
                     .iter()
-                    .min_by_key(|(_, q)| q.back().map(|m| m.seq).unwrap_or(0))
+                    .min_by_key(|(_, m)| m.back().map(|m| m.seq).unwrap_or(0))
                     .map(|(p, _)| *p)
                 {
-                    if let Some(q) = queues.remove(&victim) {
-                        self.inner.metrics.inbox_dropped.inc_by(q.len() as u64);
+                    if let Some(gone) = q.by_peer.remove(&victim) {
+                        q.bytes -= gone.iter().map(|m| m.body.len()).sum::<usize>();
+                        metrics.inbox_dropped.inc_by(gone.len() as u64);
                     }
                 }
             }
-            let queue = queues.entry(from).or_default();
+            let size = msg.body.len();
+            let queue = q.by_peer.entry(from).or_default();
+            let mut freed = 0;
             if queue.len() >= self.inner.per_peer {
-                queue.pop_front();
-                self.inner.metrics.inbox_dropped.inc();
+                if let Some(old) = queue.pop_front() {
+                    freed += old.body.len();
+                    metrics.inbox_dropped.inc();
+                }
             }
             queue.push_back(msg.clone());
+            q.bytes = q.bytes + size - freed;
+            // The byte bound over every inbox: drop the oldest message anywhere.
+            while q.bytes > self.inner.max_bytes {
+                let Some(oldest) = q
+                    .by_peer
+                    .iter()
+                    .filter_map(|(p, m)| m.front().map(|m| (m.seq, *p)))
+                    .min()
+                    .map(|(_, p)| p)
+                else {
+                    break;
+                };
+                let Some(queue) = q.by_peer.get_mut(&oldest) else {
+                    break;
+                };
+                let Some(old) = queue.pop_front() else { break };
+                if queue.is_empty() {
+                    q.by_peer.remove(&oldest);
+                }
+                q.bytes -= old.body.len();
+                metrics.inbox_dropped.inc();
+            }
         }
         self.inner
             .metrics
@@ -162,6 +201,7 @@ impl Inbox {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let mut out: Vec<InboundMessage> = queues
+            .by_peer
             .iter()
             .filter(|(p, _)| from.is_none_or(|f| f == **p))
             .flat_map(|(_, q)| q.iter().filter(|m| m.seq > since).cloned())
@@ -185,7 +225,7 @@ mod tests {
     fn bounded_per_peer_and_in_peers() {
         let mut reg = prometheus_client::registry::Registry::default();
         let metrics = PqMetrics::register(&mut reg);
-        let inbox = Inbox::new(3, 2, metrics.clone());
+        let inbox = Inbox::new(3, 2, 1 << 20, metrics.clone());
         let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
         for i in 0..5u8 {
             inbox.deliver(a, Security::Pq, None, vec![i]);
@@ -206,5 +246,28 @@ mod tests {
         let since = inbox.list(None, 0, 1)[0].seq;
         assert_eq!(inbox.list(None, since, 100).len(), 1);
         assert!(!format!("{:?}", inbox.list(None, 0, 1)[0]).contains("[9]"));
+    }
+
+    #[test]
+    fn bounded_in_bytes_across_peers() {
+        let mut reg = prometheus_client::registry::Registry::default();
+        let metrics = PqMetrics::register(&mut reg);
+        let inbox = Inbox::new(100, 10, 1000, metrics.clone());
+        let (a, b) = (PeerId::random(), PeerId::random());
+        inbox.deliver(a, Security::Pq, None, vec![1; 400]);
+        inbox.deliver(b, Security::Pq, None, vec![2; 400]);
+        inbox.deliver(b, Security::Pq, None, vec![3; 400]);
+        // 1200 > 1000: the oldest (A's) went.
+        let all = inbox.list(None, 0, 100);
+        assert_eq!(
+            all.iter().map(|m| m.body[0]).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
+        assert_eq!(metrics.inbox_dropped.get(), 1);
+        // A message larger than the bound evicts everything, itself last.
+        inbox.deliver(a, Security::Pq, None, vec![4; 1001]);
+        assert!(inbox.list(None, 0, 100).is_empty());
+        inbox.deliver(a, Security::Pq, None, vec![5; 10]);
+        assert_eq!(inbox.list(None, 0, 100).len(), 1);
     }
 }

@@ -78,6 +78,9 @@ pub struct PqLimits {
     pub max_peers: usize,
     /// How long a listener waits for the dialler to open the PQ stream.
     pub listener_open_delay: Duration,
+    /// Bytes of undelivered messages kept in all inboxes together; beyond
+    /// it the oldest are dropped and counted.
+    pub inbox_max_bytes: usize,
 }
 
 impl Default for PqLimits {
@@ -89,6 +92,7 @@ impl Default for PqLimits {
             inbox_per_peer: 1024,
             max_peers: 2000,
             listener_open_delay: Duration::from_secs(5),
+            inbox_max_bytes: 256 << 20,
         }
     }
 }
@@ -301,7 +305,12 @@ impl PqLayer {
             next_session_id: AtomicU64::new(1),
             next_message_id: AtomicU64::new(1),
             refused_total: AtomicU64::new(0),
-            inbox: Inbox::new(limits.inbox_per_peer, limits.max_peers, metrics.clone()),
+            inbox: Inbox::new(
+                limits.inbox_per_peer,
+                limits.max_peers,
+                limits.inbox_max_bytes,
+                metrics.clone(),
+            ),
             metrics,
             status,
             security,
@@ -450,6 +459,19 @@ impl PqLayer {
         }
         if inner.verifier.is_pinned(&peer) {
             return Err(SendError::PinnedWithoutSession { peer });
+        }
+        let known_classical = inner
+            .security
+            .get(&peer)
+            .is_some_and(|s| s.level == SecurityLevel::Classical);
+        if inner.pq_enabled() && !known_classical {
+            // Never classical to a peer whose PQ status is unknown.
+            return Err(SendError::Unreachable {
+                peer,
+                reason:
+                    "not connected, or its PQ handshake did not finish in time; connect to it first"
+                        .into(),
+            });
         }
         classical::send(inner, peer, &body).await?;
         inner

@@ -13,6 +13,7 @@ use pqnode_crypto::Suite;
 use pqnode_crypto::channel::{ChannelError, Inbound, MAX_FRAME, MIN_FRAME, Opener, Sealer};
 use pqnode_crypto::handshake::Established;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::fragment::{self, Reassembler};
 use super::framing::{FrameError, read_frame};
@@ -85,8 +86,15 @@ pub(crate) fn start(
     let (sealer, opener) = established.channel.split();
     let (r, w) = stream.split();
     let started = Instant::now();
-    spawn_on(inner, writer(inner.clone(), peer, sealer, w, rx, started));
-    spawn_on(inner, reader(inner.clone(), peer, id, suite, opener, r));
+    let span = tracing::info_span!("pq_session", peer = %peer, suite = %suite, session = id);
+    spawn_on(
+        inner,
+        writer(inner.clone(), peer, sealer, w, rx, started).instrument(span.clone()),
+    );
+    spawn_on(
+        inner,
+        reader(inner.clone(), peer, id, suite, opener, r).instrument(span),
+    );
 }
 
 /// Removes `peer`'s session (only session `id`, when given).
