@@ -82,6 +82,10 @@ struct RunningBin {
 
 impl RunningBin {
     fn start(dir: &std::path::Path) -> Self {
+        Self::start_with(dir, &[])
+    }
+
+    fn start_with(dir: &std::path::Path, extra: &[&str]) -> Self {
         let mut child = Command::new(BIN)
             .args([
                 "run",
@@ -94,6 +98,7 @@ impl RunningBin {
                 "--data-dir",
             ])
             .arg(dir)
+            .args(extra)
             .env("RUST_LOG", "warn")
             .env_remove("PQNODE_KEY_PASSPHRASE")
             .stdout(Stdio::piped())
@@ -201,4 +206,55 @@ fn run_starts_pq_and_stops_on_sigterm_within_five_seconds() {
     second.terminate();
     let again = std::fs::read_to_string(dir.path().join(pqnode::api::auth::TOKEN_FILE)).unwrap();
     assert_eq!(token, again);
+}
+
+#[test]
+fn unreadable_pq_keys_mean_classical_fallback_or_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = output(
+        Command::new(BIN)
+            .args(["keys", "generate", "--data-dir"])
+            .arg(dir.path()),
+    );
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let key = dir.path().join("sig-mlkem1024-mldsa87.key");
+    let mut bytes = std::fs::read(&key).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&key, &bytes).unwrap();
+
+    // required: the node refuses to start and names the file.
+    let refused = output(
+        Command::new(BIN)
+            .args([
+                "run",
+                "--policy",
+                "required",
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+            ])
+            .args(["--api", "127.0.0.1:0", "--mdns", "false", "--data-dir"])
+            .arg(dir.path()),
+    );
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("sig-mlkem1024-mldsa87.key"), "{err}");
+
+    // preferred: it runs in classical-fallback and says why.
+    let node = RunningBin::start(dir.path());
+    let status: serde_json::Value = serde_json::from_str(&node.get("/api/crypto/status")).unwrap();
+    assert_eq!(status["mode"], "classical-fallback", "{status}");
+    assert_eq!(status["production"], false, "{status}");
+    let reason = status["unavailableReason"].as_str().unwrap_or_default();
+    assert!(reason.contains("sig-mlkem1024-mldsa87.key"), "{status}");
+    let health: serde_json::Value = serde_json::from_str(&node.get("/api/health")).unwrap();
+    assert_eq!(health["status"], "degraded", "{health}");
+    node.terminate();
+
+    // The unreadable file was never overwritten or "repaired".
+    assert_eq!(std::fs::read(&key).unwrap(), bytes);
 }
