@@ -130,7 +130,14 @@ pub(crate) async fn accept_loop(inner: Arc<Inner>, mut incoming: IncomingStreams
 }
 
 /// Opens the PQ stream to `peer` and runs the initiator, unless one runs already.
+///
+/// Only for a connected peer: libp2p-stream's `open_stream` dials a peer it
+/// is not connected to, and the PQ layer must never reconnect to a peer that
+/// left (or was refused) on its own initiative.
 pub(crate) fn spawn_initiator(inner: &Arc<Inner>, peer: PeerId) {
+    if !lock(&inner.connected).contains(&peer) {
+        return;
+    }
     if !lock(&inner.outbound_pending).insert(peer) {
         return;
     }
