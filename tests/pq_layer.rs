@@ -676,3 +676,62 @@ async fn fresh_records_are_signed_and_used() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_initiates_after_identify_but_never_redials_a_peer_that_left() {
+    bounded(async {
+        let d = tempdir();
+        let a = start(d.path(), Opts::default()).await;
+
+        // A peer that lists /pqnode/pq/1.0.0 (it accepts the protocol) but,
+        // though it dialled, never opens the stream: after identify plus
+        // 5 s, A opens it and sends Init (PROTOCOL.md §5).
+        let h = pqsupport::raw_peer(Keypair::generate_ed25519(), a.full_addr()).await;
+        let mut incoming = h
+            .control
+            .clone()
+            .expect("control")
+            .accept(PQ_PROTOCOL)
+            .expect("accept");
+        assert!(h.wait_connected(WAIT).await);
+        let started = tokio::time::Instant::now();
+        let (from, mut s) = tokio::time::timeout(
+            Duration::from_secs(12),
+            futures::StreamExt::next(&mut incoming),
+        )
+        .await
+        .expect("A opened the PQ stream")
+        .expect("stream");
+        assert_eq!(from, a.peer_id);
+        assert!(
+            started.elapsed() >= Duration::from_secs(4),
+            "A waited for the dialler first"
+        );
+        let init = read_frame(&mut s, 1, MAX_MESSAGE_LEN).await.expect("Init");
+        assert_eq!(init[0], 1, "an Init");
+        drop(s);
+        drop(h);
+
+        // Another such peer leaves right after identify: A must not dial it
+        // back when its 5 s are up.
+        let h = pqsupport::raw_peer(Keypair::generate_ed25519(), a.full_addr()).await;
+        let _incoming = h
+            .control
+            .clone()
+            .expect("control")
+            .accept(PQ_PROTOCOL)
+            .expect("accept");
+        assert!(h.wait_connected(WAIT).await);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let gone = h.peer_id;
+        assert!(a.handle.disconnect(gone).await.expect("disconnect"));
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        let peers = a.handle.peers().await.expect("peers");
+        assert!(
+            !peers.iter().any(|p| p.peer_id == gone),
+            "A reconnected to a peer that left"
+        );
+        a.stop().await;
+    })
+    .await;
+}

@@ -244,6 +244,10 @@ async fn drive<B: NetworkBehaviour + Send + 'static>(
 where
     B::ToSwarm: Send,
 {
+    // Listen too, so identify tells the other side where to reach us.
+    swarm
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("addr"))
+        .expect("listen");
     swarm.dial(target).expect("dial");
     tokio::spawn(async move {
         loop {
