@@ -138,7 +138,7 @@ async fn bootstrap_node_answers_kademlia_on_pqnode_protocol() {
 #[derive(Debug, PartialEq)]
 enum Outcome {
     Connected,
-    Failed,
+    Failed(String),
 }
 
 /// A stock client that dials `addr` and keeps its connection open until
@@ -152,13 +152,21 @@ fn spawn_client(addr: Multiaddr, tx: mpsc::Sender<Outcome>) -> tokio::task::Join
                 SwarmEvent::ConnectionEstablished { .. } => {
                     let _ = tx.send(Outcome::Connected).await;
                 }
-                SwarmEvent::OutgoingConnectionError { .. } => {
-                    let _ = tx.send(Outcome::Failed).await;
+                SwarmEvent::OutgoingConnectionError { error, .. } => {
+                    let _ = tx.send(Outcome::Failed(error.to_string())).await;
                 }
                 _ => {}
             }
         }
     })
+}
+
+async fn wait_for_connected_peers(node: &pqnode::cli::run::Running, n: u32) {
+    eventually(|| async {
+        let stats = node.node.stats().await.unwrap();
+        (stats.connected_peers == n).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,8 +181,16 @@ async fn per_ip_limit_denies_the_ninth_concurrent_connection() {
             clients.push(spawn_client(addr.clone(), tx.clone()));
             assert_eq!(rx.recv().await, Some(Outcome::Connected), "client {i}");
         }
+        // A client sees its connection established before the node has
+        // finished its side of the upgrade: wait for the node to count all 8,
+        // or the later check for 7 could pass before any client has left.
+        wait_for_connected_peers(&node, 8).await;
         let ninth = spawn_client(addr.clone(), tx.clone());
-        assert_eq!(rx.recv().await, Some(Outcome::Failed), "the 9th is denied");
+        let ninth_outcome = rx.recv().await;
+        assert!(
+            matches!(ninth_outcome, Some(Outcome::Failed(_))),
+            "the 9th is denied: {ninth_outcome:?}"
+        );
         ninth.abort();
 
         let r = http(node.api_addr, "GET", "/metrics", None, None).await;
@@ -187,17 +203,13 @@ async fn per_ip_limit_denies_the_ninth_concurrent_connection() {
 
         // Once one closes, another may connect.
         clients.remove(0).abort();
-        eventually(|| async {
-            let stats = node.node.stats().await.unwrap();
-            (stats.connected_peers == 7).then_some(())
-        })
-        .await;
+        wait_for_connected_peers(&node, 7).await;
         clients.push(spawn_client(addr.clone(), tx.clone()));
-        assert_eq!(
-            rx.recv().await,
-            Some(Outcome::Connected),
-            "after a slot freed"
-        );
+        let outcome = rx.recv().await;
+        if outcome != Some(Outcome::Connected) {
+            let r = http(node.api_addr, "GET", "/metrics", None, None).await;
+            panic!("after a slot freed: {outcome:?}\n{}", r.body);
+        }
 
         for c in clients {
             c.abort();
