@@ -587,10 +587,51 @@ async fn concurrent_inbound_handshakes_never_exceed_the_limit() {
         .await;
         let h = pqsupport::raw_peer(Keypair::generate_ed25519(), a.full_addr()).await;
         assert!(h.wait_connected(WAIT).await);
-        // Open 12 streams that never send Init: at most `limit` of them may
-        // occupy handshake slots (until the 3 s deadline); every other one is
-        // turned away at once, with Reject busy — or, in a burst, closed by
-        // libp2p-stream itself, whose accept channel has no buffer.
+        let in_progress = |n: &pqsupport::TestNode| n.pq.metrics().handshakes_in_progress.get();
+
+        // 1. One at a time: `limit` streams that never send Init each take a
+        // slot, and the next one is turned away at once with Reject busy.
+        let mut control = h.control.clone().expect("control");
+        let mut holders = Vec::new();
+        for i in 1..=limit {
+            holders.push(
+                control
+                    .open_stream(a.peer_id, PQ_PROTOCOL)
+                    .await
+                    .expect("stream"),
+            );
+            assert!(
+                a.until(WAIT, |n| in_progress(n) == i64::from(i)).await,
+                "stream {i} holds a slot"
+            );
+        }
+        let mut extra = control
+            .open_stream(a.peer_id, PQ_PROTOCOL)
+            .await
+            .expect("stream");
+        let reply = tokio::time::timeout(WAIT, read_frame(&mut extra, 1, MAX_MESSAGE_LEN))
+            .await
+            .expect("answered at once")
+            .expect("a frame");
+        assert_eq!(reply, vec![5, 3], "Reject busy");
+        assert_eq!(a.pq.metrics().handshake_failure_count("busy"), 1);
+        assert_eq!(in_progress(&a), i64::from(limit));
+        // The holders are let go at the 3 s handshake deadline.
+        for mut s in holders {
+            let ended = tokio::time::timeout(WAIT, read_frame(&mut s, 1, MAX_MESSAGE_LEN)).await;
+            assert!(ended.is_ok(), "a stream was left hanging past the deadline");
+        }
+        assert!(
+            a.until(WAIT, |n| n.pq.metrics().handshake_failure_count("timeout")
+                >= u64::from(limit))
+                .await
+        );
+        assert!(a.until(WAIT, |n| in_progress(n) == 0).await);
+
+        // 2. A burst of 12 such streams: at most `limit` of them may occupy
+        // handshake slots (until the deadline); every other one is turned
+        // away at once, with Reject busy — or closed by libp2p-stream
+        // itself, whose accept channel has no buffer for a burst.
         let mut tasks = Vec::new();
         for _ in 0..12 {
             let mut control = h.control.clone().expect("control");
@@ -611,7 +652,7 @@ async fn concurrent_inbound_handshakes_never_exceed_the_limit() {
         }
         let mut max_seen = 0;
         for _ in 0..60 {
-            max_seen = max_seen.max(a.pq.metrics().handshakes_in_progress.get());
+            max_seen = max_seen.max(in_progress(&a));
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         let (mut busy, mut held, mut turned_away) = (0, 0, 0);
@@ -630,15 +671,15 @@ async fn concurrent_inbound_handshakes_never_exceed_the_limit() {
         );
         assert!(max_seen >= 1);
         assert!(held <= limit as usize, "{held} streams held a slot");
-        assert!(
-            busy >= 1,
-            "Reject busy is sent (busy {busy}, closed {turned_away}, held {held})"
+        assert_eq!(
+            busy + held + turned_away,
+            12,
+            "busy {busy}, held {held}, closed {turned_away}"
         );
-        assert_eq!(busy + held + turned_away, 12);
-        assert!(a.pq.metrics().handshake_failure_count("busy") >= busy as u64);
+        assert!(a.pq.metrics().handshake_failure_count("busy") >= 1 + busy as u64);
         assert!(
             a.until(WAIT, |n| n.pq.metrics().handshake_failure_count("timeout")
-                >= held as u64)
+                >= u64::from(limit) + held as u64)
                 .await
         );
         a.stop().await;
