@@ -112,7 +112,24 @@ async fn messages_travel_over_pq_through_the_api() {
             b.api_addr
         );
         sse.write_all(req.as_bytes()).await.expect("write");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The handler subscribes before it answers: once the response head
+        // is here, no message can be missed.
+        let mut seen = Vec::new();
+        let head = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut buf = [0u8; 1024];
+            while !String::from_utf8_lossy(&seen).contains("\r\n\r\n") {
+                let n = sse.read(&mut buf).await.expect("read");
+                assert!(n > 0, "the SSE connection closed");
+                seen.extend_from_slice(&buf[..n]);
+            }
+        })
+        .await;
+        assert!(head.is_ok(), "no SSE response head");
+        assert!(
+            String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&seen)
+        );
 
         let r = http(a.api_addr, "POST", "/api/messages", Some(&ta), Some(&msg)).await;
         assert_eq!(r.status, 200, "{}", r.body);
@@ -122,7 +139,6 @@ async fn messages_travel_over_pq_through_the_api() {
             (Some("pq"), Some("kyber1024-dilithium5"))
         );
 
-        let mut seen = Vec::new();
         let got_event = tokio::time::timeout(Duration::from_secs(10), async {
             let mut buf = [0u8; 4096];
             loop {
