@@ -676,7 +676,8 @@ async fn concurrent_inbound_handshakes_never_exceed_the_limit() {
             12,
             "busy {busy}, held {held}, closed {turned_away}"
         );
-        assert!(a.pq.metrics().handshake_failure_count("busy") >= 1 + busy as u64);
+        // The burst's Reject busy, plus the one of part 1.
+        assert!(a.pq.metrics().handshake_failure_count("busy") > busy as u64);
         assert!(
             a.until(WAIT, |n| n.pq.metrics().handshake_failure_count("timeout")
                 >= u64::from(limit) + held as u64)
