@@ -258,3 +258,80 @@ fn unreadable_pq_keys_mean_classical_fallback_or_refusal() {
     // The unreadable file was never overwritten or "repaired".
     assert_eq!(std::fs::read(&key).unwrap(), bytes);
 }
+
+#[test]
+fn a_running_node_owns_its_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = RunningBin::start(dir.path());
+    let peer_id = node.line("PeerId: ").to_owned();
+    let keys_before: Vec<Vec<u8>> = ["identity.key", "sig-kyber1024-dilithium5.key"]
+        .iter()
+        .map(|f| std::fs::read(dir.path().join(f)).unwrap())
+        .collect();
+
+    // A second node on the same directory is refused, naming the holder.
+    let second = output(
+        Command::new(BIN)
+            .args(["run", "--listen", "/ip4/127.0.0.1/tcp/0"])
+            .args(["--api", "127.0.0.1:0", "--mdns", "false", "--data-dir"])
+            .arg(dir.path()),
+    );
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    let pid = format!("pid {}", node.child.id());
+    assert!(
+        err.contains("in use by another pqnode process") && err.contains(&pid),
+        "{err}"
+    );
+
+    // So are the key commands that write: rotate and export-record.
+    let rotate = || {
+        output(
+            Command::new(BIN)
+                .args(["keys", "rotate", "--suite", "kyber1024-dilithium5"])
+                .arg("--data-dir")
+                .arg(dir.path())
+                .env_remove("PQNODE_KEY_PASSPHRASE"),
+        )
+    };
+    let refused = rotate();
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains(&pid) && err.contains("`pqnode run`"), "{err}");
+    let export = output(
+        Command::new(BIN)
+            .args(["keys", "export-record", "--out"])
+            .arg(dir.path().join("record.bin"))
+            .arg("--data-dir")
+            .arg(dir.path()),
+    );
+    assert!(!export.status.success());
+    assert!(!dir.path().join("record.bin").exists());
+    // Reading is allowed.
+    let show = output(
+        Command::new(BIN)
+            .args(["keys", "show", "--data-dir"])
+            .arg(dir.path()),
+    );
+    assert!(show.status.success());
+    assert!(String::from_utf8_lossy(&show.stdout).contains(&peer_id));
+    // Nothing was touched.
+    let keys_after: Vec<Vec<u8>> = ["identity.key", "sig-kyber1024-dilithium5.key"]
+        .iter()
+        .map(|f| std::fs::read(dir.path().join(f)).unwrap())
+        .collect();
+    assert_eq!(keys_before, keys_after);
+
+    // Once the node has stopped, the directory is free again.
+    node.terminate();
+    let rotated = rotate();
+    assert!(
+        rotated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    assert_ne!(
+        std::fs::read(dir.path().join("sig-kyber1024-dilithium5.key")).unwrap(),
+        keys_before[1]
+    );
+}

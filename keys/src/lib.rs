@@ -10,6 +10,7 @@
 //! - [`record`]: the signed PQ peer record — build, encode, strict decode and
 //!   verification in the order §4 fixes, one typed error per step.
 //! - [`pins`]: PeerId + suite → pinned key fingerprint, persisted (§8.3).
+//! - [`lock`]: one writer per data directory at a time.
 //!
 //! Nothing here ever replaces or "repairs" a key file that exists but cannot
 //! be read: that is an error naming the file and the cause.
@@ -19,6 +20,7 @@
 pub mod fingerprint;
 pub mod fsutil;
 pub mod keyfile;
+pub mod lock;
 pub mod pins;
 pub mod record;
 pub mod store;

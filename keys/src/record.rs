@@ -330,24 +330,24 @@ pub fn verify(bytes: &[u8], ctx: &VerifyContext<'_>) -> Result<VerifiedRecord, R
             expected: Box::new(key_peer),
         });
     }
-    if let Some(expected) = ctx.expected_peer {
-        if expected != body.peer_id {
-            return Err(RecordError::PeerIdMismatch {
-                record: Box::new(body.peer_id),
-                what: "Noise-authenticated PeerId",
-                expected: Box::new(expected),
-            });
-        }
+    if let Some(expected) = ctx.expected_peer
+        && expected != body.peer_id
+    {
+        return Err(RecordError::PeerIdMismatch {
+            record: Box::new(body.peer_id),
+            what: "Noise-authenticated PeerId",
+            expected: Box::new(expected),
+        });
     }
 
     // 3. negotiated suite
-    if let Some(negotiated) = ctx.negotiated_suite {
-        if negotiated != body.suite {
-            return Err(RecordError::SuiteMismatch {
-                record: body.suite,
-                negotiated,
-            });
-        }
+    if let Some(negotiated) = ctx.negotiated_suite
+        && negotiated != body.suite
+    {
+        return Err(RecordError::SuiteMismatch {
+            record: body.suite,
+            negotiated,
+        });
     }
 
     // 4. freshness

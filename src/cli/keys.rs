@@ -14,6 +14,7 @@ use libp2p::Multiaddr;
 use libp2p::identity::PeerId;
 use pqnode_crypto::Suite;
 use pqnode_keys::keyfile::Passphrase;
+use pqnode_keys::lock::DataDirLock;
 use pqnode_keys::record::{self, PinCheck, VerifiedRecord, VerifyContext};
 use pqnode_keys::store::{self, KeyStore, StoreOptions};
 use pqnode_keys::{Fingerprint, fsutil, time};
@@ -146,6 +147,17 @@ impl StoreArgs {
         let options = self.options(&dir, false)?;
         Ok(KeyStore::open(&dir, options)?)
     }
+
+    /// Takes the data directory's lock for a command that writes to it
+    /// (keys, or the record `seq`): refused while `pqnode run` or another
+    /// writer uses the directory.
+    fn lock(&self, dir: &Path, command: &str) -> anyhow::Result<DataDirLock> {
+        Ok(DataDirLock::acquire(
+            dir,
+            command,
+            self.insecure_permissions,
+        )?)
+    }
 }
 
 /// `pqnode keys show --json`.
@@ -235,6 +247,7 @@ fn print_store(ks: &KeyStore) {
 
 fn generate(args: &StoreArgs, force: bool) -> anyhow::Result<ExitCode> {
     let dir = args.dir()?;
+    let _lock = args.lock(&dir, "keys generate")?;
     let options = args.options(&dir, true)?;
     if options.suites.is_empty() {
         bail!("no suite selected");
@@ -286,6 +299,7 @@ fn show(args: &StoreArgs, json: bool) -> anyhow::Result<ExitCode> {
 
 fn rotate(args: &StoreArgs, suite: Suite) -> anyhow::Result<ExitCode> {
     let dir = args.dir()?;
+    let _lock = args.lock(&dir, "keys rotate")?;
     let mut options = args.options(&dir, false)?;
     if !options.suites.contains(&suite) {
         options.suites.push(suite);
@@ -315,6 +329,8 @@ fn export_record(
     addrs: &[Multiaddr],
     validity: u64,
 ) -> anyhow::Result<ExitCode> {
+    // Signing a record advances the persisted `seq`.
+    let _lock = args.lock(&args.dir()?, "keys export-record")?;
     let mut ks = args.open()?;
     let suite = match suite {
         Some(s) => s,

@@ -13,6 +13,7 @@ use clap::Args as ClapArgs;
 use libp2p::Multiaddr;
 use libp2p::identity::Keypair;
 use pqnode_keys::keyfile::Passphrase;
+use pqnode_keys::lock::DataDirLock;
 use pqnode_keys::store::{KeyStore, StoreOptions};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -308,6 +309,9 @@ async fn wait_for_signal() -> anyhow::Result<&'static str> {
 }
 
 async fn run_until_signal(config: Config) -> anyhow::Result<()> {
+    // One process per data directory, for the whole run: the keys, the
+    // record `seq` and the pins have one writer.
+    let _lock = DataDirLock::acquire(&config.data_dir, "run", false)?;
     let selftest_config = config.clone();
     let availability = tokio::task::spawn_blocking(move || run_selftest(&selftest_config))
         .await

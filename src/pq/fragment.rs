@@ -150,10 +150,10 @@ impl Reassembler {
                 buf.extend_from_slice(bytes);
             }
             None => {
-                if let Some(last) = self.last_id {
-                    if id <= last {
-                        return Err(FragmentError::IdNotIncreasing { last, got: id });
-                    }
+                if let Some(last) = self.last_id
+                    && id <= last
+                {
+                    return Err(FragmentError::IdNotIncreasing { last, got: id });
                 }
                 if offset != 0 {
                     return Err(FragmentError::OutOfOrder {

@@ -141,21 +141,20 @@ impl Inbox {
                     .iter()
                     .min_by_key(|(_, m)| m.back().map(|m| m.seq).unwrap_or(0))
                     .map(|(p, _)| *p)
+                    && let Some(gone) = q.by_peer.remove(&victim)
                 {
-                    if let Some(gone) = q.by_peer.remove(&victim) {
-                        q.bytes -= gone.iter().map(|m| m.body.len()).sum::<usize>();
-                        metrics.inbox_dropped.inc_by(gone.len() as u64);
-                    }
+                    q.bytes -= gone.iter().map(|m| m.body.len()).sum::<usize>();
+                    metrics.inbox_dropped.inc_by(gone.len() as u64);
                 }
             }
             let size = msg.body.len();
             let queue = q.by_peer.entry(from).or_default();
             let mut freed = 0;
-            if queue.len() >= self.inner.per_peer {
-                if let Some(old) = queue.pop_front() {
-                    freed += old.body.len();
-                    metrics.inbox_dropped.inc();
-                }
+            if queue.len() >= self.inner.per_peer
+                && let Some(old) = queue.pop_front()
+            {
+                freed += old.body.len();
+                metrics.inbox_dropped.inc();
             }
             queue.push_back(msg.clone());
             q.bytes = q.bytes + size - freed;

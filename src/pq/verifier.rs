@@ -137,10 +137,11 @@ impl PeerVerifier {
         }
         {
             let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-            if cache.len() >= MAX_CACHED_RECORDS && !cache.contains_key(&(peer, suite)) {
-                if let Some(k) = cache.keys().next().copied() {
-                    cache.remove(&k);
-                }
+            if cache.len() >= MAX_CACHED_RECORDS
+                && !cache.contains_key(&(peer, suite))
+                && let Some(k) = cache.keys().next().copied()
+            {
+                cache.remove(&k);
             }
             cache.insert((peer, suite), (verified.seq(), verified.body().to_vec()));
         }

@@ -299,10 +299,10 @@ pub(super) fn check_addrs(raw: &[&[u8]], peer_id: &PeerId) -> Result<Vec<Multiad
         }
         // Only the last /p2p names the record's peer; an earlier one (before
         // /p2p-circuit) names a relay.
-        if let Some(Protocol::P2p(last)) = addr.iter().last() {
-            if last != *peer_id {
-                return Err(DecodeError::AddrPeerId { index });
-            }
+        if let Some(Protocol::P2p(last)) = addr.iter().last()
+            && last != *peer_id
+        {
+            return Err(DecodeError::AddrPeerId { index });
         }
         out.push(addr);
     }
