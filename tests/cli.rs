@@ -335,3 +335,48 @@ fn a_running_node_owns_its_data_directory() {
         keys_before[1]
     );
 }
+
+#[test]
+fn sigterm_while_starting_still_shuts_down_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--listen", "/ip4/127.0.0.1/tcp/0"])
+        .args(["--api", "127.0.0.1:0", "--mdns", "false", "--data-dir"])
+        .arg(dir.path())
+        .env("RUST_LOG", "warn")
+        .env_remove("PQNODE_KEY_PASSPHRASE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The lock is taken just after the signal handlers are installed, and
+    // before the self-test, the keys and the swarm: signal the node there.
+    let lock = dir.path().join(pqnode_keys::lock::LOCK_FILE);
+    let pid = format!("pid {},", child.id());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&lock).is_ok_and(|t| t.contains(&pid)) {
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            panic!("the node never took its lock");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("still running 30 s after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Not killed by the signal's default action: a clean exit.
+    assert!(status.success(), "{status:?}");
+}

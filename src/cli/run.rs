@@ -290,25 +290,49 @@ async fn summary_loop(state: AppState, mut stop: watch::Receiver<bool>) {
     }
 }
 
-async fn wait_for_signal() -> anyhow::Result<&'static str> {
+/// SIGTERM and SIGINT, caught from the moment this is created: a signal
+/// that arrives while the node is still starting is kept, and the node then
+/// shuts down gracefully as soon as it is up, instead of being killed by the
+/// default action.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-        let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-        tokio::select! {
-            _ = term.recv() => Ok("SIGTERM"),
-            _ = int.recv() => Ok("SIGINT"),
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                term: signal(SignalKind::terminate()).context("SIGTERM handler")?,
+                int: signal(SignalKind::interrupt()).context("SIGINT handler")?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Signals {})
     }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await.context("Ctrl-C handler")?;
-        Ok("Ctrl-C")
+
+    async fn wait(&mut self) -> anyhow::Result<&'static str> {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => Ok("SIGTERM"),
+                _ = self.int.recv() => Ok("SIGINT"),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c().await.context("Ctrl-C handler")?;
+            Ok("Ctrl-C")
+        }
     }
 }
 
 async fn run_until_signal(config: Config) -> anyhow::Result<()> {
+    let mut signals = Signals::install()?;
     // One process per data directory, for the whole run: the keys, the
     // record `seq` and the pins have one writer.
     let _lock = DataDirLock::acquire(&config.data_dir, "run", false)?;
@@ -361,7 +385,7 @@ async fn run_until_signal(config: Config) -> anyhow::Result<()> {
     );
     tracing::info!(peer = %running.node.peer_id(), api = %running.api_addr, "pqnode running");
 
-    let signal = wait_for_signal().await?;
+    let signal = signals.wait().await?;
     tracing::info!(signal, "shutting down");
     if let Some(refresh) = refresh {
         refresh.abort();
