@@ -69,7 +69,19 @@ pub fn tempdir() -> tempfile::TempDir {
         .expect("tempdir")
 }
 
+/// Logs to the test's output when `RUST_LOG` is set (e.g.
+/// `RUST_LOG=pqnode=debug,libp2p_stream=debug cargo test --test pq_layer`).
+fn init_test_logging() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 pub async fn start(dir: &Path, opts: Opts) -> TestNode {
+    init_test_logging();
     let mut config = Config {
         data_dir: dir.to_path_buf(),
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")],
