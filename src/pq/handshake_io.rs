@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::{AsyncWriteExt, StreamExt};
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream};
 use libp2p_stream::{IncomingStreams, OpenStreamError};
 use pqnode_crypto::handshake::{
@@ -71,6 +71,31 @@ async fn read_msg(stream: &mut Stream) -> Result<Vec<u8>, HsFailure> {
     Ok(read_frame(stream, 1, MAX_MESSAGE_LEN).await?)
 }
 
+/// How long a stream that was sent a Reject is kept open for the peer to
+/// read it and close its side.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+/// What a lingering stream may still receive (discarded).
+const LINGER_MAX_BYTES: usize = 64 * 1024;
+
+/// After a Reject: wait until the peer closes its side (or `LINGER` passes,
+/// or it has sent `LINGER_MAX_BYTES` more). A disconnect right after the
+/// Reject can otherwise drop the stream's last frames before the connection
+/// has written them: on a loaded single core the peer got a bare close
+/// instead of the Reject.
+async fn linger(stream: &mut Stream) {
+    let _ = tokio::time::timeout(LINGER, async {
+        let mut buf = [0u8; 1024];
+        let mut total = 0;
+        while total < LINGER_MAX_BYTES {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await;
+}
+
 /// Best effort: tell the peer why, then close.
 async fn reject_and_close(stream: &mut Stream, reason: Option<RejectReason>) {
     if let Some(reason) = reason {
@@ -120,9 +145,11 @@ pub(crate) async fn accept_loop(inner: Arc<Inner>, mut incoming: IncomingStreams
                         }
                     }
                 }
-                drop(permit);
                 let result = result.unwrap_or(Err(HsFailure::Timeout));
                 finish(&inner2, peer, stream, result, started, false).await;
+                // Held through the Reject and its linger, so they count
+                // against the concurrency limit too.
+                drop(permit);
             }
             .instrument(tracing::info_span!("pq_handshake", peer = %peer, side = "responder")),
         );
@@ -287,6 +314,10 @@ async fn finish(
                 _ => None,
             };
             reject_and_close(&mut stream, reject).await;
+            if reject.is_some() {
+                // What follows may disconnect the peer: let the Reject arrive first.
+                linger(&mut stream).await;
+            }
             tracing::warn!(peer = %peer, reason, record = e.record_reason().unwrap_or(""), error = %e, "PQ handshake failed");
             match &e {
                 HsFailure::Handshake(HandshakeError::NoCommonSuite { .. })
