@@ -12,6 +12,7 @@
 
 pub mod aead;
 pub mod channel;
+pub mod codec;
 pub mod error;
 #[cfg(feature = "pqc")]
 mod ffi;

@@ -24,6 +24,7 @@ use std::path::Path;
 use argon2::{Algorithm, Argon2, Params, Version};
 use chacha20poly1305::aead::AeadInOut;
 use chacha20poly1305::{KeyInit, Tag, XChaCha20Poly1305, XNonce};
+use pqnode_crypto::codec::{ByteReader, Truncated};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
@@ -327,31 +328,9 @@ pub fn seal(
     Ok(out)
 }
 
-struct Cursor<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], KeyFileError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.buf.len())
-            .ok_or(KeyFileError::Truncated(what))?;
-        let out = self
-            .buf
-            .get(self.pos..end)
-            .ok_or(KeyFileError::Truncated(what))?;
-        self.pos = end;
-        Ok(out)
-    }
-    fn u8(&mut self, what: &'static str) -> Result<u8, KeyFileError> {
-        Ok(self.take(1, what)?[0])
-    }
-    fn u32(&mut self, what: &'static str) -> Result<u32, KeyFileError> {
-        let b = self.take(4, what)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+impl From<Truncated> for KeyFileError {
+    fn from(Truncated(what): Truncated) -> Self {
+        KeyFileError::Truncated(what)
     }
 }
 
@@ -382,7 +361,7 @@ pub fn open(
     bytes: &[u8],
     passphrase: Option<&Passphrase>,
 ) -> Result<Opened, KeyFileError> {
-    let mut c = Cursor { buf: bytes, pos: 0 };
+    let mut c = ByteReader::new(bytes);
     if c.take(MAGIC.len(), "magic")
         .map_err(|_| KeyFileError::BadMagic)?
         != MAGIC
@@ -404,10 +383,10 @@ pub fn open(
         0 => {
             let len = c.u32("payload length")? as usize;
             let payload = c.take(len, "payload")?;
-            let header_and_payload = c.pos;
+            let header_and_payload = c.position();
             let sum = c.take(CHECKSUM_LEN, "checksum")?;
-            if c.pos != bytes.len() {
-                return Err(KeyFileError::TrailingBytes(bytes.len() - c.pos));
+            if c.position() != bytes.len() {
+                return Err(KeyFileError::TrailingBytes(bytes.len() - c.position()));
             }
             let expected = Sha256::digest(&bytes[..header_and_payload]);
             if expected.as_slice() != sum {
@@ -431,10 +410,10 @@ pub fn open(
             if len < TAG_LEN {
                 return Err(KeyFileError::Truncated("tag"));
             }
-            let aad_end = c.pos;
+            let aad_end = c.position();
             let sealed = c.take(len, "ciphertext")?;
-            if c.pos != bytes.len() {
-                return Err(KeyFileError::TrailingBytes(bytes.len() - c.pos));
+            if c.position() != bytes.len() {
+                return Err(KeyFileError::TrailingBytes(bytes.len() - c.position()));
             }
             let passphrase = passphrase.ok_or(KeyFileError::PassphraseRequired)?;
             let (ciphertext, tag) = sealed.split_at(len - TAG_LEN);

@@ -3,6 +3,7 @@
 //! Every decoder checks every length against the suite, rejects trailing
 //! bytes and never panics; `decode(encode(m)) == m` for every message.
 
+use crate::codec::{ByteReader, Truncated};
 use crate::suite::{KEM_CIPHERTEXT_LEN, SIGNATURE_LEN, Suite};
 
 /// Largest handshake message body (fixed by the protocol).
@@ -206,58 +207,25 @@ pub enum SecondToResponder {
     Reject(Reject),
 }
 
-/// A strict reader over a message body.
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
+/// A reader over a message body of at most [`MAX_MESSAGE_LEN`] bytes.
+fn reader(buf: &[u8]) -> Result<ByteReader<'_>, DecodeError> {
+    if buf.len() > MAX_MESSAGE_LEN {
+        return Err(DecodeError::TooLong(buf.len()));
+    }
+    Ok(ByteReader::new(buf))
 }
 
-impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8]) -> Result<Self, DecodeError> {
-        if buf.len() > MAX_MESSAGE_LEN {
-            return Err(DecodeError::TooLong(buf.len()));
-        }
-        Ok(Reader { buf, pos: 0 })
+/// Every byte of the body was read.
+fn finish(r: &ByteReader<'_>) -> Result<(), DecodeError> {
+    match r.remaining() {
+        0 => Ok(()),
+        n => Err(DecodeError::TrailingBytes(n)),
     }
+}
 
-    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .ok_or(DecodeError::Truncated(field))?;
-        let out = self
-            .buf
-            .get(self.pos..end)
-            .ok_or(DecodeError::Truncated(field))?;
-        self.pos = end;
-        Ok(out)
-    }
-
-    fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
-        Ok(self.take(1, field)?[0])
-    }
-
-    fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {
-        let b = self.take(2, field)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
-    }
-
-    fn u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
-        let b = self.take(4, field)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn array32(&mut self, field: &'static str) -> Result<[u8; 32], DecodeError> {
-        let mut out = [0u8; 32];
-        out.copy_from_slice(self.take(32, field)?);
-        Ok(out)
-    }
-
-    fn finish(self) -> Result<(), DecodeError> {
-        match self.buf.len() - self.pos {
-            0 => Ok(()),
-            n => Err(DecodeError::TrailingBytes(n)),
-        }
+impl From<Truncated> for DecodeError {
+    fn from(Truncated(field): Truncated) -> Self {
+        DecodeError::Truncated(field)
     }
 }
 
@@ -294,7 +262,7 @@ impl Init {
         out
     }
 
-    fn decode_after_type(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+    fn decode_after_type(r: &mut ByteReader<'_>) -> Result<Self, DecodeError> {
         let version = r.u8("version")?;
         if version != VERSION {
             return Err(DecodeError::UnsupportedVersion(version));
@@ -312,13 +280,13 @@ impl Init {
             suites.push(id);
         }
         let suite = r.u16("suite")?;
-        let x_pk = r.array32("x_pk")?;
+        let x_pk = r.array::<32>("x_pk")?;
         let len = r.u16("kem_pk")? as usize;
         if let Some(known) = Suite::from_id(suite) {
             expect_len("kem_pk", known.kem_public_key_len(), len)?;
         }
         let kem_pk = r.take(len, "kem_pk")?.to_vec();
-        let nonce = r.array32("nonce_i")?;
+        let nonce = r.array::<32>("nonce_i")?;
         Ok(Init {
             suites,
             suite,
@@ -352,17 +320,17 @@ impl Resp {
         1 + 2 + 32 + self.kem_ct.len() + 32 + 4 + self.record.len()
     }
 
-    fn decode_after_type(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+    fn decode_after_type(r: &mut ByteReader<'_>) -> Result<Self, DecodeError> {
         let suite = known_suite(r.u16("suite")?)?;
-        let x_pk = r.array32("x_pk")?;
+        let x_pk = r.array::<32>("x_pk")?;
         let kem_ct = r.take(suite.kem_ciphertext_len(), "kem_ct")?.to_vec();
-        let nonce = r.array32("nonce_r")?;
+        let nonce = r.array::<32>("nonce_r")?;
         let record_len = r.u32("record_r")? as usize;
         let record = r.take(record_len, "record_r")?.to_vec();
         let sig_len = r.u16("sig_r")? as usize;
         expect_len("sig_r", suite.signature_len(), sig_len)?;
         let sig = r.take(sig_len, "sig_r")?.to_vec();
-        let mac = r.array32("mac_r")?;
+        let mac = r.array::<32>("mac_r")?;
         Ok(Resp {
             suite,
             x_pk,
@@ -394,13 +362,13 @@ impl Fin {
         1 + 4 + self.record.len()
     }
 
-    fn decode_after_type(r: &mut Reader<'_>, suite: Suite) -> Result<Self, DecodeError> {
+    fn decode_after_type(r: &mut ByteReader<'_>, suite: Suite) -> Result<Self, DecodeError> {
         let record_len = r.u32("record_i")? as usize;
         let record = r.take(record_len, "record_i")?.to_vec();
         let sig_len = r.u16("sig_i")? as usize;
         expect_len("sig_i", suite.signature_len(), sig_len)?;
         let sig = r.take(sig_len, "sig_i")?.to_vec();
-        let mac = r.array32("mac_i")?;
+        let mac = r.array::<32>("mac_i")?;
         Ok(Fin { record, sig, mac })
     }
 }
@@ -421,7 +389,7 @@ impl Reject {
     }
 }
 
-fn decode_reject(r: &mut Reader<'_>) -> Result<Reject, DecodeError> {
+fn decode_reject(r: &mut ByteReader<'_>) -> Result<Reject, DecodeError> {
     Ok(Reject {
         reason: RejectReason::from_byte(r.u8("reason")?),
     })
@@ -430,7 +398,7 @@ fn decode_reject(r: &mut Reader<'_>) -> Result<Reject, DecodeError> {
 impl ToInitiator {
     /// Decodes what a responder sent after Init.
     pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(buf)?;
+        let mut r = reader(buf)?;
         let msg = match r.u8("type")? {
             TYPE_RESP => ToInitiator::Resp(Resp::decode_after_type(&mut r)?),
             TYPE_RETRY => ToInitiator::Retry(Retry {
@@ -444,7 +412,7 @@ impl ToInitiator {
                 });
             }
         };
-        r.finish()?;
+        finish(&r)?;
         Ok(msg)
     }
 }
@@ -452,7 +420,7 @@ impl ToInitiator {
 impl FirstToResponder {
     /// Decodes the initiator's first message.
     pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(buf)?;
+        let mut r = reader(buf)?;
         let msg = match r.u8("type")? {
             TYPE_INIT => FirstToResponder::Init(Init::decode_after_type(&mut r)?),
             TYPE_REJECT => FirstToResponder::Reject(decode_reject(&mut r)?),
@@ -463,7 +431,7 @@ impl FirstToResponder {
                 });
             }
         };
-        r.finish()?;
+        finish(&r)?;
         Ok(msg)
     }
 }
@@ -471,7 +439,7 @@ impl FirstToResponder {
 impl SecondToResponder {
     /// Decodes the initiator's answer to Resp, for the negotiated `suite`.
     pub fn decode(buf: &[u8], suite: Suite) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(buf)?;
+        let mut r = reader(buf)?;
         let msg = match r.u8("type")? {
             TYPE_FIN => SecondToResponder::Fin(Fin::decode_after_type(&mut r, suite)?),
             TYPE_REJECT => SecondToResponder::Reject(decode_reject(&mut r)?),
@@ -482,7 +450,7 @@ impl SecondToResponder {
                 });
             }
         };
-        r.finish()?;
+        finish(&r)?;
         Ok(msg)
     }
 }

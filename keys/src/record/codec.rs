@@ -6,6 +6,7 @@ use libp2p::core::SignedEnvelope;
 use libp2p::identity::{KeyType, PeerId, PublicKey};
 use libp2p::multiaddr::Protocol;
 use pqnode_crypto::Suite;
+use pqnode_crypto::codec::{ByteReader, Truncated};
 use pqnode_crypto::sign::VerifyingKey;
 
 use super::error::{DecodeError, RecordError};
@@ -241,37 +242,15 @@ pub(super) fn parse_envelope(bytes: &[u8]) -> Result<RawEnvelope<'_>, DecodeErro
     }
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
+impl From<Truncated> for DecodeError {
+    fn from(Truncated(field): Truncated) -> Self {
+        DecodeError::Truncated { field }
+    }
 }
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&end| end <= self.buf.len())
-            .ok_or(DecodeError::Truncated { field })?;
-        let out = self
-            .buf
-            .get(self.pos..end)
-            .ok_or(DecodeError::Truncated { field })?;
-        self.pos = end;
-        Ok(out)
-    }
-    fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
-        Ok(self.take(1, field)?[0])
-    }
-    fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {
-        let b = self.take(2, field)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
-    }
-    fn u64(&mut self, field: &'static str) -> Result<u64, DecodeError> {
-        let b = self.take(8, field)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_be_bytes(a))
+impl From<Truncated> for RecordError {
+    fn from(t: Truncated) -> Self {
+        RecordError::Decode(t.into())
     }
 }
 
@@ -336,10 +315,7 @@ pub fn decode(bytes: &[u8], enabled: &[Suite]) -> Result<DecodedRecord, RecordEr
     }
 
     let payload = raw.payload;
-    let mut r = Reader {
-        buf: payload,
-        pos: 0,
-    };
+    let mut r = ByteReader::new(payload);
     let version = r.u8("version")?;
     if version != VERSION {
         return Err(DecodeError::Version(version).into());
@@ -396,11 +372,11 @@ pub fn decode(bytes: &[u8], enabled: &[Suite]) -> Result<DecodedRecord, RecordEr
         }
         flag => return Err(DecodeError::RotationFlag(flag).into()),
     };
-    let body_end = r.pos;
+    let body_end = r.position();
     let len = usize::from(r.u16("signature length")?);
     expect_len("signature", sig_len, len)?;
     let pq_signature = r.take(len, "signature")?.to_vec();
-    let trailing = payload.len().saturating_sub(r.pos);
+    let trailing = payload.len().saturating_sub(r.position());
     if trailing != 0 {
         return Err(DecodeError::TrailingBytes(trailing).into());
     }
