@@ -16,6 +16,17 @@ pub fn rfc3339(secs: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
 }
 
+/// `t` as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC, milliseconds); a time before
+/// 1970 gives the epoch.
+pub fn rfc3339_millis(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let (y, m, day, hh, mm, ss) = civil(d.as_secs());
+    format!(
+        "{y:04}-{m:02}-{day:02}T{hh:02}:{mm:02}:{ss:02}.{:03}Z",
+        d.subsec_millis()
+    )
+}
+
 /// `secs` as `YYYYMMDDTHHMMSSZ`, safe in file names.
 pub fn compact(secs: u64) -> String {
     let (y, m, d, hh, mm, ss) = civil(secs);
@@ -48,5 +59,10 @@ mod tests {
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(compact(1_700_000_000), "20231114T221320Z");
+        assert_eq!(rfc3339_millis(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            rfc3339_millis(UNIX_EPOCH + std::time::Duration::from_millis(1_709_210_096_789)),
+            "2024-02-29T12:34:56.789Z"
+        );
     }
 }

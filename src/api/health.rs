@@ -7,7 +7,7 @@
 //! (UTC) and `uptime` whole seconds. HTTP 200 for ok and degraded, 503 for
 //! error. The overall status is the worst component's.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use axum::Json;
 use axum::extract::State;
@@ -158,7 +158,7 @@ pub async fn report(state: &AppState) -> Health {
     .unwrap_or(Level::Error);
     Health {
         status,
-        timestamp: rfc3339(SystemTime::now()),
+        timestamp: pqnode_keys::time::rfc3339_millis(SystemTime::now()),
         uptime: state.started.elapsed().as_secs(),
         version: env!("CARGO_PKG_VERSION"),
         components,
@@ -204,44 +204,4 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_jso
             "reason": reason,
         })),
     )
-}
-
-/// Formats a time as RFC 3339 in UTC with milliseconds, e.g.
-/// `2026-11-21T14:06:13.123Z`.
-pub fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
-    let secs = d.as_secs();
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc3339_known_values() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            rfc3339(UNIX_EPOCH + Duration::from_millis(1_709_210_096_789)),
-            "2024-02-29T12:34:56.789Z"
-        );
-    }
 }
