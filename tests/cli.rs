@@ -74,6 +74,46 @@ fn bad_config_value_names_the_key() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("configuration OK"));
 }
 
+/// `pqnode run` on loopback (port 0 for P2P and the API, no mDNS) with its
+/// data in `dir`, quiet logs and no key passphrase.
+fn run_command(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--listen", "/ip4/127.0.0.1/tcp/0"])
+        .args(["--api", "127.0.0.1:0", "--mdns", "false", "--data-dir"])
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .env_remove("PQNODE_KEY_PASSPHRASE");
+    cmd
+}
+
+/// Sends SIGTERM to `child`.
+fn sigterm(child: &std::process::Child) {
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+}
+
+/// Waits until `within` after `since` for `child` to exit; kills it and
+/// fails otherwise.
+fn wait_exit(
+    child: &mut std::process::Child,
+    since: Instant,
+    within: Duration,
+) -> std::process::ExitStatus {
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if since.elapsed() > within {
+            let _ = child.kill();
+            panic!("still running {within:?} after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A running `pqnode run`: the child and the lines it printed up to `API:`.
 struct RunningBin {
     child: std::process::Child,
@@ -86,21 +126,8 @@ impl RunningBin {
     }
 
     fn start_with(dir: &std::path::Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args([
-                "run",
-                "--listen",
-                "/ip4/127.0.0.1/tcp/0",
-                "--api",
-                "127.0.0.1:0",
-                "--mdns",
-                "false",
-                "--data-dir",
-            ])
-            .arg(dir)
+        let mut child = run_command(dir)
             .args(extra)
-            .env("RUST_LOG", "warn")
-            .env_remove("PQNODE_KEY_PASSPHRASE")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -156,21 +183,8 @@ impl RunningBin {
     /// Sends SIGTERM and waits (at most 5 s) for a successful exit.
     fn terminate(mut self) {
         let t0 = Instant::now();
-        let killed = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            if t0.elapsed() > Duration::from_secs(5) {
-                let _ = self.child.kill();
-                panic!("still running 5 s after SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        sigterm(&self.child);
+        let status = wait_exit(&mut self.child, t0, Duration::from_secs(5));
         assert!(status.success(), "{status:?}");
     }
 }
@@ -228,18 +242,7 @@ fn unreadable_pq_keys_mean_classical_fallback_or_refusal() {
     std::fs::write(&key, &bytes).unwrap();
 
     // required: the node refuses to start and names the file.
-    let refused = output(
-        Command::new(BIN)
-            .args([
-                "run",
-                "--policy",
-                "required",
-                "--listen",
-                "/ip4/127.0.0.1/tcp/0",
-            ])
-            .args(["--api", "127.0.0.1:0", "--mdns", "false", "--data-dir"])
-            .arg(dir.path()),
-    );
+    let refused = output(run_command(dir.path()).args(["--policy", "required"]));
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("sig-mlkem1024-mldsa87.key"), "{err}");
@@ -270,12 +273,7 @@ fn a_running_node_owns_its_data_directory() {
         .collect();
 
     // A second node on the same directory is refused, naming the holder.
-    let second = output(
-        Command::new(BIN)
-            .args(["run", "--listen", "/ip4/127.0.0.1/tcp/0"])
-            .args(["--api", "127.0.0.1:0", "--mdns", "false", "--data-dir"])
-            .arg(dir.path()),
-    );
+    let second = output(&mut run_command(dir.path()));
     assert!(!second.status.success());
     let err = String::from_utf8_lossy(&second.stderr);
     let pid = format!("pid {}", node.child.id());
@@ -339,12 +337,7 @@ fn a_running_node_owns_its_data_directory() {
 #[test]
 fn sigterm_while_starting_still_shuts_down_gracefully() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .args(["run", "--listen", "/ip4/127.0.0.1/tcp/0"])
-        .args(["--api", "127.0.0.1:0", "--mdns", "false", "--data-dir"])
-        .arg(dir.path())
-        .env("RUST_LOG", "warn")
-        .env_remove("PQNODE_KEY_PASSPHRASE")
+    let mut child = run_command(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -361,22 +354,8 @@ fn sigterm_while_starting_still_shuts_down_gracefully() {
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("still running 30 s after SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    sigterm(&child);
+    let status = wait_exit(&mut child, Instant::now(), Duration::from_secs(30));
     // Not killed by the signal's default action: a clean exit.
     assert!(status.success(), "{status:?}");
 }
