@@ -72,7 +72,7 @@ pub enum FsError {
     },
 }
 
-fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> FsError + use<> {
+pub(crate) fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> FsError + use<> {
     let path = path.to_path_buf();
     move |source| FsError::Io { op, path, source }
 }

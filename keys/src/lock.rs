@@ -15,10 +15,10 @@
 //! time, for the error message.
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::fsutil::{self, FsError};
+use crate::fsutil::{self, FsError, io_err};
 
 /// Name of the lock file in the data directory.
 pub const LOCK_FILE: &str = "pqnode.lock";
@@ -61,10 +61,6 @@ impl DataDirLock {
     pub fn acquire(dir: &Path, command: &str, insecure: bool) -> Result<Self, LockError> {
         fsutil::ensure_private_dir(dir, insecure)?;
         let path = dir.join(LOCK_FILE);
-        let io_err = |op: &'static str| {
-            let path = path.clone();
-            move |source: io::Error| FsError::Io { op, path, source }
-        };
         let mut options = OpenOptions::new();
         options.read(true).write(true).create(true).truncate(false);
         #[cfg(unix)]
@@ -75,7 +71,9 @@ impl DataDirLock {
             // writes to it) elsewhere.
             options.custom_flags(libc::O_NOFOLLOW);
         }
-        let mut file = options.open(&path).map_err(io_err("open lock file"))?;
+        let mut file = options
+            .open(&path)
+            .map_err(io_err("open lock file", &path))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -84,17 +82,17 @@ impl DataDirLock {
                     holder: read_holder(&mut file),
                 });
             }
-            Err(TryLockError::Error(e)) => return Err(io_err("lock")(e).into()),
+            Err(TryLockError::Error(e)) => return Err(io_err("lock", &path)(e).into()),
         }
         let holder = format!(
             "pid {}, `pqnode {command}`, since unix time {}",
             std::process::id(),
             crate::time::unix_now()
         );
-        file.set_len(0).map_err(io_err("write lock file"))?;
+        file.set_len(0).map_err(io_err("write lock file", &path))?;
         file.seek(SeekFrom::Start(0))
             .and_then(|_| file.write_all(holder.as_bytes()))
-            .map_err(io_err("write lock file"))?;
+            .map_err(io_err("write lock file", &path))?;
         Ok(DataDirLock { _file: file, path })
     }
 
