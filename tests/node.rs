@@ -80,9 +80,12 @@ async fn two_nodes_connect_and_list_each_other() {
     .expect("test timed out");
 }
 
-/// Runs one FIND_NODE query from a stock Kademlia client speaking
-/// `protocol` to `target`; returns how many peers answered.
-async fn stock_kad_query(protocol: &'static str, target: PeerId, addr: Multiaddr) -> u32 {
+/// A stock Kademlia client speaking `protocol`, knowing `target` at `addr`.
+fn stock_kad_client(
+    protocol: &'static str,
+    target: PeerId,
+    addr: Multiaddr,
+) -> libp2p::Swarm<kad::Behaviour<MemoryStore>> {
     let mut swarm = stock_swarm(|k| {
         let id = k.public().to_peer_id();
         let mut kad = kad::Behaviour::with_config(
@@ -94,6 +97,13 @@ async fn stock_kad_query(protocol: &'static str, target: PeerId, addr: Multiaddr
         kad
     });
     swarm.behaviour_mut().add_address(&target, addr);
+    swarm
+}
+
+/// Runs one FIND_NODE query from a stock Kademlia client speaking
+/// `protocol` to `target`; returns how many peers answered.
+async fn stock_kad_query(protocol: &'static str, target: PeerId, addr: Multiaddr) -> u32 {
+    let mut swarm = stock_kad_client(protocol, target, addr);
     swarm.behaviour_mut().get_closest_peers(PeerId::random());
     loop {
         if let SwarmEvent::Behaviour(kad::Event::OutboundQueryProgressed {
@@ -296,17 +306,7 @@ async fn nodes_connect_over_quic() {
 /// Stores `record` on `target` from a stock Kademlia client; returns whether
 /// the client saw the PUT succeed.
 async fn stock_kad_put(target: PeerId, addr: Multiaddr, record: kad::Record) -> bool {
-    let mut swarm = stock_swarm(|k| {
-        let id = k.public().to_peer_id();
-        let mut kad = kad::Behaviour::with_config(
-            id,
-            MemoryStore::new(id),
-            kad::Config::new(StreamProtocol::new("/pqnode/kad/1.0.0")),
-        );
-        kad.set_mode(Some(kad::Mode::Client));
-        kad
-    });
-    swarm.behaviour_mut().add_address(&target, addr);
+    let mut swarm = stock_kad_client("/pqnode/kad/1.0.0", target, addr);
     swarm
         .behaviour_mut()
         .put_record(record, kad::Quorum::One)
