@@ -41,9 +41,12 @@ pub fn x25519(
 
 /// HKDF-SHA512 extract.
 pub fn hkdf_extract(salt: &[u8], ikm: &[u8]) -> Secret<PRK_LEN> {
-    let (prk, _) = Hkdf::<Sha512>::extract(Some(salt), ikm);
+    let (mut prk, _) = Hkdf::<Sha512>::extract(Some(salt), ikm);
     let mut out = Secret::<PRK_LEN>::zero();
     out.expose_mut().copy_from_slice(&prk);
+    // The library's copy of the PRK is plain bytes: wipe it. Its HMAC
+    // states wipe themselves (the `zeroize` feature of `hmac`/`sha2`).
+    zeroize::Zeroize::zeroize(&mut prk[..]);
     out
 }
 
@@ -137,6 +140,14 @@ pub fn next_traffic_secret(ts: &Secret<PRK_LEN>) -> Result<Secret<PRK_LEN>, Cryp
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hmac_and_hash_states_wipe_themselves() {
+        // HMAC-SHA512 (and so HKDF) keeps its keyed state in two SHA-512
+        // cores; with the `zeroize` feature they wipe themselves on drop.
+        fn zeroized_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        zeroized_on_drop::<sha2::block_api::Sha512VarCore>();
+    }
 
     #[test]
     fn x25519_agrees_and_rejects_low_order_points() {

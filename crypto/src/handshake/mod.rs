@@ -270,12 +270,31 @@ impl Initiator {
         remote_peer_id: &[u8],
         rng: &mut R,
     ) -> Result<(InitiatorAwaitingResp, Vec<u8>), HandshakeError> {
-        let suite = config
+        let all: Vec<Suite> = config.enabled().collect();
+        Self::start_offering(config, remote_peer_id, &all, rng)
+    }
+
+    /// [`Initiator::start`] offering only the enabled suites that are also
+    /// in `offer`, in this node's order (PROTOCOL.md §5 rev 3: toward a
+    /// pinned peer, only its pinned suites). An empty intersection is an
+    /// error.
+    pub fn start_offering<R: CryptoRng + ?Sized>(
+        config: Arc<HandshakeConfig>,
+        remote_peer_id: &[u8],
+        offer: &[Suite],
+        rng: &mut R,
+    ) -> Result<(InitiatorAwaitingResp, Vec<u8>), HandshakeError> {
+        let suites: Vec<u16> = config
             .enabled()
-            .next()
-            .ok_or(HandshakeError::Protocol("no suite enabled locally"))?;
-        let ephemeral = Ephemeral::generate(suite, rng)?;
-        Self::start_with(config, remote_peer_id, ephemeral)
+            .filter(|s| offer.contains(s))
+            .map(Suite::id)
+            .collect();
+        let first = suites
+            .first()
+            .and_then(|id| Suite::from_id(*id))
+            .ok_or(HandshakeError::Protocol("no suite to offer"))?;
+        let ephemeral = Ephemeral::generate(first, rng)?;
+        Self::start_listing(config, remote_peer_id, suites, ephemeral)
     }
 
     /// [`Initiator::start`] with caller-supplied ephemeral secrets (replay
@@ -286,6 +305,15 @@ impl Initiator {
         ephemeral: Ephemeral,
     ) -> Result<(InitiatorAwaitingResp, Vec<u8>), HandshakeError> {
         let suites: Vec<u16> = config.enabled().map(Suite::id).collect();
+        Self::start_listing(config, remote_peer_id, suites, ephemeral)
+    }
+
+    fn start_listing(
+        config: Arc<HandshakeConfig>,
+        remote_peer_id: &[u8],
+        suites: Vec<u16>,
+        ephemeral: Ephemeral,
+    ) -> Result<(InitiatorAwaitingResp, Vec<u8>), HandshakeError> {
         if suites.is_empty() || suites.len() > messages::MAX_SUITES {
             return Err(HandshakeError::Protocol(
                 "1 to 8 suites must be enabled locally",
@@ -294,7 +322,7 @@ impl Initiator {
         let suite = ephemeral.kem_pk.suite();
         if Some(suite.id()) != suites.first().copied() {
             return Err(HandshakeError::Protocol(
-                "ephemeral key is not for the preferred suite",
+                "ephemeral key is not for the first offered suite",
             ));
         }
         let prologue = prologue(&config.local_peer_id, remote_peer_id)?;
@@ -497,6 +525,8 @@ pub struct ResponderAwaitingInit {
     config: Arc<HandshakeConfig>,
     remote_peer_id: Vec<u8>,
     prologue: Vec<u8>,
+    /// The suites this initiator may use (`None`: every enabled suite).
+    allowed: Option<Vec<Suite>>,
     /// After a Retry: the initiator's suite list and the suite it must use.
     retried: Option<(Vec<u16>, Suite)>,
 }
@@ -534,11 +564,24 @@ impl Responder {
         config: Arc<HandshakeConfig>,
         remote_peer_id: &[u8],
     ) -> Result<ResponderAwaitingInit, HandshakeError> {
+        Self::start_allowing(config, remote_peer_id, None)
+    }
+
+    /// [`Responder::start`] treating every enabled suite outside `allowed`
+    /// as not enabled for this initiator (PROTOCOL.md §5 rev 3: a pinned
+    /// initiator may only use its pinned suites, so Retry and Reject 1
+    /// follow from those alone). `None` allows every enabled suite.
+    pub fn start_allowing(
+        config: Arc<HandshakeConfig>,
+        remote_peer_id: &[u8],
+        allowed: Option<Vec<Suite>>,
+    ) -> Result<ResponderAwaitingInit, HandshakeError> {
         let prologue = prologue(remote_peer_id, &config.local_peer_id)?;
         Ok(ResponderAwaitingInit {
             config,
             remote_peer_id: remote_peer_id.to_vec(),
             prologue,
+            allowed,
             retried: None,
         })
     }
@@ -566,8 +609,12 @@ impl ResponderAwaitingInit {
                 "first Init's suite is not its first listed suite",
             ));
         }
-        let enabled =
-            |id: u16| Suite::from_id(id).and_then(|s| self.config.credential(s).map(|_| s));
+        let allowed = |s: &Suite| self.allowed.as_ref().is_none_or(|a| a.contains(s));
+        let enabled = |id: u16| {
+            Suite::from_id(id)
+                .filter(allowed)
+                .and_then(|s| self.config.credential(s).map(|_| s))
+        };
         let Some(suite) = enabled(init.suite) else {
             if self.retried.is_some() {
                 return Err(HandshakeError::Protocol(

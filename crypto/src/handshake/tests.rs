@@ -761,3 +761,52 @@ fn sessions_are_independent() {
         Err(crate::channel::ChannelError::Forged)
     ));
 }
+
+/// PROTOCOL.md §5 rev 3: toward a pinned peer the initiator offers only its
+/// pinned suites, and a responder treats a pinned initiator's unpinned
+/// suites as not enabled — so no Retry can move a pinned peer to a suite it
+/// has no pin for.
+#[test]
+fn suites_toward_a_pinned_peer_are_only_the_pinned_ones() {
+    let both = [Suite::Kyber1024Dilithium5, Suite::Mlkem1024Mldsa87];
+    let i_cfg = config(ALICE, &both, KeyUpdatePolicy::default());
+    let r_cfg = config(BOB, &both, KeyUpdatePolicy::default());
+    let mut rng = rng(7);
+
+    // The initiator offers only the pinned suite, in its own order.
+    let (state, init) =
+        Initiator::start_offering(i_cfg.clone(), BOB, &[Suite::Mlkem1024Mldsa87], &mut rng)
+            .unwrap();
+    assert_eq!(state.suite(), Suite::Mlkem1024Mldsa87);
+    let FirstToResponder::Init(parsed) = FirstToResponder::decode(&init).unwrap() else {
+        panic!("an Init");
+    };
+    assert_eq!(parsed.suites, vec![Suite::Mlkem1024Mldsa87.id()]);
+    // A Retry to the unpinned suite is then a protocol error.
+    let err = state
+        .handle(&Retry { suite: 1 }.encode(), &TestVerifier, &mut rng)
+        .err()
+        .unwrap();
+    assert!(matches!(err, HandshakeError::Protocol(_)), "{err:?}");
+    // Nothing to offer is an error, not an empty Init.
+    assert!(Initiator::start_offering(i_cfg.clone(), BOB, &[], &mut rng).is_err());
+
+    // A responder allowing only suite 2 answers a first Init for suite 1
+    // with a Retry to suite 2 ...
+    let (_, init) = Initiator::start(i_cfg.clone(), BOB, &mut rng).unwrap();
+    let r = Responder::start_allowing(r_cfg.clone(), ALICE, Some(vec![Suite::Mlkem1024Mldsa87]))
+        .unwrap();
+    let Ok(ResponderStep::Retry { retry, .. }) = r.handle(&init, &mut rng) else {
+        panic!("Retry expected");
+    };
+    assert_eq!(retry, Retry { suite: 2 }.encode());
+    // ... and an initiator offering only suite 1 with Reject 1.
+    let (_, init) =
+        Initiator::start_offering(i_cfg, BOB, &[Suite::Kyber1024Dilithium5], &mut rng).unwrap();
+    let r = Responder::start_allowing(r_cfg, ALICE, Some(vec![Suite::Mlkem1024Mldsa87])).unwrap();
+    let err = r.handle(&init, &mut rng).err().unwrap();
+    assert!(
+        matches!(err, HandshakeError::NoCommonSuite { .. }),
+        "{err:?}"
+    );
+}
