@@ -9,7 +9,10 @@
 //!   (Argon2id + XChaCha20-Poly1305), and the persisted record `seq`.
 //! - [`record`]: the signed PQ peer record — build, encode, strict decode and
 //!   verification in the order §4 fixes, one typed error per step.
-//! - [`pins`]: PeerId + suite → pinned key fingerprint, persisted (§8.3).
+//! - [`db`]: the node's state database (redb, one file, 0600,
+//!   transactional): the pins of §8.3 (rev 3: per PeerId across suites).
+//! - [`pins`]: pin types and the earlier `pins.json` store (imported once
+//!   into the database).
 //! - [`lock`]: one writer per data directory at a time.
 //!
 //! Nothing here ever replaces or "repairs" a key file that exists but cannot
@@ -17,10 +20,12 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod db;
 pub mod fingerprint;
 pub mod fsutil;
 pub mod keyfile;
 pub mod lock;
+pub mod peercache;
 pub mod pins;
 pub mod record;
 pub mod store;

@@ -62,6 +62,8 @@ pub enum PinUpdate {
         /// The new fingerprint.
         to: Fingerprint,
     },
+    /// The first-use limit is reached: nothing was pinned (§9 rev 3).
+    PinsFull,
 }
 
 /// A pin-store failure.
@@ -71,6 +73,9 @@ pub enum PinError {
     /// Reading or writing the file failed.
     #[error(transparent)]
     Fs(#[from] FsError),
+    /// The state database failed.
+    #[error(transparent)]
+    Db(Box<crate::db::DbError>),
     /// The file is not a valid pins file (it is left untouched).
     #[error("pins file {path}: {reason}")]
     Parse {

@@ -189,6 +189,9 @@ pub struct VerifyContext<'a> {
     pub cached: Option<CachedRecord<'a>>,
     /// The pinned fingerprint of that peer and suite, if any.
     pub pinned: Option<Fingerprint>,
+    /// Rev 3: the verifier pins this peer under suites other than the
+    /// record's (and not under the record's): step 8 fails `key-mismatch`.
+    pub pinned_other_suites: bool,
 }
 
 impl<'a> VerifyContext<'a> {
@@ -201,6 +204,7 @@ impl<'a> VerifyContext<'a> {
             negotiated_suite: None,
             cached: None,
             pinned: None,
+            pinned_other_suites: false,
         }
     }
 
@@ -221,6 +225,13 @@ impl<'a> VerifyContext<'a> {
     /// Sets the pinned fingerprint of that peer and suite (step 8).
     pub fn with_pinned(mut self, pinned: Option<Fingerprint>) -> Self {
         self.pinned = pinned;
+        self
+    }
+
+    /// Says whether the peer is pinned under other suites only (step 8,
+    /// rev 3).
+    pub fn with_pinned_other_suites(mut self, other: bool) -> Self {
+        self.pinned_other_suites = other;
         self
     }
 }
@@ -409,6 +420,11 @@ pub fn verify(bytes: &[u8], ctx: &VerifyContext<'_>) -> Result<VerifiedRecord, R
         .as_ref()
         .map(|r| Fingerprint::of(&r.old_sig_pk));
     let pin = match ctx.pinned {
+        None if ctx.pinned_other_suites => {
+            return Err(RecordError::PinnedOtherSuites {
+                record: fingerprint,
+            });
+        }
         None => PinCheck::Unpinned,
         Some(pinned) if pinned == fingerprint => PinCheck::Matched,
         Some(pinned) if rotated_from == Some(pinned) => PinCheck::Rotated { from: pinned },

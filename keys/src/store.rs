@@ -34,8 +34,6 @@ mod payload;
 
 use payload::{Retired, SuiteKeys, decode_identity, decode_suite, encode_identity, encode_suite};
 
-/// Environment variable overriding the data directory.
-pub const ENV_DATA_DIR: &str = "PQNODE_DATA_DIR";
 /// File name of the libp2p identity.
 pub const IDENTITY_FILE: &str = "identity.key";
 /// File name of the persisted record `seq`.
@@ -48,23 +46,6 @@ pub const ROTATION_GRACE_SECS: u64 = record::MAX_VALIDITY_SECS;
 /// File name of a suite's signing key.
 pub fn suite_file_name(suite: Suite) -> String {
     format!("sig-{}.key", suite.name())
-}
-
-/// The platform's data directory for pqnode (e.g. `~/.local/share/pqnode`).
-pub fn default_data_dir() -> Option<PathBuf> {
-    dirs::data_dir().map(|d| d.join("pqnode"))
-}
-
-/// The data directory: `flag` if given, else `PQNODE_DATA_DIR`, else the
-/// platform default.
-pub fn resolve_data_dir(flag: Option<&Path>) -> Result<PathBuf, StoreError> {
-    if let Some(dir) = flag {
-        return Ok(dir.to_path_buf());
-    }
-    if let Some(dir) = std::env::var_os(ENV_DATA_DIR).filter(|v| !v.is_empty()) {
-        return Ok(PathBuf::from(dir));
-    }
-    default_data_dir().ok_or(StoreError::NoDataDir)
 }
 
 /// The suites that have a key file in `dir`, in [`Suite::ALL`] order.
@@ -139,9 +120,6 @@ pub enum StoreError {
     /// A suite that is not loaded.
     #[error("suite {0} is not enabled in this key store")]
     SuiteNotLoaded(Suite),
-    /// No data directory could be determined.
-    #[error("no data directory: pass --data-dir or set {ENV_DATA_DIR}")]
-    NoDataDir,
     /// Key generation failed.
     #[error("key generation: {0}")]
     Crypto(#[from] pqnode_crypto::CryptoError),

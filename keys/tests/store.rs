@@ -12,8 +12,8 @@ use pqnode_keys::keyfile::{KdfParams, KeyFileError, Passphrase};
 use pqnode_keys::pins::{PINS_FILE, PinError, PinStore, PinUpdate};
 use pqnode_keys::record::{self, PinCheck, RecordParams, VerifyContext};
 use pqnode_keys::store::{
-    self, IDENTITY_FILE, KeyStore, RECORD_STATE_FILE, ROTATION_GRACE_SECS, StoreError,
-    StoreOptions, suite_file_name,
+    IDENTITY_FILE, KeyStore, RECORD_STATE_FILE, ROTATION_GRACE_SECS, StoreError, StoreOptions,
+    suite_file_name,
 };
 use pqnode_keys::{Fingerprint, fsutil::FsError};
 
@@ -503,16 +503,6 @@ fn pins_persist_preload_and_refuse_a_corrupt_file() {
         "{err}"
     );
     assert_eq!(fs::read(&path).unwrap(), b"{\"format\": 1, \"pins\": [");
-}
-
-#[test]
-fn data_dir_resolution() {
-    let flag = Path::new("/some/where");
-    assert_eq!(store::resolve_data_dir(Some(flag)).unwrap(), flag);
-    // the platform default ends in pqnode
-    if let Some(d) = store::default_data_dir() {
-        assert!(d.ends_with("pqnode"));
-    }
 }
 
 #[test]

@@ -34,6 +34,9 @@ struct Vector {
     cached: Option<Cached>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pinned_fingerprint: Option<String>,
+    /// rev 3: suites other than the record's under which this peer is pinned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pinned_other_suites: Option<Vec<String>>,
     expect: String,
 }
 
@@ -54,6 +57,7 @@ impl Vector {
             negotiated_suite: None,
             cached: None,
             pinned_fingerprint: None,
+            pinned_other_suites: None,
             expect: expect.to_owned(),
         }
     }
@@ -81,6 +85,15 @@ fn check(v: &Vector) -> Result<(), String> {
         body: cached_body.as_deref().unwrap(),
     });
     ctx.pinned = v.pinned_fingerprint.as_ref().map(|f| f.parse().unwrap());
+    if let Some(others) = &v.pinned_other_suites {
+        let others: Vec<Suite> = others.iter().map(|n| n.parse().unwrap()).collect();
+        // The record's suite, from a verification without this field.
+        let record_suite = record::verify(&record, &ctx).ok().map(|r| r.suite());
+        if record_suite.is_some_and(|s| others.contains(&s)) {
+            return Err("pinnedOtherSuites names the record's own suite".into());
+        }
+        ctx.pinned_other_suites = !others.is_empty();
+    }
     match (record::verify(&record, &ctx), v.expect.as_str()) {
         (Ok(verified), "ok") => {
             // A pin that is not the record's key must have been moved by
@@ -214,6 +227,12 @@ fn cases(suite: Suite) -> Vec<(String, Vector)> {
         Vector::new(&good, NOW, "key-mismatch").pinned(&other_key),
     );
 
+    // 8, rev 3: pinned only under the other suite, no pin for this one: a
+    // holder of the Ed25519 key cannot bring a fresh key for another suite.
+    let mut v = Vector::new(&good, NOW, "key-mismatch");
+    v.pinned_other_suites = Some(vec![other(suite).name().to_owned()]);
+    add("pinned-other-suites", v);
+
     // rotation: a verified statement from the pinned key moves the pin ...
     let mut b = body(&id, &new_key, seq + 1);
     b.rotation = Some(rotation(&b, &key, &key));
@@ -238,6 +257,10 @@ fn generate_vectors() {
     for suite in Suite::ALL {
         for (stem, v) in cases(suite) {
             check(&v).unwrap_or_else(|e| panic!("{stem}: {e}"));
+            // Committed vectors stay as they are: only new cases are written.
+            if vector_dir().join(format!("{stem}.json")).exists() {
+                continue;
+            }
             let mut json = serde_json::to_string_pretty(&v).unwrap();
             json.push('\n');
             std::fs::write(vector_dir().join(format!("{stem}.json")), json).unwrap();
@@ -248,6 +271,7 @@ fn generate_vectors() {
 #[test]
 fn committed_vectors() {
     let mut seen = BTreeSet::new();
+    let mut other_suites = BTreeSet::new();
     let mut count = 0;
     for entry in std::fs::read_dir(vector_dir()).unwrap() {
         let path = entry.unwrap().path();
@@ -263,6 +287,9 @@ fn committed_vectors() {
             .find(|s| stem.starts_with(s.name()))
             .unwrap_or_else(|| panic!("{stem}: no suite in the name"));
         seen.insert((suite, v.expect.clone(), stem.ends_with("rotation-ok")));
+        if v.pinned_other_suites.is_some() {
+            other_suites.insert(suite);
+        }
         count += 1;
     }
     // one vector per §4 error name and per suite, plus the rotations
@@ -276,6 +303,10 @@ fn committed_vectors() {
         assert!(
             seen.contains(&(suite, "ok".to_owned(), true)),
             "no rotation vector for {suite}"
+        );
+        assert!(
+            other_suites.contains(&suite),
+            "no rev 3 pinnedOtherSuites vector for {suite}"
         );
     }
     assert!(

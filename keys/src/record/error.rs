@@ -178,6 +178,12 @@ pub enum RecordError {
         /// The record key's fingerprint.
         record: Fingerprint,
     },
+    /// Step 8 (rev 3): the peer is pinned under other suites, not this one.
+    #[error("key-mismatch: the peer is pinned under other suites only; record key {record}")]
+    PinnedOtherSuites {
+        /// The record key's fingerprint.
+        record: Fingerprint,
+    },
 }
 
 impl RecordError {
@@ -197,7 +203,9 @@ impl RecordError {
             RecordError::RotationSignature => "rotation-signature",
             RecordError::StaleSeq { .. } => "stale-seq",
             RecordError::ConflictingRecord { .. } => "conflicting-record",
-            RecordError::KeyMismatch { .. } => "key-mismatch",
+            RecordError::KeyMismatch { .. } | RecordError::PinnedOtherSuites { .. } => {
+                "key-mismatch"
+            }
         }
     }
 
