@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use libp2p::PeerId;
 use libp2p::multiaddr::Protocol;
-use pqnode::cli::run::{Running, open_key_store, run_selftest, start};
+use pqnode::app::{App, AppOptions};
 use pqnode::config::Config;
 
 const LIMIT: Duration = Duration::from_secs(20);
 
-async fn node(dir: &std::path::Path) -> Running {
+async fn node(dir: &std::path::Path) -> App {
     let config = Config::from_toml_str(&format!(
         r#"
         data_dir = "{}"
@@ -31,17 +31,9 @@ async fn node(dir: &std::path::Path) -> Running {
         dir.display()
     ))
     .expect("config");
-    let (mut store, problem) = open_key_store(&config).expect("key store");
-    assert!(problem.is_none(), "{problem:?}");
-    let availability = run_selftest(&config);
-    start(
-        &config,
-        store.identity().clone(),
-        availability,
-        Some(&mut store),
-    )
-    .await
-    .expect("node")
+    App::start(&config, AppOptions::default())
+        .await
+        .expect("node")
 }
 
 async fn spin_until(mut done: impl FnMut() -> bool) {
@@ -66,10 +58,10 @@ fn bench(c: &mut Criterion) {
         tempfile::tempdir().expect("dir"),
     );
     let (a, b) = rt.block_on(async { (node(da.path()).await, node(db.path()).await) });
-    let (pa, pb) = (a.pq.clone().expect("pq"), b.pq.clone().expect("pq"));
-    let b_id: PeerId = b.node.peer_id();
-    let a_id: PeerId = a.node.peer_id();
-    let b_addr = b.listen_addrs[0].clone().with(Protocol::P2p(b_id));
+    let (pa, pb) = (a.pq().clone(), b.pq().clone());
+    let b_id: PeerId = b.node().peer_id();
+    let a_id: PeerId = a.node().peer_id();
+    let b_addr = b.listen_addrs()[0].clone().with(Protocol::P2p(b_id));
 
     let mut g = c.benchmark_group("node/dial-to-pq-session");
     g.sample_size(20);
@@ -92,14 +84,14 @@ fn bench(c: &mut Criterion) {
                                 "the nodes never stayed disconnected"
                             );
                             let a_sees = a
-                                .node
+                                .node()
                                 .peers()
                                 .await
                                 .expect("peers")
                                 .iter()
                                 .any(|p| p.peer_id == b_id);
                             let b_sees = b
-                                .node
+                                .node()
                                 .peers()
                                 .await
                                 .expect("peers")
@@ -110,8 +102,8 @@ fn bench(c: &mut Criterion) {
                                 || pa.session(&b_id).is_some()
                                 || pb.session(&a_id).is_some()
                             {
-                                let _ = a.node.disconnect(b_id).await;
-                                let _ = b.node.disconnect(a_id).await;
+                                let _ = a.node().disconnect(b_id).await;
+                                let _ = b.node().disconnect(a_id).await;
                                 quiet_since = None;
                             } else if quiet_since.get_or_insert_with(Instant::now).elapsed()
                                 >= Duration::from_millis(50)
@@ -121,7 +113,7 @@ fn bench(c: &mut Criterion) {
                             tokio::time::sleep(Duration::from_millis(2)).await;
                         }
                         let t = Instant::now();
-                        match a.node.dial(b_addr.clone()).await {
+                        match a.node().dial(b_addr.clone()).await {
                             Ok(outcome) if !outcome.already_connected => break t,
                             // Refused by the limits right after a close, or a
                             // dial-back got there first: not timed, try again.
@@ -150,7 +142,7 @@ fn bench(c: &mut Criterion) {
             bench.iter_custom(|iters| {
                 rt.block_on(async {
                     if pa.session(&b_id).is_none() {
-                        a.node.dial(b_addr.clone()).await.expect("dial");
+                        a.node().dial(b_addr.clone()).await.expect("dial");
                         spin_until(|| pa.session(&b_id).is_some() && pb.session(&a_id).is_some())
                             .await;
                     }

@@ -6,8 +6,11 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod api;
+pub mod app;
 pub mod cli;
+pub mod client;
 pub mod config;
+pub mod discovery;
 pub mod metrics;
 pub mod node;
 pub mod pq;

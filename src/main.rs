@@ -25,6 +25,9 @@ enum Command {
     Selftest(cli::selftest::Args),
     /// Create, show, rotate and export keys and signed peer records.
     Keys(cli::keys::Args),
+    /// List, add and remove pinned PQ keys (through the API while the node
+    /// runs, in the database while it is stopped).
+    Pins(cli::pins::Args),
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -34,5 +37,6 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Config(args) => cli::config::run(args),
         Command::Selftest(args) => cli::selftest::run(args),
         Command::Keys(args) => cli::keys::run(args),
+        Command::Pins(args) => cli::pins::run(args),
     }
 }

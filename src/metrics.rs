@@ -39,7 +39,7 @@ pub fn encode(registry: &SharedRegistry) -> Result<String, std::fmt::Error> {
 /// Why an inbound connection was denied by the per-IP limits.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct IpDenyLabels {
-    /// `concurrent`, `rate` or `table_full`.
+    /// `concurrent` or `rate`.
     pub reason: &'static str,
 }
 

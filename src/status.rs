@@ -2,15 +2,13 @@
 //!
 //! - [`SharedCryptoStatus`]: the [`CryptoStatus`] snapshot served by
 //!   `GET /api/crypto/status` and used by `GET /api/health`.
-//! - [`PeerSecurityTable`]: per connected peer, whether its session is PQ or
-//!   classical and with which suite; served by `GET /api/peers`.
 //!
-//! Both are cheap to clone (an `Arc` inside) and lock only for the time of a
-//! copy, never across an `.await`.
+//! Per-peer PQ state is owned by the PQ layer (`pq::state`); the API reads
+//! its snapshots. The status is cheap to clone (an `Arc` inside) and locks
+//! only for the time of a copy, never across an `.await`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::SystemTime;
 
 use libp2p::PeerId;
 use pqnode_crypto::Suite;
@@ -220,82 +218,5 @@ impl SharedCryptoStatus {
     pub fn update(&self, f: impl FnOnce(&mut CryptoStatus)) {
         let mut guard = self.0.write().unwrap_or_else(PoisonError::into_inner);
         f(&mut guard);
-    }
-}
-
-/// The security of a peer's session.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SecurityLevel {
-    /// A PQ session (PROTOCOL.md §5).
-    Pq,
-    /// Protected only by Noise (PROTOCOL.md §8.2).
-    Classical,
-}
-
-/// What the PQ layer knows about one connected peer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PeerSecurity {
-    /// PQ or classical.
-    pub level: SecurityLevel,
-    /// The negotiated suite, for PQ sessions.
-    pub suite: Option<Suite>,
-    /// When the session was established.
-    pub since: SystemTime,
-}
-
-/// Per-peer session security, written by the PQ layer. Bounded: at most
-/// `capacity` peers (the connection limit); inserts beyond it are refused.
-#[derive(Clone, Debug)]
-pub struct PeerSecurityTable {
-    inner: Arc<RwLock<HashMap<PeerId, PeerSecurity>>>,
-    capacity: usize,
-}
-
-impl PeerSecurityTable {
-    /// An empty table holding at most `capacity` peers.
-    pub fn new(capacity: usize) -> Self {
-        PeerSecurityTable {
-            inner: Arc::new(RwLock::new(HashMap::new())),
-            capacity,
-        }
-    }
-
-    /// Records `peer`'s session. Returns false (and records nothing) if the
-    /// table is full and `peer` is not in it.
-    pub fn set(&self, peer: PeerId, security: PeerSecurity) -> bool {
-        let mut map = self.inner.write().unwrap_or_else(PoisonError::into_inner);
-        if map.len() >= self.capacity && !map.contains_key(&peer) {
-            return false;
-        }
-        map.insert(peer, security);
-        true
-    }
-
-    /// Forgets `peer` (its session ended).
-    pub fn remove(&self, peer: &PeerId) -> Option<PeerSecurity> {
-        self.inner
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(peer)
-    }
-
-    /// `peer`'s session, if any.
-    pub fn get(&self, peer: &PeerId) -> Option<PeerSecurity> {
-        self.inner
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(peer)
-            .cloned()
-    }
-
-    /// How many peers have a PQ and a classical session.
-    pub fn counts(&self) -> (usize, usize) {
-        let map = self.inner.read().unwrap_or_else(PoisonError::into_inner);
-        let pq = map
-            .values()
-            .filter(|s| s.level == SecurityLevel::Pq)
-            .count();
-        (pq, map.len() - pq)
     }
 }

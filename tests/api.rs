@@ -11,7 +11,7 @@ async fn health_has_the_documented_shape() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let dir = tempfile::tempdir().unwrap();
         let node = start_node(&test_config(dir.path())).await;
-        let api = node.api_addr;
+        let api = node.api_addr();
 
         let r = http(api, "GET", "/api/health", None, None).await;
         assert_eq!(r.status, 200, "{}", r.body);
@@ -64,7 +64,7 @@ async fn health_has_the_documented_shape() {
             c["sessions"],
             serde_json::json!({"pq": 0, "classical": 0, "refused": 0})
         );
-        assert_eq!(c["identity"]["peerId"], node.node.peer_id().to_string());
+        assert_eq!(c["identity"]["peerId"], node.node().peer_id().to_string());
 
         let m = http(api, "GET", "/metrics", None, None).await;
         assert_eq!(m.status, 200);
@@ -101,7 +101,14 @@ async fn connect_requires_the_bearer_token() {
         let b = start_node(&test_config(db.path())).await;
         let body = format!("{{\"address\": \"{}\"}}", tcp_addr(&b));
 
-        let r = http(a.api_addr, "POST", "/api/peers/connect", None, Some(&body)).await;
+        let r = http(
+            a.api_addr(),
+            "POST",
+            "/api/peers/connect",
+            None,
+            Some(&body),
+        )
+        .await;
         assert_eq!(r.status, 401, "{}", r.body);
         assert_eq!(r.json()["error"]["code"], "unauthorized");
         assert!(
@@ -110,7 +117,7 @@ async fn connect_requires_the_bearer_token() {
                 .contains("www-authenticate: bearer")
         );
         let r = http(
-            a.api_addr,
+            a.api_addr(),
             "POST",
             "/api/peers/connect",
             Some("wrong"),
@@ -130,7 +137,7 @@ async fn connect_requires_the_bearer_token() {
         }
         let token = token.trim();
         let r = http(
-            a.api_addr,
+            a.api_addr(),
             "POST",
             "/api/peers/connect",
             Some(token),
@@ -138,11 +145,11 @@ async fn connect_requires_the_bearer_token() {
         )
         .await;
         assert_eq!(r.status, 200, "{}", r.body);
-        assert_eq!(r.json()["peerId"], b.node.peer_id().to_string());
-        assert_eq!(a.node.peers().await.unwrap().len(), 1);
+        assert_eq!(r.json()["peerId"], b.node().peer_id().to_string());
+        assert_eq!(a.node().peers().await.unwrap().len(), 1);
 
         let r = http(
-            a.api_addr,
+            a.api_addr(),
             "POST",
             "/api/peers/connect",
             Some(token),

@@ -5,27 +5,16 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TEST_TIMEOUT, http, tcp_addr, test_config};
-use pqnode::cli::run::{Running, open_key_store, run_selftest, start};
+use common::{TEST_TIMEOUT, http, start_pq_node, tcp_addr, test_config};
+use pqnode::app::App;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn pq_node(dir: &std::path::Path) -> Running {
-    let config = test_config(dir);
-    let (mut store, problem) = open_key_store(&config).expect("key store");
-    assert!(problem.is_none(), "{problem:?}");
-    let availability = run_selftest(&config);
-    start(
-        &config,
-        store.identity().clone(),
-        availability,
-        Some(&mut store),
-    )
-    .await
-    .expect("node starts")
+async fn pq_node(dir: &std::path::Path) -> App {
+    start_pq_node(&test_config(dir)).await
 }
 
-fn token(node: &Running) -> String {
-    node.state.token.expose().to_owned()
+fn token(node: &App) -> String {
+    node.state().token.expose().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -40,7 +29,7 @@ async fn messages_travel_over_pq_through_the_api() {
         let (ta, tb) = (token(&a), token(&b));
         let connect = format!(r#"{{"address":"{}"}}"#, tcp_addr(&b));
         let r = http(
-            a.api_addr,
+            a.api_addr(),
             "POST",
             "/api/peers/connect",
             Some(&ta),
@@ -48,16 +37,16 @@ async fn messages_travel_over_pq_through_the_api() {
         )
         .await;
         assert_eq!(r.status, 200, "{}", r.body);
-        let (pa, pb) = (a.pq.clone().expect("pq"), b.pq.clone().expect("pq"));
-        pa.wait_for_session(&b.node.peer_id(), Duration::from_secs(15))
+        let (pa, pb) = (a.pq().clone(), b.pq().clone());
+        pa.wait_for_session(&b.node().peer_id(), Duration::from_secs(15))
             .await
             .expect("PQ session");
-        pb.wait_for_session(&a.node.peer_id(), Duration::from_secs(15))
+        pb.wait_for_session(&a.node().peer_id(), Duration::from_secs(15))
             .await
             .expect("PQ session");
 
         // Status reflects the session.
-        let s = http(a.api_addr, "GET", "/api/crypto/status", None, None)
+        let s = http(a.api_addr(), "GET", "/api/crypto/status", None, None)
             .await
             .json();
         assert_eq!(s["initialized"], true);
@@ -76,23 +65,23 @@ async fn messages_travel_over_pq_through_the_api() {
         );
 
         // Reading and sending need the token.
-        let b_id = b.node.peer_id().to_base58();
+        let b_id = b.node().peer_id().to_base58();
         let msg = format!(r#"{{"to":"{b_id}","body":"héllo over PQ"}}"#);
         assert_eq!(
-            http(a.api_addr, "POST", "/api/messages", None, Some(&msg))
+            http(a.api_addr(), "POST", "/api/messages", None, Some(&msg))
                 .await
                 .status,
             401
         );
         assert_eq!(
-            http(b.api_addr, "GET", "/api/messages", None, None)
+            http(b.api_addr(), "GET", "/api/messages", None, None)
                 .await
                 .status,
             401
         );
         assert_eq!(
             http(
-                b.api_addr,
+                b.api_addr(),
                 "GET",
                 "/api/messages/stream",
                 Some("wrong"),
@@ -104,12 +93,12 @@ async fn messages_travel_over_pq_through_the_api() {
         );
 
         // Follow B's messages before sending.
-        let mut sse = tokio::net::TcpStream::connect(b.api_addr)
+        let mut sse = tokio::net::TcpStream::connect(b.api_addr())
             .await
             .expect("connect");
         let req = format!(
             "GET /api/messages/stream HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {tb}\r\n\r\n",
-            b.api_addr
+            b.api_addr()
         );
         sse.write_all(req.as_bytes()).await.expect("write");
         // The handler subscribes before it answers: once the response head
@@ -131,7 +120,7 @@ async fn messages_travel_over_pq_through_the_api() {
             String::from_utf8_lossy(&seen)
         );
 
-        let r = http(a.api_addr, "POST", "/api/messages", Some(&ta), Some(&msg)).await;
+        let r = http(a.api_addr(), "POST", "/api/messages", Some(&ta), Some(&msg)).await;
         assert_eq!(r.status, 200, "{}", r.body);
         let sent = r.json();
         assert_eq!(
@@ -160,26 +149,46 @@ async fn messages_travel_over_pq_through_the_api() {
         // Binary bodies travel as base64.
         let bin = r#"{"to":"TO","body":"/wABAg==","encoding":"base64"}"#.replace("TO", &b_id);
         assert_eq!(
-            http(a.api_addr, "POST", "/api/messages", Some(&ta), Some(&bin))
+            http(a.api_addr(), "POST", "/api/messages", Some(&ta), Some(&bin))
                 .await
                 .status,
             200
         );
-        let list = http(b.api_addr, "GET", "/api/messages", Some(&tb), None)
+        // A send returns once the message is on the wire; B stores it when
+        // it has read it, so wait for B's event before listing.
+        let got_bin = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut buf = [0u8; 4096];
+            loop {
+                let text = String::from_utf8_lossy(&seen);
+                if text.contains("/wABAg==") {
+                    return;
+                }
+                let n = sse.read(&mut buf).await.expect("read");
+                assert!(n > 0, "the SSE connection closed");
+                seen.extend_from_slice(&buf[..n]);
+            }
+        })
+        .await;
+        assert!(
+            got_bin.is_ok(),
+            "binary SSE event: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        let list = http(b.api_addr(), "GET", "/api/messages", Some(&tb), None)
             .await
             .json();
         let list = list.as_array().expect("array");
         assert_eq!(list.len(), 2);
         assert_eq!(list[0]["body"], "héllo over PQ");
         assert_eq!(list[0]["security"], "pq");
-        assert_eq!(list[0]["from"], a.node.peer_id().to_base58());
+        assert_eq!(list[0]["from"], a.node().peer_id().to_base58());
         assert_eq!(
             (list[1]["encoding"].as_str(), list[1]["body"].as_str()),
             (Some("base64"), Some("/wABAg=="))
         );
         let since = list[0]["id"].as_u64().expect("id");
         let later = http(
-            b.api_addr,
+            b.api_addr(),
             "GET",
             &format!("/api/messages?since={since}"),
             Some(&tb),
@@ -191,7 +200,7 @@ async fn messages_travel_over_pq_through_the_api() {
 
         // Errors name what was wrong.
         let bad = http(
-            a.api_addr,
+            a.api_addr(),
             "POST",
             "/api/messages",
             Some(&ta),
@@ -202,16 +211,29 @@ async fn messages_travel_over_pq_through_the_api() {
         assert!(bad.body.contains("`to`"), "{}", bad.body);
         let bad64 = r#"{"to":"TO","body":"***","encoding":"base64"}"#.replace("TO", &b_id);
         assert_eq!(
-            http(a.api_addr, "POST", "/api/messages", Some(&ta), Some(&bad64))
-                .await
-                .status,
+            http(
+                a.api_addr(),
+                "POST",
+                "/api/messages",
+                Some(&ta),
+                Some(&bad64)
+            )
+            .await
+            .status,
             400
         );
         let huge = format!(
             r#"{{"to":"{b_id}","body":"{}"}}"#,
             "x".repeat((1 << 20) + 1)
         );
-        let r = http(a.api_addr, "POST", "/api/messages", Some(&ta), Some(&huge)).await;
+        let r = http(
+            a.api_addr(),
+            "POST",
+            "/api/messages",
+            Some(&ta),
+            Some(&huge),
+        )
+        .await;
         assert_eq!(r.status, 413, "{}", r.body);
         assert_eq!(r.json()["error"]["code"], "too_large");
 

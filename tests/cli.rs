@@ -359,3 +359,97 @@ fn sigterm_while_starting_still_shuts_down_gracefully() {
     // Not killed by the signal's default action: a clean exit.
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn keys_and_pins_find_the_data_directory_like_run() {
+    // `data_dir` comes from the configuration file, as for `pqnode run`.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("pqnode.toml");
+    std::fs::write(
+        &config,
+        format!("data_dir = {:?}\n", data.display().to_string()),
+    )
+    .unwrap();
+    let generate = output(
+        Command::new(BIN)
+            .args(["keys", "generate", "--config"])
+            .arg(&config)
+            .env_remove("PQNODE_DATA_DIR")
+            .env_remove("PQNODE_KEY_PASSPHRASE"),
+    );
+    assert!(
+        generate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&generate.stderr)
+    );
+    assert!(
+        data.join("identity.key").exists(),
+        "keys went to the file's data_dir"
+    );
+    let show = |cmd: &mut Command| {
+        let out = output(cmd.env_remove("PQNODE_DATA_DIR"));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let by_config = show(
+        Command::new(BIN)
+            .args(["keys", "show", "--json", "--config"])
+            .arg(&config),
+    );
+    let by_flag = show(
+        Command::new(BIN)
+            .args(["keys", "show", "--json", "--data-dir"])
+            .arg(&data),
+    );
+    let by_env = show(
+        Command::new(BIN)
+            .args(["keys", "show", "--json"])
+            .env("PQNODE_CONFIG", &config),
+    );
+    assert_eq!(by_config, by_flag);
+    assert_eq!(by_config, by_env);
+
+    // `pins` takes its options before or after the subcommand.
+    for args in [
+        vec!["pins", "list", "--json", "--config"],
+        vec!["pins", "--config"],
+    ] {
+        let mut cmd = Command::new(BIN);
+        cmd.args(&args).arg(&config);
+        if args.len() == 2 {
+            cmd.args(["list", "--json"]);
+        }
+        let out = output(cmd.env_remove("PQNODE_DATA_DIR"));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(data.join("pqnode.redb").exists());
+    }
+}
+
+#[test]
+fn run_refuses_a_remote_api_address_without_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = output(
+        Command::new(BIN)
+            .args(["run", "--listen", "/ip4/127.0.0.1/tcp/0", "--mdns", "false"])
+            .args(["--api", "0.0.0.0:0", "--data-dir"])
+            .arg(dir.path())
+            .env("RUST_LOG", "warn"),
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("`api`") && stderr.contains("--api-allow-remote"),
+        "{stderr}"
+    );
+    // Nothing was created for a node that did not start.
+    assert!(!dir.path().join("identity.key").exists());
+}

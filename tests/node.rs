@@ -29,8 +29,8 @@ async fn two_nodes_connect_and_list_each_other() {
         let b = start_node(&cb).await;
 
         for (api, other) in [
-            (a.api_addr, b.node.peer_id()),
-            (b.api_addr, a.node.peer_id()),
+            (a.api_addr(), b.node().peer_id()),
+            (b.api_addr(), a.node().peer_id()),
         ] {
             let peer = eventually(move || async move {
                 let r = http(api, "GET", "/api/peers", None, None).await;
@@ -49,7 +49,9 @@ async fn two_nodes_connect_and_list_each_other() {
                     .cloned()
             })
             .await;
-            assert_eq!(peer["security"], "none");
+            // These nodes run with PQ simulated unavailable: visibly classical.
+            assert_eq!(peer["security"], "classical");
+            assert_eq!(peer["reason"], "local-pq-unavailable");
             assert!(peer["connections"].as_u64().unwrap() >= 1);
             assert!(!peer["addresses"].as_array().unwrap().is_empty());
             assert!(
@@ -61,7 +63,7 @@ async fn two_nodes_connect_and_list_each_other() {
             );
         }
         // The configured peer is in B's routing table.
-        let r = http(b.api_addr, "GET", "/api/dht/nodes", None, None).await;
+        let r = http(b.api_addr(), "GET", "/api/dht/nodes", None, None).await;
         assert_eq!(r.status, 200);
         let j = r.json();
         assert_eq!(j["protocol"], "/pqnode/kad/1.0.0");
@@ -70,7 +72,7 @@ async fn two_nodes_connect_and_list_each_other() {
                 .as_array()
                 .unwrap()
                 .iter()
-                .any(|n| n["peerId"] == a.node.peer_id().to_string())
+                .any(|n| n["peerId"] == a.node().peer_id().to_string())
         );
 
         b.shutdown(Duration::from_secs(5)).await.unwrap();
@@ -127,7 +129,7 @@ async fn bootstrap_node_answers_kademlia_on_pqnode_protocol() {
         config.role = pqnode::config::Role::Bootstrap;
         let node = start_node(&config).await;
         let addr = without_p2p(&tcp_addr(&node));
-        let peer = node.node.peer_id();
+        let peer = node.node().peer_id();
 
         let answered = stock_kad_query("/pqnode/kad/1.0.0", peer, addr.clone()).await;
         assert_eq!(
@@ -137,7 +139,7 @@ async fn bootstrap_node_answers_kademlia_on_pqnode_protocol() {
         let answered = stock_kad_query("/ipfs/kad/1.0.0", peer, addr).await;
         assert_eq!(answered, 0, "and not on the IPFS DHT's protocol");
 
-        let r = http(node.api_addr, "GET", "/api/dht/nodes", None, None).await;
+        let r = http(node.api_addr(), "GET", "/api/dht/nodes", None, None).await;
         assert_eq!(r.json()["mode"], "server");
         node.shutdown(Duration::from_secs(5)).await.unwrap();
     })
@@ -171,9 +173,9 @@ fn spawn_client(addr: Multiaddr, tx: mpsc::Sender<Outcome>) -> tokio::task::Join
     })
 }
 
-async fn wait_for_connected_peers(node: &pqnode::cli::run::Running, n: u32) {
+async fn wait_for_connected_peers(node: &pqnode::app::App, n: u32) {
     eventually(|| async {
-        let stats = node.node.stats().await.unwrap();
+        let stats = node.node().stats().await.unwrap();
         (stats.connected_peers == n).then_some(())
     })
     .await;
@@ -203,7 +205,7 @@ async fn per_ip_limit_denies_the_ninth_concurrent_connection() {
         );
         ninth.abort();
 
-        let r = http(node.api_addr, "GET", "/metrics", None, None).await;
+        let r = http(node.api_addr(), "GET", "/metrics", None, None).await;
         assert!(
             r.body
                 .contains("pqnode_node_ip_limit_denied_total{reason=\"concurrent\"} 1"),
@@ -217,7 +219,7 @@ async fn per_ip_limit_denies_the_ninth_concurrent_connection() {
         clients.push(spawn_client(addr.clone(), tx.clone()));
         let outcome = rx.recv().await;
         if outcome != Some(Outcome::Connected) {
-            let r = http(node.api_addr, "GET", "/metrics", None, None).await;
+            let r = http(node.api_addr(), "GET", "/metrics", None, None).await;
             panic!("after a slot freed: {outcome:?}\n{}", r.body);
         }
 
@@ -234,8 +236,8 @@ async fn per_ip_limit_denies_the_ninth_concurrent_connection() {
 async fn configured_peer_is_redialled_until_it_answers() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         // A's identity and port are known before A runs.
-        let key_a = libp2p::identity::Keypair::generate_ed25519();
-        let peer_a = key_a.public().to_peer_id();
+        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let peer_a = identity_in(da.path());
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -243,27 +245,24 @@ async fn configured_peer_is_redialled_until_it_answers() {
             .port();
         let addr_a: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
 
-        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let mut cb = test_config(db.path());
         cb.peers = vec![addr_a.clone().with(Protocol::P2p(peer_a))];
         let b = start_node(&cb).await;
         // The first dial fails: nobody listens yet.
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        assert!(b.node.peers().await.unwrap().is_empty());
-        let health = http(b.api_addr, "GET", "/api/health/ready", None, None).await;
+        assert!(b.node().peers().await.unwrap().is_empty());
+        let health = http(b.api_addr(), "GET", "/api/health/ready", None, None).await;
         assert_eq!(health.status, 503, "not alone by design, not connected");
 
         let mut ca = test_config(da.path());
         ca.listen = vec![addr_a];
-        let a = pqnode::cli::run::start(&ca, key_a, no_pq(), None)
-            .await
-            .unwrap();
+        let a = start_node(&ca).await;
         eventually(|| async {
-            let peers = b.node.peers().await.unwrap();
+            let peers = b.node().peers().await.unwrap();
             peers.iter().any(|p| p.peer_id == peer_a).then_some(())
         })
         .await;
-        let health = http(b.api_addr, "GET", "/api/health/ready", None, None).await;
+        let health = http(b.api_addr(), "GET", "/api/health/ready", None, None).await;
         assert_eq!(health.status, 200, "{}", health.body);
 
         a.shutdown(Duration::from_secs(5)).await.unwrap();
@@ -280,20 +279,20 @@ async fn nodes_connect_over_quic() {
         let a = start_node(&test_config(da.path())).await;
         let b = start_node(&test_config(db.path())).await;
         let quic = a
-            .listen_addrs
+            .listen_addrs()
             .iter()
             .find(|addr| addr.iter().any(|p| matches!(p, Protocol::QuicV1)))
             .unwrap()
             .clone()
-            .with(Protocol::P2p(a.node.peer_id()));
-        let outcome = b.node.dial(quic).await.unwrap();
-        assert_eq!(outcome.peer_id, a.node.peer_id());
+            .with(Protocol::P2p(a.node().peer_id()));
+        let outcome = b.node().dial(quic).await.unwrap();
+        assert_eq!(outcome.peer_id, a.node().peer_id());
         assert!(!outcome.already_connected);
-        let peers = b.node.peers().await.unwrap();
+        let peers = b.node().peers().await.unwrap();
         assert_eq!(peers.len(), 1);
         assert!(peers[0].addresses[0].to_string().contains("/quic-v1"));
         // Dialling a connected peer again is reported, not repeated.
-        let again = b.node.dial(tcp_addr(&a)).await.unwrap();
+        let again = b.node().dial(tcp_addr(&a)).await.unwrap();
         assert!(again.already_connected);
 
         a.shutdown(Duration::from_secs(5)).await.unwrap();
@@ -335,9 +334,9 @@ async fn dht_records_are_validated_before_they_are_stored() {
         config.role = pqnode::config::Role::Bootstrap;
         let node = start_node(&config).await;
         let addr = without_p2p(&tcp_addr(&node));
-        let peer = node.node.peer_id();
+        let peer = node.node().peer_id();
         let records = || async {
-            let r = http(node.api_addr, "GET", "/api/dht/nodes", None, None).await;
+            let r = http(node.api_addr(), "GET", "/api/dht/nodes", None, None).await;
             r.json()["records"].as_u64().unwrap()
         };
 
@@ -378,7 +377,7 @@ async fn dht_records_are_validated_before_they_are_stored() {
         for record in forged {
             stock_kad_put(peer, addr.clone(), record).await;
         }
-        let api = node.api_addr;
+        let api = node.api_addr();
         eventually(move || async move {
             let m = http(api, "GET", "/metrics", None, None).await;
             m.body

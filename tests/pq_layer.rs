@@ -11,7 +11,6 @@ use libp2p::identity::Keypair;
 use pqnode::config::PqPolicy;
 use pqnode::pq::framing::{read_frame, write_frame};
 use pqnode::pq::{PQ_PROTOCOL, Security, SendError};
-use pqnode::status::SecurityLevel;
 use pqnode_crypto::Suite;
 use pqnode_crypto::channel::KeyUpdatePolicy;
 use pqnode_crypto::handshake::{
@@ -107,7 +106,7 @@ async fn two_nodes_reach_pq_sessions_in_both_suites_and_exchange_messages() {
             (Suite::Kyber1024Dilithium5, Suite::Kyber1024Dilithium5)
         );
         assert!(sa.local_initiated && !sb.local_initiated);
-        assert_eq!(a.level(&b.peer_id), Some(SecurityLevel::Pq));
+        assert_eq!(a.level(&b.peer_id), Some("pq"));
 
         // Both ways, small and 1 MiB.
         let big: Vec<u8> = (0..(1usize << 20)).map(|i| (i * 7 % 256) as u8).collect();
@@ -175,8 +174,7 @@ async fn stock_libp2p_peer_under_each_policy() {
         let stock = pqsupport::stock_peer(node.full_addr()).await;
         assert!(stock.wait_connected(WAIT).await);
         assert!(
-            node.until(WAIT, |n| n.level(&stock.peer_id)
-                == Some(SecurityLevel::Classical))
+            node.until(WAIT, |n| n.level(&stock.peer_id) == Some("classical"))
                 .await
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -229,8 +227,7 @@ async fn stock_libp2p_peer_under_each_policy() {
         .await;
         let stock = pqsupport::stock_peer(node.full_addr()).await;
         assert!(
-            node.until(WAIT, |n| n.level(&stock.peer_id)
-                == Some(SecurityLevel::Classical))
+            node.until(WAIT, |n| n.level(&stock.peer_id) == Some("classical"))
                 .await
         );
         let m = node.pq.metrics();
@@ -260,8 +257,7 @@ async fn a_node_without_pq_falls_back_visibly_or_is_refused() {
         let y = start(dy.path(), Opts::default()).await;
         y.connect(&x).await;
         assert!(
-            y.until(WAIT, |n| n.level(&x.peer_id)
-                == Some(SecurityLevel::Classical))
+            y.until(WAIT, |n| n.level(&x.peer_id) == Some("classical"))
                 .await
         );
         let d =
@@ -298,7 +294,14 @@ async fn a_node_without_pq_falls_back_visibly_or_is_refused() {
         assert!(err.to_string().contains("required"), "{err}");
         // And X cannot push classical messages into Z either.
         let err = x.pq.send(z.peer_id, b"no".to_vec()).await.unwrap_err();
-        assert!(matches!(err, SendError::Unreachable { .. }), "{err}");
+        // Z closed the connection when it refused X.
+        assert!(
+            matches!(
+                err,
+                SendError::NotConnected { .. } | SendError::Unreachable { .. }
+            ),
+            "{err}"
+        );
         assert!(z.pq.inbox().list(None, 0, 10).is_empty());
         z.stop().await;
         x.stop().await;
@@ -321,7 +324,9 @@ async fn a_pinned_peer_returning_without_pq_is_refused() {
         b.stop().await;
         assert!(a.until(WAIT, |n| n.pq.session(&b_id).is_none()).await);
 
-        // B comes back with the same identity but without PQ.
+        // B comes back with the same identity but without PQ. B itself has A
+        // pinned, and a pinned peer met while PQ is unavailable locally is
+        // disconnected (§8.3): B refuses A, never labels it classical.
         let b = start(
             db.path(),
             Opts {
@@ -333,6 +338,42 @@ async fn a_pinned_peer_returning_without_pq_is_refused() {
         assert_eq!(b.peer_id, b_id);
         let _ = b.handle.dial(a.full_addr()).await;
         assert!(
+            b.until(WAIT, |n| n.pq.metrics().downgrade_refused.get() >= 1)
+                .await,
+            "B counts its own downgrade"
+        );
+        assert_ne!(b.level(&a.peer_id), Some("classical"));
+        let err =
+            b.pq.send(a.peer_id, b"downgraded".to_vec())
+                .await
+                .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SendError::Refused {
+                    reason: "downgrade",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        b.stop().await;
+
+        // B again without PQ, and with its pins lost: now A meets a pinned
+        // peer offering no PQ and refuses it.
+        for f in ["pqnode.redb", "pins.json"] {
+            let _ = std::fs::remove_file(db.path().join(f));
+        }
+        let b = start(
+            db.path(),
+            Opts {
+                pq_available: false,
+                ..Opts::default()
+            },
+        )
+        .await;
+        let _ = b.handle.dial(a.full_addr()).await;
+        assert!(
             a.until(WAIT, |n| n.pq.metrics().downgrade_refused.get() >= 1)
                 .await,
             "downgrade counted"
@@ -340,12 +381,19 @@ async fn a_pinned_peer_returning_without_pq_is_refused() {
         assert_eq!(a.pq.metrics().refused_count("downgrade"), 1);
         assert_ne!(
             a.level(&b_id),
-            Some(SecurityLevel::Classical),
+            Some("classical"),
             "never labelled classical"
         );
         let err = a.pq.send(b_id, b"secret".to_vec()).await.unwrap_err();
         assert!(
-            matches!(err, SendError::PinnedWithoutSession { .. }),
+            matches!(
+                err,
+                SendError::PinnedWithoutSession { .. }
+                    | SendError::Refused {
+                        reason: "downgrade",
+                        ..
+                    }
+            ),
             "{err}"
         );
         // B's classical message to A is refused too.
@@ -589,15 +637,23 @@ async fn concurrent_inbound_handshakes_never_exceed_the_limit() {
             },
         )
         .await;
-        let h = pqsupport::raw_peer(Keypair::generate_ed25519(), a.full_addr()).await;
-        assert!(h.wait_connected(WAIT).await);
-        let in_progress = |n: &pqsupport::TestNode| n.pq.metrics().handshakes_in_progress.get();
+        let in_progress =
+            |n: &pqsupport::TestNode| n.pq.metrics().inbound_handshakes_in_progress.get();
+        let raw = || async {
+            let p = pqsupport::raw_peer(Keypair::generate_ed25519(), a.full_addr()).await;
+            assert!(p.wait_connected(WAIT).await);
+            p
+        };
 
-        // 1. One at a time: `limit` streams that never send Init each take a
-        // slot, and the next one is turned away at once with Reject busy.
-        let mut control = h.control.clone().expect("control");
+        // 1. One at a time: `limit` peers each open a stream that never
+        // sends Init and so takes a slot; the next peer is turned away at
+        // once with Reject busy (global limit), and so is a second stream of
+        // a peer already in a handshake (rev 3 §9: one inbound per peer).
         let mut holders = Vec::new();
+        let mut peers = Vec::new();
         for i in 1..=limit {
+            let p = raw().await;
+            let mut control = p.control.clone().expect("control");
             holders.push(
                 control
                     .open_stream(a.peer_id, PQ_PROTOCOL)
@@ -608,17 +664,33 @@ async fn concurrent_inbound_handshakes_never_exceed_the_limit() {
                 a.until(WAIT, |n| in_progress(n) == i64::from(i)).await,
                 "stream {i} holds a slot"
             );
+            peers.push(p);
         }
-        let mut extra = control
+        let busy_reply = |mut s: libp2p::Stream| async move {
+            tokio::time::timeout(WAIT, read_frame(&mut s, 1, MAX_MESSAGE_LEN))
+                .await
+                .expect("answered at once")
+                .expect("a frame")
+        };
+        let extra_peer = raw().await;
+        let extra = extra_peer
+            .control
+            .clone()
+            .expect("control")
             .open_stream(a.peer_id, PQ_PROTOCOL)
             .await
             .expect("stream");
-        let reply = tokio::time::timeout(WAIT, read_frame(&mut extra, 1, MAX_MESSAGE_LEN))
-            .await
-            .expect("answered at once")
-            .expect("a frame");
-        assert_eq!(reply, vec![5, 3], "Reject busy");
+        assert_eq!(busy_reply(extra).await, vec![5, 3], "Reject busy");
         assert_eq!(a.pq.metrics().handshake_failure_count("busy"), 1);
+        let second = peers[0]
+            .control
+            .clone()
+            .expect("control")
+            .open_stream(a.peer_id, PQ_PROTOCOL)
+            .await
+            .expect("stream");
+        assert_eq!(busy_reply(second).await, vec![5, 3], "per-peer Reject busy");
+        assert_eq!(a.pq.metrics().handshake_failure_count("peer-busy"), 1);
         assert_eq!(in_progress(&a), i64::from(limit));
         // The holders are let go at the 3 s handshake deadline.
         for mut s in holders {
@@ -631,14 +703,19 @@ async fn concurrent_inbound_handshakes_never_exceed_the_limit() {
                 .await
         );
         assert!(a.until(WAIT, |n| in_progress(n) == 0).await);
+        drop((peers, extra_peer));
 
-        // 2. A burst of 12 such streams: at most `limit` of them may occupy
+        // 2. A burst of 12 such streams from 12 peers: at most `limit` of them may occupy
         // handshake slots (until the deadline); every other one is turned
         // away at once, with Reject busy — or closed by libp2p-stream
         // itself, whose accept channel has no buffer for a burst.
-        let mut tasks = Vec::new();
+        let mut burst = Vec::new();
         for _ in 0..12 {
-            let mut control = h.control.clone().expect("control");
+            burst.push(raw().await);
+        }
+        let mut tasks = Vec::new();
+        for p in &burst {
+            let mut control = p.control.clone().expect("control");
             let target = a.peer_id;
             tasks.push(tokio::spawn(async move {
                 let mut s = control

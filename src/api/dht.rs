@@ -9,5 +9,9 @@ use crate::node::RoutingTable;
 /// `GET /api/dht/nodes` → `{nodes: [{peerId, addresses, connected, bucket}],
 /// buckets, records, mode, protocol}`.
 pub async fn nodes(State(state): State<AppState>) -> Result<Json<RoutingTable>, AppError> {
-    Ok(Json(state.node.routing_table().await?))
+    Ok(Json(
+        state
+            .node_query(|n| async move { n.routing_table().await })
+            .await?,
+    ))
 }

@@ -16,6 +16,9 @@ pub enum AppError {
     /// No or a wrong bearer token.
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    /// The request's `Host` is not this API's (DNS rebinding defence).
+    #[error("Host {0:?} is not this API's address; use 127.0.0.1, [::1] or localhost")]
+    MisdirectedHost(String),
     /// The request is malformed.
     #[error("{0}")]
     BadRequest(String),
@@ -25,6 +28,15 @@ pub enum AppError {
     /// A message could not be sent.
     #[error(transparent)]
     Send(#[from] SendError),
+    /// Sending to a peer that is not connected: it could not be reached.
+    #[error(transparent)]
+    Connect(#[from] crate::discovery::ConnectError),
+    /// `role = "bootstrap"`: no application messages here.
+    #[error(
+        "this node runs as a bootstrap node (role = \"bootstrap\"): it neither sends, \
+         stores nor delivers application messages"
+    )]
+    BootstrapRole,
     /// A part of the node is not running.
     #[error("{0}")]
     Unavailable(String),
@@ -37,6 +49,7 @@ impl AppError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             AppError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            AppError::MisdirectedHost(_) => (StatusCode::MISDIRECTED_REQUEST, "misdirected_host"),
             AppError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             AppError::Node(NodeError::Dial(_)) => (StatusCode::BAD_GATEWAY, "dial_failed"),
             AppError::Node(NodeError::Timeout(_)) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
@@ -50,6 +63,13 @@ impl AppError {
             AppError::Send(SendError::PinnedWithoutSession { .. }) => {
                 (StatusCode::CONFLICT, "pinned_without_session")
             }
+            AppError::Send(SendError::StatusPending { .. }) => {
+                (StatusCode::CONFLICT, "pq_status_pending")
+            }
+            AppError::Send(SendError::Refused { .. }) => (StatusCode::CONFLICT, "peer_refused"),
+            AppError::Send(SendError::NotConnected { .. }) => {
+                (StatusCode::CONFLICT, "not_connected")
+            }
             AppError::Send(SendError::Unreachable { .. }) => {
                 (StatusCode::BAD_GATEWAY, "unreachable")
             }
@@ -58,6 +78,14 @@ impl AppError {
                 (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
             }
             AppError::Send(_) => (StatusCode::BAD_GATEWAY, "session_ended"),
+            AppError::Connect(crate::discovery::ConnectError::Unknown(_)) => {
+                (StatusCode::NOT_FOUND, "unknown_peer")
+            }
+            AppError::Connect(crate::discovery::ConnectError::Unreachable { .. }) => {
+                (StatusCode::BAD_GATEWAY, "unreachable")
+            }
+            AppError::Connect(_) => (StatusCode::INTERNAL_SERVER_ERROR, "peer_cache"),
+            AppError::BootstrapRole => (StatusCode::CONFLICT, "bootstrap_role"),
             AppError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -67,7 +95,8 @@ impl AppError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        if status.is_server_error() {
+        // A busy node under a request flood would log every refusal.
+        if status.is_server_error() && code != "busy" {
             tracing::warn!(error = %self, "API request failed");
         }
         let body = Json(json!({ "error": { "code": code, "message": self.to_string() } }));

@@ -140,7 +140,7 @@ fn storage_component(state: &AppState) -> Component {
 
 /// Computes the health report.
 pub async fn report(state: &AppState) -> Health {
-    let stats = state.node.stats().await;
+    let stats = state.node_query(|n| async move { n.stats().await }).await;
     let components = Components {
         crypto: crypto_component(&state.crypto.snapshot()),
         p2p: p2p_component(&stats, state.alone_by_design),
@@ -183,7 +183,7 @@ pub async fn live() -> Json<serde_json::Value> {
 /// `GET /api/health/ready`: listening and, unless alone by design, connected.
 /// 200 when ready, 503 otherwise.
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
-    let stats = state.node.stats().await;
+    let stats = state.node_query(|n| async move { n.stats().await }).await;
     let (ready, reason) = match &stats {
         Err(e) => (false, format!("swarm not answering: {e}")),
         Ok(s) if s.listen_addrs.is_empty() => (false, "not listening".to_owned()),

@@ -120,11 +120,19 @@ pub struct ListQuery {
     pub limit: Option<usize>,
 }
 
+use crate::discovery;
+use crate::pq::SendError;
+
+/// How long a message to a PeerId that is neither connected nor cached
+/// waits for it to connect (a dial may be in flight) before the 404.
+const UNKNOWN_PEER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The PQ layer, for message endpoints: refused on a bootstrap node.
 fn layer(state: &AppState) -> Result<&PqLayer, AppError> {
-    state
-        .pq
-        .as_ref()
-        .ok_or_else(|| AppError::Unavailable("the message layer is not running".into()))
+    if !state.pq.inbox().is_accepting() {
+        return Err(AppError::BootstrapRole);
+    }
+    Ok(&state.pq)
 }
 
 fn peer(s: &str, what: &str) -> Result<PeerId, AppError> {
@@ -147,7 +155,30 @@ pub async fn send(
             .map_err(|e| AppError::BadRequest(format!("`body` is not base64: {e}")))?,
     };
     let size = bytes.len();
-    let delivery = layer(&state)?.send(to, bytes).await?;
+    let pq = layer(&state)?;
+    let delivery = match pq.send(to, bytes.clone()).await {
+        // Known but not connected: dial it from the peer cache, wait for
+        // its PQ session (10 s at most in all), and send then.
+        Err(SendError::NotConnected { .. }) => {
+            let _permit = state.node_permit().await?;
+            match discovery::connect_known(&state.node, &state.peer_cache, &state.records, pq, to)
+                .await
+            {
+                // Not in the cache: it may be connecting right now (a
+                // dial in flight); give it a moment before calling it unknown.
+                Err(e @ discovery::ConnectError::Unknown(_)) => {
+                    let _ = pq.wait_for_session(&to, UNKNOWN_PEER_WAIT).await;
+                    match pq.send(to, bytes).await {
+                        Err(SendError::NotConnected { .. }) => return Err(e.into()),
+                        r => r?,
+                    }
+                }
+                Err(e) => return Err(e.into()),
+                Ok(()) => pq.send(to, bytes).await?,
+            }
+        }
+        r => r?,
+    };
     Ok(Json(SendResponse {
         to: to.to_base58(),
         security: delivery.security.as_str(),

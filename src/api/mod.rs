@@ -3,7 +3,12 @@
 //! [`create_app`] builds the router over an [`AppState`]; [`serve`] runs it
 //! until a shutdown future completes. JSON field names are camelCase. Read
 //! endpoints need no token; endpoints that change state need
-//! `Authorization: Bearer <token>` ([`auth`]).
+//! `Authorization: Bearer <token>` ([`auth`]). In front of every route,
+//! [`guard`] answers 421 to a foreign `Host` (DNS rebinding) and, when the
+//! API is exposed with `api_allow_remote`, requires the token everywhere.
+//! Requests that ask the swarm something share [`MAX_NODE_QUERIES`]
+//! permits, so a flood of reads cannot fill the node's command channel
+//! (the PQ layer uses it too); beyond them a request gets 503 `busy`.
 //!
 //! | route | file |
 //! |---|---|
@@ -11,34 +16,40 @@
 //! | `GET /api/crypto/status` | [`crypto`] |
 //! | `GET /api/peers`, `POST /api/peers/connect` | [`peers`] |
 //! | `GET /api/dht/nodes` | [`dht`] |
+//! | `POST /api/messages`, `GET /api/messages`, `GET /api/messages/stream` | [`messages`] |
+//! | `GET /api/pins`, `POST /api/pins`, `DELETE /api/pins/{peerId}` | [`pins`] |
 //! | `GET /metrics` | [`metrics`] |
 
 pub mod auth;
 pub mod crypto;
 pub mod dht;
 pub mod error;
+pub mod guard;
 pub mod health;
 pub mod messages;
 pub mod metrics;
 pub mod peers;
+pub mod pins;
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tower_http::trace::TraceLayer;
 
 pub use auth::{ApiToken, Authorized};
 pub use error::AppError;
+pub use guard::Exposure;
 
 use crate::metrics::SharedRegistry;
-use crate::node::NodeHandle;
+use crate::node::{NodeError, NodeHandle};
 use crate::pq::PqLayer;
-use crate::status::{PeerSecurityTable, SharedCryptoStatus};
+use crate::status::SharedCryptoStatus;
 
 /// Everything the handlers read. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -47,8 +58,6 @@ pub struct AppState {
     pub node: NodeHandle,
     /// The PQ layer's status snapshot.
     pub crypto: SharedCryptoStatus,
-    /// The PQ layer's per-peer session security.
-    pub peer_security: PeerSecurityTable,
     /// The metrics registry served at `/metrics`.
     pub registry: SharedRegistry,
     /// The bearer token.
@@ -59,8 +68,48 @@ pub struct AppState {
     pub data_dir: PathBuf,
     /// True when no peers are configured: being alone is then not a fault.
     pub alone_by_design: bool,
-    /// The PQ layer, when running (for the message endpoints).
-    pub pq: Option<PqLayer>,
+    /// The PQ layer: every peer's PQ state, messages, pins.
+    pub pq: PqLayer,
+    /// Where the API listens and whether it is exposed remotely.
+    pub exposure: Exposure,
+    /// Permits for requests that query the swarm ([`MAX_NODE_QUERIES`]).
+    pub node_queries: Arc<Semaphore>,
+    /// The peer cache (to reach known peers that are not connected).
+    pub peer_cache: pqnode_keys::peercache::PeerCache,
+    /// Records of other peers learned from gossip and the DHT.
+    pub records: crate::discovery::book::RecordBook,
+}
+
+/// API requests that may wait on the swarm at once: well below the node's
+/// command channel ([`crate::node::COMMAND_CAPACITY`]), so the PQ layer's
+/// own commands always find room.
+pub const MAX_NODE_QUERIES: usize = 32;
+/// How long a request waits for a permit before it is answered `busy`.
+const NODE_QUERY_WAIT: Duration = Duration::from_secs(1);
+
+impl AppState {
+    /// One of the [`MAX_NODE_QUERIES`] permits, for a request that talks to
+    /// the node several times; `Busy` when none frees up in 1 s.
+    pub async fn node_permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, NodeError> {
+        tokio::time::timeout(NODE_QUERY_WAIT, self.node_queries.acquire())
+            .await
+            .map_err(|_| NodeError::Busy)?
+            .map_err(|_| NodeError::Stopped)
+    }
+
+    /// Runs `query` against the node while holding one of the
+    /// [`MAX_NODE_QUERIES`] permits; `Busy` when none frees up in 1 s.
+    pub async fn node_query<T, F, Fut>(&self, query: F) -> Result<T, NodeError>
+    where
+        F: FnOnce(NodeHandle) -> Fut,
+        Fut: Future<Output = Result<T, NodeError>>,
+    {
+        let _permit = tokio::time::timeout(NODE_QUERY_WAIT, self.node_queries.acquire())
+            .await
+            .map_err(|_| NodeError::Busy)?
+            .map_err(|_| NodeError::Stopped)?;
+        query(self.node.clone()).await
+    }
 }
 
 /// Builds the router with a `TraceLayer`.
@@ -72,10 +121,17 @@ pub fn create_app(state: AppState) -> Router {
         .route("/api/crypto/status", get(crypto::status))
         .route("/api/peers", get(peers::list))
         .route("/api/peers/connect", post(peers::connect))
+        .route("/api/peers/{peer_id}", get(peers::get_one))
         .route("/api/dht/nodes", get(dht::nodes))
         .route("/api/messages", get(messages::list).post(messages::send))
         .route("/api/messages/stream", get(messages::stream))
+        .route("/api/pins", get(pins::list).post(pins::add))
+        .route("/api/pins/{peer_id}", axum::routing::delete(pins::remove))
         .route("/metrics", get(metrics::metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::guard,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

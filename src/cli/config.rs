@@ -25,9 +25,27 @@ pub struct ConfigFlags {
     /// API socket address (`api`), e.g. 127.0.0.1:7777.
     #[arg(long, value_name = "ADDR")]
     pub api: Option<String>,
+    /// Allow a non-loopback `--api` address; every endpoint then needs the
+    /// token (`api_allow_remote`).
+    #[arg(long)]
+    pub api_allow_remote: bool,
+    /// Let our records carry loopback and private addresses
+    /// (`publish_private_addrs`).
+    #[arg(long)]
+    pub publish_private_addrs: bool,
+    /// Private mode: records without addresses, no gossip announcements,
+    /// listen addresses not told to peers (`private`).
+    #[arg(long)]
+    pub private: bool,
     /// Peer to dial at start and redial, repeatable (`peers`).
     #[arg(long = "peer", value_name = "MULTIADDR")]
     pub peers: Vec<String>,
+    /// Bootstrap peer, repeatable (`bootstrap`).
+    #[arg(long = "bootstrap", value_name = "MULTIADDR")]
+    pub bootstrap: Vec<String>,
+    /// Bootstrap peers to keep connected (`min_connected`).
+    #[arg(long, value_name = "N")]
+    pub min_connected: Option<String>,
     /// `node` or `bootstrap` (`role`).
     #[arg(long, value_name = "ROLE")]
     pub role: Option<String>,
@@ -54,6 +72,35 @@ pub struct ConfigFlags {
     pub log_format: Option<String>,
 }
 
+/// The flags of a command that works with a node's data or its running
+/// API (`pqnode pins`, `pqnode keys`): where the configuration and data
+/// are, resolved exactly as `pqnode run` resolves them. Global, so they may
+/// come before or after the subcommand.
+#[derive(Debug, Clone, Default, ClapArgs)]
+pub struct NodeFlags {
+    /// TOML configuration file (its `data_dir` and `api` are used).
+    #[arg(long, value_name = "FILE", env = "PQNODE_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Data directory (`data_dir`).
+    #[arg(long, value_name = "DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// API socket address of the running node (`api`).
+    #[arg(long, value_name = "ADDR", global = true)]
+    pub api: Option<String>,
+}
+
+impl NodeFlags {
+    /// The configuration these flags, `PQNODE_*` and the file give.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        load_for(&ConfigFlags {
+            config: self.config.clone(),
+            data_dir: self.data_dir.clone(),
+            api: self.api.clone(),
+            ..ConfigFlags::default()
+        })
+    }
+}
+
 impl ConfigFlags {
     /// The flags as configuration overrides.
     pub fn overrides(&self) -> Result<Overrides, crate::config::ConfigError> {
@@ -62,9 +109,20 @@ impl ConfigFlags {
             o.set("data_dir", d.to_string_lossy())?;
         }
         o.set_list("listen", self.listen.clone())?;
+        if self.api_allow_remote {
+            o.set("api_allow_remote", "true")?;
+        }
+        if self.publish_private_addrs {
+            o.set("publish_private_addrs", "true")?;
+        }
+        if self.private {
+            o.set("private", "true")?;
+        }
         o.set_list("peers", self.peers.clone())?;
+        o.set_list("bootstrap", self.bootstrap.clone())?;
         let singles = [
             ("api", &self.api),
+            ("min_connected", &self.min_connected),
             ("role", &self.role),
             ("pq.policy", &self.policy),
             ("pq.suites", &self.suites),
@@ -130,8 +188,21 @@ fn print_summary(c: &Config) {
     };
     println!("  data_dir      {}", c.data_dir.display());
     println!("  listen        {}", list(&c.listen));
-    println!("  api           {}", c.api);
+    println!(
+        "  api           {}{}",
+        c.api,
+        if c.api_allow_remote {
+            " (remote allowed: token on every endpoint)"
+        } else {
+            ""
+        }
+    );
     println!("  peers         {}", list(&c.peers));
+    println!(
+        "  bootstrap     {} (min_connected {})",
+        list(&c.bootstrap),
+        c.min_connected
+    );
     println!("  role          {}", c.role.as_str());
     println!("  pq.policy     {}", c.pq.policy);
     println!(

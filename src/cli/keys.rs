@@ -103,8 +103,12 @@ pub enum KeysCommand {
 /// Where the key store is and how to open it.
 #[derive(Debug, ClapArgs)]
 pub struct StoreArgs {
-    /// The data directory (default: the platform data directory for pqnode).
-    #[arg(long, env = store::ENV_DATA_DIR)]
+    /// TOML configuration file: its `data_dir` is used, as by `pqnode run`.
+    #[arg(long, value_name = "FILE", env = "PQNODE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The data directory (default: `PQNODE_DATA_DIR`, then the
+    /// configuration's `data_dir`, then the platform data directory).
+    #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Read the key passphrase from this file (the alternative is the
     /// PQNODE_KEY_PASSPHRASE environment variable).
@@ -120,8 +124,15 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
+    /// The data directory, resolved like `pqnode run` does (flag >
+    /// `PQNODE_DATA_DIR` > `--config` file > default).
     fn dir(&self) -> anyhow::Result<PathBuf> {
-        Ok(store::resolve_data_dir(self.data_dir.as_deref())?)
+        let flags = super::config::NodeFlags {
+            config: self.config.clone(),
+            data_dir: self.data_dir.clone(),
+            api: None,
+        };
+        Ok(flags.load()?.data_dir)
     }
 
     fn options(&self, dir: &Path, generating: bool) -> anyhow::Result<StoreOptions> {
@@ -450,6 +461,7 @@ mod tests {
 
     fn store_args(dir: &Path) -> StoreArgs {
         StoreArgs {
+            config: None,
             data_dir: Some(dir.to_path_buf()),
             passphrase_file: None,
             suites: None,

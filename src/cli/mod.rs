@@ -2,5 +2,6 @@
 
 pub mod config;
 pub mod keys;
+pub mod pins;
 pub mod run;
 pub mod selftest;

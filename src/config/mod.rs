@@ -22,9 +22,16 @@
 //! ```toml
 //! data_dir = "~/.local/share/pqnode"        # the platform data dir + "pqnode"
 //! listen = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]
-//! api = "127.0.0.1:7777"
+//! api = "127.0.0.1:7777"                   # a loopback address unless api_allow_remote
+//! api_allow_remote = false                  # true: any address, and every endpoint needs the token
+//! publish_private_addrs = false             # true: our records may carry loopback/private addresses,
+//!                                           # and they count as reachable (a LAN: Kademlia server mode)
+//! private = false                           # true: records carry no addresses, nothing announced on gossip,
+//!                                           # listen addresses not told to peers, Kademlia client only
 //! peers = []                                # dialled at start, redialled with back-off
-//! role = "node"                             # or "bootstrap" (Kademlia server from the start)
+//! bootstrap = []                            # dialled until min_connected of them are connected
+//! min_connected = 3                         # bootstrap peers to keep connected (at most all listed)
+//! role = "node"                             # or "bootstrap": Kademlia server from the start, keeps no messages
 //! mdns = true
 //! relay_server = false
 //! idle_timeout_secs = 60
@@ -34,19 +41,24 @@
 //! policy = "preferred"                      # "required" | "preferred" | "disabled"
 //! suites = ["kyber1024-dilithium5", "mlkem1024-mldsa87"]
 //! allow_unpinned = true
+//! rehandshake_after_secs = 3600             # a new handshake replaces a session after 1 h ...
+//! rehandshake_bytes = 4294967296            # ... or 4 GiB in either direction (§5.1)
 //!
 //! [limits]
 //! max_established = 2000
 //! max_established_per_peer = 2
 //! max_pending_incoming = 128
 //! max_pending_outgoing = 128
-//! max_connections_per_ip = 8                # concurrent inbound, per remote IP
+//! max_connections_per_ip = 8                # concurrent inbound, per remote IP (IPv6: per /64)
 //! max_new_connections_per_ip_per_minute = 30
 //! max_concurrent_handshakes = 64
 //! handshake_timeout_secs = 10
 //! max_message_size = 1048576
 //! inbox_per_peer = 1024
 //! max_memory_percent = 90
+//! low_water = 100                           # trimming: close peers down to this ...
+//! high_water = 2000                         # ... when more than this many are connected
+//! trim_grace_secs = 20                      # a new connection is never trimmed sooner
 //!
 //! # [[trusted_peers]]                       # preloaded pins, none by default
 //! # peer_id = "12D3KooW…"
@@ -74,11 +86,21 @@ pub const KEYS: &[(&str, &str)] = &[
     ("data_dir", "PQNODE_DATA_DIR"),
     ("listen", "PQNODE_LISTEN"),
     ("api", "PQNODE_API"),
+    ("api_allow_remote", "PQNODE_API_ALLOW_REMOTE"),
+    ("publish_private_addrs", "PQNODE_PUBLISH_PRIVATE_ADDRS"),
+    ("private", "PQNODE_PRIVATE"),
     ("peers", "PQNODE_PEERS"),
+    ("bootstrap", "PQNODE_BOOTSTRAP"),
+    ("min_connected", "PQNODE_MIN_CONNECTED"),
     ("role", "PQNODE_ROLE"),
     ("pq.policy", "PQNODE_PQ_POLICY"),
     ("pq.suites", "PQNODE_PQ_SUITES"),
     ("pq.allow_unpinned", "PQNODE_PQ_ALLOW_UNPINNED"),
+    (
+        "pq.rehandshake_after_secs",
+        "PQNODE_PQ_REHANDSHAKE_AFTER_SECS",
+    ),
+    ("pq.rehandshake_bytes", "PQNODE_PQ_REHANDSHAKE_BYTES"),
     ("trusted_peers", "PQNODE_TRUSTED_PEERS"),
     ("mdns", "PQNODE_MDNS"),
     ("relay_server", "PQNODE_RELAY_SERVER"),
@@ -117,6 +139,9 @@ pub const KEYS: &[(&str, &str)] = &[
         "limits.max_memory_percent",
         "PQNODE_LIMITS_MAX_MEMORY_PERCENT",
     ),
+    ("limits.low_water", "PQNODE_LIMITS_LOW_WATER"),
+    ("limits.high_water", "PQNODE_LIMITS_HIGH_WATER"),
+    ("limits.trim_grace_secs", "PQNODE_LIMITS_TRIM_GRACE_SECS"),
     ("idle_timeout_secs", "PQNODE_IDLE_TIMEOUT_SECS"),
     ("log_format", "PQNODE_LOG_FORMAT"),
 ];
@@ -248,6 +273,12 @@ pub struct PqConfig {
     /// `pq.allow_unpinned`: whether peers without a preloaded pin may be
     /// accepted (pinned on first use). Default `true`.
     pub allow_unpinned: bool,
+    /// `pq.rehandshake_after_secs`: a session is replaced by a new
+    /// handshake after this long (PROTOCOL.md §5.1). Default 3600 s.
+    pub rehandshake_after: Duration,
+    /// `pq.rehandshake_bytes`: ... or after this many bytes in either
+    /// direction. Default 4 GiB.
+    pub rehandshake_bytes: u64,
 }
 
 /// A preloaded pin (`[[trusted_peers]]`, PROTOCOL.md §8.3).
@@ -293,6 +324,15 @@ pub struct Limits {
     /// `limits.max_memory_percent`: no new connections once the process uses
     /// this share of the system's memory (1–100). Default 90.
     pub max_memory_percent: u8,
+    /// `limits.low_water`: connection trimming closes peers down to this
+    /// many. Default 100.
+    pub low_water: u32,
+    /// `limits.high_water`: trimming starts above this many connected
+    /// peers (it only acts when below `max_established`). Default 2000.
+    pub high_water: u32,
+    /// `limits.trim_grace_secs`: a new connection is not trimmed sooner.
+    /// Default 20 s.
+    pub trim_grace: Duration,
 }
 
 impl Default for Limits {
@@ -309,6 +349,9 @@ impl Default for Limits {
             max_message_size: 1024 * 1024,
             inbox_per_peer: 1024,
             max_memory_percent: 90,
+            low_water: 100,
+            high_water: 2000,
+            trim_grace: Duration::from_secs(20),
         }
     }
 }
@@ -323,12 +366,34 @@ pub struct Config {
     /// `listen`: multiaddrs to listen on (TCP or QUIC-v1; port 0 allowed).
     /// Default `/ip4/0.0.0.0/tcp/4001` and `/ip4/0.0.0.0/udp/4001/quic-v1`.
     pub listen: Vec<Multiaddr>,
-    /// `api`: the HTTP API's socket address. Default `127.0.0.1:7777`.
+    /// `api`: the HTTP API's socket address. Default `127.0.0.1:7777`. It
+    /// must be a loopback address unless `api_allow_remote` is set.
     pub api: SocketAddr,
+    /// `api_allow_remote`: allow a non-loopback `api` address; every
+    /// endpoint then requires the bearer token, reads included. Default
+    /// `false`.
+    pub api_allow_remote: bool,
+    /// `publish_private_addrs`: let our signed records carry loopback,
+    /// private (RFC 1918, fc00::/7) and link-local addresses. Default
+    /// `false`: such addresses are left out of what we publish.
+    pub publish_private_addrs: bool,
+    /// `private`: our records carry no addresses, we announce nothing on
+    /// gossip, identify does not tell peers our listen addresses, and
+    /// Kademlia stays a client (nobody routes to us). We still dial out,
+    /// handshake and look records up.
+    pub private: bool,
     /// `peers`: bootstrap or manual peers, dialled at start and redialled
     /// with back-off (1 s doubling to 5 min) while disconnected; at most
     /// [`MAX_PEERS`]. Default none.
     pub peers: Vec<Multiaddr>,
+    /// `bootstrap`: bootstrap peers (multiaddrs, `/dnsaddr` allowed),
+    /// dialled until `min_connected` of them are connected; a failed one is
+    /// retried after 30 s doubling to 10 min, with jitter. At most
+    /// [`MAX_PEERS`]. Default none.
+    pub bootstrap: Vec<Multiaddr>,
+    /// `min_connected`: bootstrap peers to keep connected (capped at the
+    /// number listed). Default 3.
+    pub min_connected: u32,
     /// `role`: `node | bootstrap`. Default `node`.
     pub role: Role,
     /// `[pq]`: the PQ layer.
@@ -370,12 +435,19 @@ impl Default for Config {
                     .with(Protocol::QuicV1),
             ],
             api: SocketAddr::from(([127, 0, 0, 1], 7777)),
+            api_allow_remote: false,
+            publish_private_addrs: false,
+            private: false,
             peers: Vec::new(),
+            bootstrap: Vec::new(),
+            min_connected: 3,
             role: Role::Node,
             pq: PqConfig {
                 policy: PqPolicy::Preferred,
                 suites: Suite::DEFAULT_PREFERENCE.to_vec(),
                 allow_unpinned: true,
+                rehandshake_after: Duration::from_secs(3600),
+                rehandshake_bytes: 4 << 30,
             },
             trusted_peers: Vec::new(),
             mdns: true,
@@ -503,6 +575,31 @@ impl Config {
                 )
             })?;
         }
+        if let Some((o, raw)) = layers.get("api_allow_remote") {
+            c.api_allow_remote = as_bool("api_allow_remote", &o, raw)?;
+        }
+        if !c.api.ip().is_loopback() && !c.api_allow_remote {
+            let o = layers
+                .get("api")
+                .map(|(o, _)| o)
+                .unwrap_or_else(|| "default".to_owned());
+            return Err(invalid(
+                "api",
+                &o,
+                format!(
+                    "{} is not a loopback address, so the API would be reachable from the \
+                     network; give --api-allow-remote (api_allow_remote = true) to allow it, \
+                     and every endpoint will then require the token",
+                    c.api
+                ),
+            ));
+        }
+        if let Some((o, raw)) = layers.get("private") {
+            c.private = as_bool("private", &o, raw)?;
+        }
+        if let Some((o, raw)) = layers.get("publish_private_addrs") {
+            c.publish_private_addrs = as_bool("publish_private_addrs", &o, raw)?;
+        }
         if let Some((o, raw)) = layers.get("peers") {
             let items = as_list("peers", &o, raw)?;
             if items.len() > MAX_PEERS {
@@ -516,6 +613,24 @@ impl Config {
                 .iter()
                 .map(|s| parse_multiaddr("peers", &o, s))
                 .collect::<Result<_, _>>()?;
+        }
+        if let Some((o, raw)) = layers.get("bootstrap") {
+            let items = as_list("bootstrap", &o, raw)?;
+            if items.len() > MAX_PEERS {
+                return Err(invalid(
+                    "bootstrap",
+                    &o,
+                    format!("{} peers given, at most {MAX_PEERS}", items.len()),
+                ));
+            }
+            c.bootstrap = items
+                .iter()
+                .map(|s| parse_multiaddr("bootstrap", &o, s))
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some((o, raw)) = layers.get("min_connected") {
+            c.min_connected = u32::try_from(as_int("min_connected", &o, raw, 1, 1000)?)
+                .map_err(|_| invalid("min_connected", &o, "too large"))?;
         }
         if let Some((o, raw)) = layers.get("role") {
             c.role = match as_text("role", &o, raw)?.as_str() {
@@ -565,6 +680,13 @@ impl Config {
         }
         if let Some((o, raw)) = layers.get("pq.allow_unpinned") {
             c.pq.allow_unpinned = as_bool("pq.allow_unpinned", &o, raw)?;
+        }
+        if let Some((o, raw)) = layers.get("pq.rehandshake_after_secs") {
+            let n = as_int("pq.rehandshake_after_secs", &o, raw, 1, 7 * 86_400)?;
+            c.pq.rehandshake_after = Duration::from_secs(n);
+        }
+        if let Some((o, raw)) = layers.get("pq.rehandshake_bytes") {
+            c.pq.rehandshake_bytes = as_int("pq.rehandshake_bytes", &o, raw, 1, 1 << 50)?;
         }
         if let Some((o, raw)) = layers.get("trusted_peers") {
             c.trusted_peers = parse_trusted_peers(&o, raw)?;
@@ -621,6 +743,26 @@ impl Config {
         }
         if let Some(n) = u32_limit("limits.max_memory_percent", 1, 100)? {
             l.max_memory_percent = u8::try_from(n).unwrap_or(100);
+        }
+        if let Some(n) = u32_limit("limits.low_water", 0, 1_000_000)? {
+            l.low_water = n;
+        }
+        if let Some(n) = u32_limit("limits.high_water", 1, 1_000_000)? {
+            l.high_water = n;
+        }
+        if let Some(n) = u32_limit("limits.trim_grace_secs", 0, 86_400)? {
+            l.trim_grace = Duration::from_secs(u64::from(n));
+        }
+        if c.limits.low_water >= c.limits.high_water {
+            let o = layers
+                .get("limits.low_water")
+                .map(|(o, _)| o)
+                .unwrap_or_else(|| "default".to_owned());
+            return Err(invalid(
+                "limits.low_water",
+                &o,
+                "must be below limits.high_water",
+            ));
         }
         if c.limits.max_established_per_peer > c.limits.max_established {
             let o = layers

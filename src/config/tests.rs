@@ -149,3 +149,58 @@ fn documented_example_is_the_default() {
     let c = Config::from_toml_str(&block).unwrap();
     assert_eq!(c, Config::default());
 }
+
+#[test]
+fn a_remote_api_address_needs_api_allow_remote() {
+    let err = Config::from_toml_str("api = \"0.0.0.0:7777\"").unwrap_err();
+    assert_eq!(err.key(), Some("api"));
+    assert!(err.to_string().contains("--api-allow-remote"), "{err}");
+    let err = Config::from_toml_str("api = \"[::]:7777\"").unwrap_err();
+    assert_eq!(err.key(), Some("api"));
+    let c = Config::from_toml_str("api = \"0.0.0.0:7777\"\napi_allow_remote = true").unwrap();
+    assert!(c.api_allow_remote);
+    let c = Config::from_toml_str("api = \"[::1]:7777\"").unwrap();
+    assert!(!c.api_allow_remote);
+    // A flag allows it too.
+    let mut o = Overrides::default();
+    o.set("api", "10.1.2.3:7777").unwrap();
+    assert!(Config::load_from(None, env(&[]), &o).is_err());
+    o.set("api_allow_remote", "true").unwrap();
+    assert!(
+        Config::load_from(None, env(&[]), &o)
+            .unwrap()
+            .api_allow_remote
+    );
+}
+
+#[test]
+fn bootstrap_list_and_min_connected() {
+    let c = Config::load_from(
+        None,
+        env(&[
+            (
+                "PQNODE_BOOTSTRAP",
+                "/ip4/127.0.0.1/tcp/1,/dnsaddr/bootstrap.example.org",
+            ),
+            ("PQNODE_MIN_CONNECTED", "2"),
+        ]),
+        &Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(c.bootstrap.len(), 2);
+    assert_eq!(c.min_connected, 2);
+    let err = Config::from_toml_str("min_connected = 0").unwrap_err();
+    assert_eq!(err.key(), Some("min_connected"));
+    let err = Config::from_toml_str("bootstrap = [\"nonsense\"]").unwrap_err();
+    assert_eq!(err.key(), Some("bootstrap"));
+}
+
+#[test]
+fn water_marks_are_ordered() {
+    let c = Config::from_toml_str("[limits]\nlow_water = 5\nhigh_water = 6\ntrim_grace_secs = 0")
+        .unwrap();
+    assert_eq!((c.limits.low_water, c.limits.high_water), (5, 6));
+    assert_eq!(c.limits.trim_grace, Duration::ZERO);
+    let err = Config::from_toml_str("[limits]\nlow_water = 6\nhigh_water = 6").unwrap_err();
+    assert_eq!(err.key(), Some("limits.low_water"));
+}

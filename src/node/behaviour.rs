@@ -11,6 +11,7 @@ use libp2p::{
 use super::NodeError;
 use super::ip_limits;
 use crate::config::{Config, Role};
+use crate::discovery::{bootstrap, trim};
 use crate::metrics::NodeMetrics;
 
 /// The Kademlia protocol of pqnode's DHT.
@@ -33,10 +34,11 @@ mod composed {
     use libp2p::swarm::NetworkBehaviour;
     use libp2p::swarm::behaviour::toggle::Toggle;
     use libp2p::{
-        autonat, connection_limits, dcutr, identify, kad, mdns, memory_connection_limits, ping,
-        relay,
+        autonat, connection_limits, dcutr, gossipsub, identify, kad, mdns,
+        memory_connection_limits, ping, relay,
     };
 
+    use crate::discovery::{bootstrap, trim};
     use crate::node::ip_limits;
 
     /// Every behaviour of a pqnode. The limit behaviours come first so that they
@@ -67,21 +69,62 @@ mod composed {
         pub mdns: Toggle<mdns::tokio::Behaviour>,
         /// Streams for the PQ layer.
         pub stream: libp2p_stream::Behaviour,
+        /// Gossip announcements of PQ records (`pqnode/peers/1`).
+        pub gossipsub: gossipsub::Behaviour,
+        /// The bootstrap list (dials until `min_connected`).
+        pub bootstrap: bootstrap::Behaviour,
+        /// Connection trimming (above high water).
+        pub trim: trim::Behaviour,
     }
 }
 
-fn kad_behaviour(key: &Keypair, role: Role) -> kad::Behaviour<MemoryStore> {
+/// Records the DHT store keeps at most (a record is about 7.5 KiB: 8192
+/// of them are about 60 MiB).
+pub const MAX_DHT_RECORDS: usize = 8192;
+/// How long one Kademlia query may run.
+pub const KAD_QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+fn kad_behaviour(key: &Keypair, role: Role, private: bool) -> kad::Behaviour<MemoryStore> {
     let peer_id = key.public().to_peer_id();
     let mut cfg = kad::Config::new(KAD_PROTOCOL);
     cfg.set_record_filtering(kad::StoreInserts::FilterBoth);
-    let mut kad = kad::Behaviour::with_config(peer_id, MemoryStore::new(peer_id), cfg);
-    // A bootstrap node serves from the start; others become servers once
-    // AutoNAT confirms an external address (mode `None` = automatic).
-    kad.set_mode(match role {
-        Role::Bootstrap => Some(kad::Mode::Server),
-        Role::Node => None,
+    cfg.set_query_timeout(KAD_QUERY_TIMEOUT);
+    // Bootstrap queries run on our schedule (discovery::dht::KadBootstrap).
+    cfg.set_periodic_bootstrap_interval(None);
+    let store = MemoryStore::with_config(
+        peer_id,
+        kad::store::MemoryStoreConfig {
+            max_records: MAX_DHT_RECORDS,
+            max_value_bytes: crate::discovery::gossip::MAX_MESSAGE,
+            ..kad::store::MemoryStoreConfig::default()
+        },
+    );
+    let mut kad = kad::Behaviour::with_config(peer_id, store, cfg);
+    // A bootstrap node serves from the start; a private one never; others
+    // become servers once an external address is confirmed (AutoNAT, or
+    // their own addresses with `publish_private_addrs`).
+    kad.set_mode(match (role, private) {
+        (_, true) => Some(kad::Mode::Client),
+        (Role::Bootstrap, false) => Some(kad::Mode::Server),
+        (Role::Node, false) => None,
     });
     kad
+}
+
+fn gossip_behaviour(key: &Keypair) -> Result<libp2p::gossipsub::Behaviour, NodeError> {
+    use crate::discovery::gossip;
+    let config = gossip::config().map_err(NodeError::Transport)?;
+    let mut g = libp2p::gossipsub::Behaviour::new(
+        libp2p::gossipsub::MessageAuthenticity::Signed(key.clone()),
+        config,
+    )
+    .map_err(|e| NodeError::Transport(format!("gossipsub: {e}")))?;
+    let (params, thresholds) = gossip::score_params();
+    g.with_peer_score(params, thresholds)
+        .map_err(|e| NodeError::Transport(format!("gossipsub scoring: {e}")))?;
+    g.subscribe(&gossip::topic())
+        .map_err(|e| NodeError::Transport(format!("gossipsub subscribe: {e}")))?;
+    Ok(g)
 }
 
 fn behaviour(
@@ -89,6 +132,7 @@ fn behaviour(
     relay_client: relay::client::Behaviour,
     config: &Config,
     metrics: &NodeMetrics,
+    discovery: &bootstrap::Metrics,
 ) -> Result<Behaviour, NodeError> {
     let peer_id = key.public().to_peer_id();
     let limits = &config.limits;
@@ -123,16 +167,42 @@ fn behaviour(
         ),
         identify: identify::Behaviour::new(
             identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
-                .with_agent_version(agent_version()),
+                .with_agent_version(agent_version())
+                // A private node does not tell peers where it listens.
+                .with_hide_listen_addrs(config.private),
         ),
         ping: ping::Behaviour::new(ping::Config::new()),
-        kad: kad_behaviour(key, config.role),
+        kad: kad_behaviour(key, config.role, config.private),
         autonat: autonat::Behaviour::new(peer_id, autonat::Config::default()),
         relay_client,
         relay_server: Toggle::from(relay_server),
         dcutr: dcutr::Behaviour::new(peer_id),
         mdns: Toggle::from(mdns),
         stream: libp2p_stream::Behaviour::new(),
+        gossipsub: gossip_behaviour(key)?,
+        bootstrap: bootstrap::Behaviour::new(
+            &config.bootstrap,
+            config.min_connected as usize,
+            discovery.clone(),
+        ),
+        trim: trim::Behaviour::new(
+            trim::TrimConfig {
+                low_water: limits.low_water as usize,
+                high_water: limits.high_water as usize,
+                grace: limits.trim_grace,
+            },
+            // Bootstrap and configured peers are never trimmed.
+            config
+                .bootstrap
+                .iter()
+                .chain(&config.peers)
+                .filter_map(|a| match a.iter().last() {
+                    Some(libp2p::multiaddr::Protocol::P2p(p)) => Some(p),
+                    _ => None,
+                })
+                .collect(),
+            discovery.trimmed.clone(),
+        ),
     })
 }
 
@@ -143,18 +213,38 @@ pub fn build_swarm(
     config: &Config,
     metrics: &NodeMetrics,
     registry: &mut prometheus_client::registry::Registry,
-) -> Result<Swarm<Behaviour>, NodeError> {
+) -> Result<(Swarm<Behaviour>, bootstrap::Metrics), NodeError> {
     let idle = config.idle_timeout;
+    let discovery = bootstrap::Metrics::register(registry);
     let mut built: Option<Result<Behaviour, NodeError>> = None;
+    let fresh_ports = config.private;
     let swarm = SwarmBuilder::with_existing_identity(key)
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
+        // TCP (Noise + Yamux) and QUIC-v1, as `with_tcp` / `with_quic`
+        // build them, each wrapped in FreshPorts (a private node dials from
+        // new ports, so its listen address is not its connections' source).
+        .with_other_transport(
+            |key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+                use libp2p::Transport as _;
+                use libp2p::core::muxing::StreamMuxerBox;
+                use libp2p::core::upgrade::Version;
+                let tcp = super::transport::FreshPorts::new(
+                    tcp::tokio::Transport::new(tcp::Config::default().nodelay(true)),
+                    fresh_ports,
+                )
+                .upgrade(Version::V1Lazy)
+                .authenticate(noise::Config::new(key)?)
+                .multiplex(yamux::Config::default())
+                .map(|(p, c), _| (p, StreamMuxerBox::new(c)));
+                let quic = super::transport::FreshPorts::new(
+                    libp2p::quic::tokio::Transport::new(libp2p::quic::Config::new(key)),
+                    fresh_ports,
+                )
+                .map(|(p, c), _| (p, StreamMuxerBox::new(c)));
+                Ok(tcp.or_transport(quic).map(|either, _| either.into_inner()))
+            },
         )
         .map_err(|e| NodeError::Transport(e.to_string()))?
-        .with_quic()
         .with_dns()
         .map_err(|e| NodeError::Transport(e.to_string()))?
         .with_relay_client(noise::Config::new, yamux::Config::default)
@@ -163,7 +253,7 @@ pub fn build_swarm(
         .with_behaviour(|key, relay_client| {
             // The builder wants an infallible-or-boxed-error constructor; keep
             // our typed error by smuggling it out.
-            match behaviour(key, relay_client, config, metrics) {
+            match behaviour(key, relay_client, config, metrics, &discovery) {
                 Ok(b) => Ok(b),
                 Err(e) => {
                     let msg = e.to_string();
@@ -178,5 +268,5 @@ pub fn build_swarm(
         })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
         .build();
-    Ok(swarm)
+    Ok((swarm, discovery))
 }

@@ -12,16 +12,21 @@ use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns, ping};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
 
 use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use super::records::validate_dht_record;
 use super::{
-    DialOutcome, Direction, NodeCommand, NodeError, NodeEvent, NodeStats, PeerInfo, RoutingEntry,
-    RoutingTable,
+    ConnectionObserver, DialOutcome, Direction, GossipStats, LearnedRecord, MAX_RECORD_VALUES,
+    NodeCommand, NodeError, NodeEvent, NodeStats, PeerInfo, RoutingEntry, RoutingTable, Source,
 };
 use crate::config::Config;
+use crate::discovery::dht::{KadBootstrap, OwnRecord, Publisher};
+use crate::discovery::gossip::{self, Announcer};
 use crate::metrics::NodeMetrics;
+use libp2p::gossipsub;
 
 /// At most this many API dials wait for their outcome at once.
 const MAX_PENDING_DIALS: usize = 256;
@@ -30,6 +35,16 @@ const MAX_ADDRS_PER_PEER: usize = 16;
 const MAX_PROTOCOLS_PER_PEER: usize = 64;
 /// mDNS discoveries dialled per event.
 const MAX_MDNS_DIALS: usize = 16;
+/// DHT records verified at once on the blocking pool (PROTOCOL.md §9 rev 3:
+/// off the event loop, bounded like handshakes); beyond it, a PUT is dropped
+/// and counted.
+const MAX_RECORD_VERIFICATIONS: usize = 8;
+/// DHT lookups in flight at most; beyond, a lookup is refused (busy).
+const MAX_PENDING_GETS: usize = 64;
+/// Sources of dials in flight remembered at most.
+const MAX_DIAL_SOURCES: usize = 1024;
+/// Own records handed to the node at most (one per suite).
+const MAX_OWN_RECORDS: usize = 8;
 /// Redial back-off for configured peers.
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
@@ -71,7 +86,7 @@ fn kad_mode(swarm: &Swarm<Behaviour>) -> String {
 pub(super) struct EventLoop {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<NodeCommand>,
-    events: broadcast::Sender<NodeEvent>,
+    observer: Option<Arc<dyn ConnectionObserver>>,
     metrics: NodeMetrics,
     libp2p_metrics: libp2p::metrics::Metrics,
     peers: HashMap<PeerId, PeerInfo>,
@@ -81,14 +96,53 @@ pub(super) struct EventLoop {
     pending_dials: HashMap<ConnectionId, oneshot::Sender<Result<DialOutcome, NodeError>>>,
     manual: Vec<ManualPeer>,
     max_peers: usize,
+    verify_permits: Arc<tokio::sync::Semaphore>,
+    verified_tx: mpsc::Sender<VerifiedPut>,
+    verified_rx: mpsc::Receiver<VerifiedPut>,
+    discovery: crate::discovery::metrics::Metrics,
+    min_connected: usize,
+    kad_bootstrap: KadBootstrap,
+    publisher: Publisher,
+    own_records: Vec<OwnRecord>,
+    put_queries: HashMap<kad::QueryId, Vec<u8>>,
+    pending_gets: HashMap<kad::QueryId, PendingGet>,
+    announcer: Announcer,
+    gossip_permits: Arc<tokio::sync::Semaphore>,
+    gossip_tx: mpsc::Sender<VerifiedGossip>,
+    gossip_rx: mpsc::Receiver<VerifiedGossip>,
+    dial_sources: HashMap<ConnectionId, Source>,
+    configured: Vec<PeerId>,
+}
+
+/// A DHT lookup in flight.
+struct PendingGet {
+    values: Vec<Vec<u8>>,
+    reply: oneshot::Sender<Result<Vec<Vec<u8>>, NodeError>>,
+}
+
+/// A gossip announcement checked off the loop.
+struct VerifiedGossip {
+    message_id: gossipsub::MessageId,
+    propagation_source: PeerId,
+    verdict: Result<LearnedRecord, String>,
+}
+
+/// A DHT PUT verified off the loop: the record, the value stored under its
+/// key when verification began, and the verdict.
+struct VerifiedPut {
+    source: PeerId,
+    record: kad::Record,
+    existing: Option<Vec<u8>>,
+    verdict: Result<(), super::records::DhtRecordError>,
 }
 
 impl EventLoop {
     pub(super) fn new(
         swarm: Swarm<Behaviour>,
         commands: mpsc::Receiver<NodeCommand>,
-        events: broadcast::Sender<NodeEvent>,
+        observer: Option<Arc<dyn ConnectionObserver>>,
         metrics: NodeMetrics,
+        discovery: crate::discovery::metrics::Metrics,
         libp2p_metrics: libp2p::metrics::Metrics,
         config: &Config,
     ) -> Self {
@@ -102,10 +156,14 @@ impl EventLoop {
                 backoff: BACKOFF_MIN,
             })
             .collect();
+        let (verified_tx, verified_rx) = mpsc::channel(MAX_RECORD_VERIFICATIONS);
+        let (gossip_tx, gossip_rx) = mpsc::channel(gossip::MAX_VERIFYING);
+        let now = Instant::now();
+        let configured = config.peers.iter().filter_map(peer_of).collect();
         EventLoop {
             swarm,
             commands,
-            events,
+            observer,
             metrics,
             libp2p_metrics,
             peers: HashMap::new(),
@@ -115,6 +173,38 @@ impl EventLoop {
             pending_dials: HashMap::new(),
             manual,
             max_peers: config.limits.max_established as usize,
+            verify_permits: Arc::new(tokio::sync::Semaphore::new(MAX_RECORD_VERIFICATIONS)),
+            verified_tx,
+            verified_rx,
+            discovery,
+            min_connected: config.min_connected as usize,
+            kad_bootstrap: KadBootstrap::new(now, Duration::from_secs(1)),
+            publisher: Publisher::default(),
+            own_records: Vec::new(),
+            put_queries: HashMap::new(),
+            pending_gets: HashMap::new(),
+            announcer: Announcer::new(!config.private, now),
+            gossip_permits: Arc::new(tokio::sync::Semaphore::new(gossip::MAX_VERIFYING)),
+            gossip_tx,
+            gossip_rx,
+            dial_sources: HashMap::new(),
+            configured,
+        }
+    }
+
+    /// Our listen addresses count as confirmed external addresses
+    /// (`publish_private_addrs`): Kademlia switches to server mode and
+    /// identify tells peers about them.
+    pub(super) fn confirm_own_addrs(&mut self) {
+        for addr in self.listen_addrs.clone() {
+            let unspecified = addr.iter().any(|p| match p {
+                Protocol::Ip4(ip) => ip.is_unspecified(),
+                Protocol::Ip6(ip) => ip.is_unspecified(),
+                _ => false,
+            });
+            if !unspecified {
+                self.swarm.add_external_address(addr);
+            }
         }
     }
 
@@ -196,7 +286,12 @@ impl EventLoop {
                         break;
                     }
                 },
-                _ = tick.tick() => self.redial_manual_peers(),
+                _ = tick.tick() => {
+                    self.redial_manual_peers();
+                    self.discovery_tick();
+                }
+                Some(put) = self.verified_rx.recv() => self.on_verified_put(put),
+                Some(g) = self.gossip_rx.recv() => self.on_verified_gossip(g),
             }
         }
         tracing::info!("node event loop stopped");
@@ -213,11 +308,103 @@ impl EventLoop {
         for (_, reply) in self.pending_dials.drain() {
             let _ = reply.send(Err(NodeError::Stopped));
         }
+        for (_, get) in self.pending_gets.drain() {
+            let _ = get.reply.send(Err(NodeError::Stopped));
+        }
     }
 
+    /// The 1 s tick of discovery: Kademlia bootstrap, our DHT records,
+    /// our gossip announcement.
+    fn discovery_tick(&mut self) {
+        let now = Instant::now();
+        if self
+            .kad_bootstrap
+            .due(now, self.peers.len(), self.min_connected)
+        {
+            match self.swarm.behaviour_mut().kad.bootstrap() {
+                Ok(_) => {
+                    self.discovery.kad_bootstraps.inc();
+                }
+                Err(_) => tracing::debug!("Kademlia bootstrap: no known peers yet"),
+            }
+        }
+        let unix = pqnode_keys::time::unix_now();
+        for rec in self.publisher.due(now) {
+            let left = rec.expires_at.saturating_sub(unix);
+            let record = kad::Record {
+                key: kad::RecordKey::new(&rec.key),
+                value: rec.value,
+                publisher: None,
+                expires: Some(now + Duration::from_secs(left)),
+            };
+            match self
+                .swarm
+                .behaviour_mut()
+                .kad
+                .put_record(record, kad::Quorum::One)
+            {
+                Ok(id) => {
+                    self.put_queries.insert(id, rec.key);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "our PQ record could not be stored locally");
+                    self.discovery.put("failed");
+                    self.publisher.done(&rec.key, false, now, unix);
+                }
+            }
+        }
+        let topic = gossip::topic().hash();
+        let topic_peers = self
+            .swarm
+            .behaviour()
+            .gossipsub
+            .all_peers()
+            .filter(|(_, topics)| topics.contains(&&topic))
+            .count();
+        if self
+            .announcer
+            .due(now, topic_peers, !self.own_records.is_empty())
+        {
+            let mut sent = false;
+            let mut failed = false;
+            for rec in &self.own_records {
+                match self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(topic.clone(), rec.value.clone())
+                {
+                    Ok(_) => {
+                        sent = true;
+                        self.discovery.gossip_published.inc();
+                    }
+                    // Already sent (same bytes, same id): it is out there.
+                    Err(gossipsub::PublishError::Duplicate) => sent = true,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "gossip announcement not sent yet");
+                        failed = true;
+                    }
+                }
+            }
+            if sent && !failed {
+                tracing::info!(
+                    records = self.own_records.len(),
+                    peers = topic_peers,
+                    "announced our PQ records on gossip"
+                );
+                self.announcer.published(now);
+            } else {
+                self.announcer.failed(now);
+            }
+        }
+    }
+
+    /// Hands `event` to the observer, synchronously and in order: nothing
+    /// is queued, so nothing can be lost (the observer must not block).
     fn publish(&self, event: NodeEvent) {
-        // No subscriber is fine.
-        let _ = self.events.send(event);
+        if let Some(o) = &self.observer {
+            o.on_node_event(&event);
+        }
     }
 
     fn redial_manual_peers(&mut self) {
@@ -266,7 +453,56 @@ impl EventLoop {
 
     fn on_command(&mut self, command: NodeCommand) {
         match command {
-            NodeCommand::Dial { addr, reply } => self.dial(addr, reply),
+            NodeCommand::Dial {
+                addr,
+                source,
+                reply,
+            } => self.dial(addr, source, reply),
+            NodeCommand::DialPeer {
+                peer_id,
+                addrs,
+                source,
+                reply,
+            } => self.dial_peer(peer_id, addrs, source, reply),
+            NodeCommand::GetRecord { key, reply } => {
+                if self.pending_gets.len() >= MAX_PENDING_GETS {
+                    let _ = reply.send(Err(NodeError::Busy));
+                    return;
+                }
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_record(kad::RecordKey::new(&key));
+                self.pending_gets.insert(
+                    id,
+                    PendingGet {
+                        values: Vec::new(),
+                        reply,
+                    },
+                );
+            }
+            NodeCommand::SetOwnRecords { mut records, reply } => {
+                records.truncate(MAX_OWN_RECORDS);
+                let now = Instant::now();
+                if records != self.own_records {
+                    self.announcer.changed(now);
+                }
+                self.publisher.set(records.clone(), now);
+                self.own_records = records;
+                let _ = reply.send(());
+            }
+            NodeCommand::Gossip { peer_id, reply } => {
+                let topic = gossip::topic().hash();
+                let g = &self.swarm.behaviour().gossipsub;
+                let _ = reply.send(GossipStats {
+                    topic_peers: g
+                        .all_peers()
+                        .filter(|(_, topics)| topics.contains(&&topic))
+                        .count(),
+                    score: peer_id.and_then(|p| g.peer_score(&p)),
+                });
+            }
             NodeCommand::Peers { reply } => {
                 let mut peers: Vec<PeerInfo> = self.peers.values().cloned().collect();
                 peers.sort_by_key(|p| p.connected_since);
@@ -288,7 +524,71 @@ impl EventLoop {
         }
     }
 
-    fn dial(&mut self, addr: Multiaddr, reply: oneshot::Sender<Result<DialOutcome, NodeError>>) {
+    fn dial_peer(
+        &mut self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        source: Source,
+        reply: oneshot::Sender<Result<DialOutcome, NodeError>>,
+    ) {
+        if self.swarm.is_connected(&peer) {
+            let _ = reply.send(Ok(DialOutcome {
+                peer_id: peer,
+                already_connected: true,
+            }));
+            return;
+        }
+        if self.pending_dials.len() >= MAX_PENDING_DIALS {
+            let _ = reply.send(Err(NodeError::Busy));
+            return;
+        }
+        let opts = DialOpts::peer_id(peer)
+            .addresses(addrs.into_iter().take(MAX_ADDRS_PER_PEER).collect())
+            .extend_addresses_through_behaviour()
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.pending_dials.insert(id, reply);
+                self.remember_source(id, source);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(NodeError::Dial(e.to_string())));
+            }
+        }
+    }
+
+    fn remember_source(&mut self, id: ConnectionId, source: Source) {
+        if self.dial_sources.len() < MAX_DIAL_SOURCES {
+            self.dial_sources.insert(id, source);
+        }
+    }
+
+    /// Why a connection exists: the dial's recorded source; bootstrap and
+    /// configured peers by membership; otherwise inbound, or Kademlia's
+    /// own dials (`dht`).
+    fn source_of(&mut self, peer: &PeerId, id: ConnectionId, direction: Direction) -> Source {
+        let recorded = self.dial_sources.remove(&id);
+        if self.swarm.behaviour().bootstrap.plan().is_bootstrap(peer) {
+            return Source::Bootstrap;
+        }
+        if self.configured.contains(peer) {
+            return Source::Manual;
+        }
+        match (recorded, direction) {
+            (Some(s), _) => s,
+            (None, Direction::Inbound) => Source::Inbound,
+            (None, Direction::Outbound) => Source::Dht,
+        }
+    }
+
+    fn dial(
+        &mut self,
+        addr: Multiaddr,
+        source: Source,
+        reply: oneshot::Sender<Result<DialOutcome, NodeError>>,
+    ) {
         if let Some(peer) = peer_of(&addr)
             && self.swarm.is_connected(&peer)
         {
@@ -313,6 +613,7 @@ impl EventLoop {
         match self.swarm.dial(opts) {
             Ok(()) => {
                 self.pending_dials.insert(id, reply);
+                self.remember_source(id, source);
             }
             Err(e) => {
                 let _ = reply.send(Err(NodeError::Dial(e.to_string())));
@@ -357,12 +658,22 @@ impl EventLoop {
             }
         }
         let records = kad.store_mut().records().count();
+        let plan = self.swarm.behaviour().bootstrap.plan();
+        let stats = super::DhtStats {
+            total_nodes: nodes.len(),
+            buckets_used: buckets,
+            bootstrap_nodes: nodes
+                .iter()
+                .filter(|n| plan.is_bootstrap(&n.peer_id))
+                .count(),
+        };
         RoutingTable {
             nodes,
             buckets,
             records: u32::try_from(records).unwrap_or(u32::MAX),
             mode,
             protocol: KAD_PROTOCOL.to_string(),
+            stats,
         }
     }
 
@@ -429,6 +740,7 @@ impl EventLoop {
                 error,
             } => {
                 tracing::debug!(peer = ?peer_id, %error, "outgoing connection failed");
+                self.dial_sources.remove(&connection_id);
                 if let Some(reply) = self.pending_dials.remove(&connection_id) {
                     let _ = reply.send(Err(NodeError::Dial(error.to_string())));
                 }
@@ -465,13 +777,13 @@ impl EventLoop {
                 (Direction::Inbound, send_back_addr.clone())
             }
         };
-        tracing::info!(peer = %peer_id, remote = %remote_addr, ?direction, "connection established");
+        let source = self.source_of(&peer_id, connection_id, direction);
+        tracing::info!(peer = %peer_id, remote = %remote_addr, ?direction, source = source.as_str(), "connection established");
         self.connections.insert(connection_id, peer_id);
-        if let Some(reply) = self.pending_dials.remove(&connection_id) {
-            let _ = reply.send(Ok(DialOutcome {
-                peer_id,
-                already_connected: false,
-            }));
+        if self.peers.is_empty() {
+            // The first peer: look the network up now, not in a minute.
+            self.kad_bootstrap
+                .soon(Instant::now() + Duration::from_secs(1));
         }
         for p in &mut self.manual {
             let ours = matches!(p.state, ManualState::Dialing(id) if id == connection_id)
@@ -488,6 +800,7 @@ impl EventLoop {
                 addresses: Vec::new(),
                 listen_addrs: Vec::new(),
                 direction,
+                source,
                 connections: 0,
                 agent_version: None,
                 protocols: Vec::new(),
@@ -506,7 +819,16 @@ impl EventLoop {
             direction,
             remote_addr,
             num_established,
+            source,
         });
+        // After the observer: when a dial returns, the PQ layer already
+        // knows the connection (a send right after it waits for its status).
+        if let Some(reply) = self.pending_dials.remove(&connection_id) {
+            let _ = reply.send(Ok(DialOutcome {
+                peer_id,
+                already_connected: false,
+            }));
+        }
     }
 
     fn on_behaviour_event(&mut self, event: BehaviourEvent) {
@@ -558,15 +880,21 @@ impl EventLoop {
                             .addresses(vec![addr])
                             .condition(PeerCondition::DisconnectedAndNotDialing)
                             .build();
-                        let _ = self.swarm.dial(opts);
+                        let id = opts.connection_id();
+                        if self.swarm.dial(opts).is_ok() {
+                            self.remember_source(id, Source::Mdns);
+                        }
                     }
                 }
             }
             BehaviourEvent::Mdns(mdns::Event::Expired(_)) => {}
             BehaviourEvent::IpLimits(never)
             | BehaviourEvent::ConnectionLimits(never)
-            | BehaviourEvent::MemoryLimits(never) => libp2p::core::util::unreachable(never),
+            | BehaviourEvent::MemoryLimits(never)
+            | BehaviourEvent::Bootstrap(never)
+            | BehaviourEvent::Trim(never) => libp2p::core::util::unreachable(never),
             BehaviourEvent::Stream(()) => {}
+            BehaviourEvent::Gossipsub(event) => self.on_gossip_event(event),
         }
     }
 
@@ -604,6 +932,25 @@ impl EventLoop {
             protocols,
             listen_addrs,
         });
+    }
+
+    /// A verification finished: store the record unless the value under its
+    /// key changed meanwhile (then the verdict is stale; the sender may
+    /// PUT again).
+    fn on_verified_put(&mut self, put: VerifiedPut) {
+        let now = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .store_mut()
+            .get(&put.record.key)
+            .map(|r| r.value.clone());
+        if now != put.existing {
+            self.metrics.dht_records_rejected.inc();
+            tracing::debug!(peer = %put.source, "DHT record changed during verification; dropped");
+            return;
+        }
+        self.on_validated_record(put.source, put.record, put.verdict);
     }
 
     fn on_validated_record(
@@ -646,13 +993,45 @@ impl EventLoop {
                     .store_mut()
                     .get(&record.key)
                     .map(|r| r.value.clone());
-                let verdict = validate_dht_record(
-                    record.key.as_ref(),
-                    &record.value,
-                    existing.as_deref(),
-                    pqnode_keys::time::unix_now(),
-                );
-                self.on_validated_record(source, record, verdict);
+                // A value identical to the stored one was verified when it
+                // was stored (§9 rev 3): accept it without verifying again.
+                if existing.as_deref() == Some(&record.value[..]) {
+                    self.on_validated_record(source, record, Ok(()));
+                    return;
+                }
+                let Ok(permit) = self.verify_permits.clone().try_acquire_owned() else {
+                    self.metrics.dht_records_rejected.inc();
+                    tracing::debug!(peer = %source, "too many DHT records being verified; PUT dropped");
+                    return;
+                };
+                let tx = self.verified_tx.clone();
+                tokio::spawn(async move {
+                    let key = record.key.clone();
+                    let value = record.value.clone();
+                    let prev = existing.clone();
+                    let verdict = tokio::task::spawn_blocking(move || {
+                        validate_dht_record(
+                            key.as_ref(),
+                            &value,
+                            prev.as_deref(),
+                            pqnode_keys::time::unix_now(),
+                        )
+                    })
+                    .await;
+                    if let Ok(verdict) = verdict {
+                        let _ = tx
+                            .send(VerifiedPut {
+                                source,
+                                record,
+                                existing,
+                                verdict,
+                            })
+                            .await;
+                    }
+                    // Held until the loop has the verdict: at most
+                    // MAX_RECORD_VERIFICATIONS records are in flight.
+                    drop(permit);
+                });
             }
             kad::Event::RoutingUpdated {
                 peer, is_new_peer, ..
@@ -662,7 +1041,159 @@ impl EventLoop {
             kad::Event::ModeChanged { new_mode } => {
                 tracing::info!(mode = %new_mode, "Kademlia mode changed");
             }
+            kad::Event::OutboundQueryProgressed {
+                id, result, step, ..
+            } => self.on_query_progress(id, result, step.last),
             _ => {}
         }
+    }
+
+    fn on_query_progress(&mut self, id: kad::QueryId, result: kad::QueryResult, last: bool) {
+        match result {
+            kad::QueryResult::PutRecord(r) => {
+                let Some(key) = self.put_queries.remove(&id) else {
+                    return;
+                };
+                let stored = r.is_ok();
+                match &r {
+                    Ok(_) => tracing::debug!("our PQ record is in the DHT"),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "our PQ record was not stored by any peer yet")
+                    }
+                }
+                self.discovery.put(if stored { "stored" } else { "failed" });
+                self.publisher
+                    .done(&key, stored, Instant::now(), pqnode_keys::time::unix_now());
+            }
+            kad::QueryResult::GetRecord(r) => {
+                let finished = match r {
+                    Ok(kad::GetRecordOk::FoundRecord(found)) => {
+                        if let Some(get) = self.pending_gets.get_mut(&id) {
+                            if !get.values.contains(&found.record.value) {
+                                get.values.push(found.record.value);
+                            }
+                            get.values.len() >= MAX_RECORD_VALUES
+                        } else {
+                            false
+                        }
+                    }
+                    Ok(kad::GetRecordOk::FinishedWithNoAdditionalRecord { .. }) | Err(_) => true,
+                };
+                if finished || last {
+                    if let Some(get) = self.pending_gets.remove(&id) {
+                        let _ = get.reply.send(Ok(get.values));
+                    }
+                    if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                        q.finish();
+                    }
+                }
+            }
+            kad::QueryResult::Bootstrap(Ok(ok)) => {
+                tracing::debug!(remaining = ok.num_remaining, "Kademlia bootstrap step");
+            }
+            kad::QueryResult::Bootstrap(Err(e)) => {
+                tracing::debug!(error = %e, "Kademlia bootstrap failed");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_gossip_event(&mut self, event: gossipsub::Event) {
+        let gossipsub::Event::Message {
+            propagation_source,
+            message_id,
+            message,
+        } = event
+        else {
+            return;
+        };
+        // Cheap checks first, on the loop: our topic, an author (strict
+        // signing guarantees it), a bounded size.
+        let author = match message.source {
+            Some(a) if message.topic == gossip::topic().hash() => a,
+            _ => {
+                self.validation(
+                    &message_id,
+                    &propagation_source,
+                    Err("no author or foreign topic".into()),
+                );
+                return;
+            }
+        };
+        if message.data.len() > gossip::MAX_MESSAGE {
+            self.validation(&message_id, &propagation_source, Err("too large".into()));
+            return;
+        }
+        let Ok(permit) = self.gossip_permits.clone().try_acquire_owned() else {
+            self.discovery.gossip("ignored");
+            self.swarm
+                .behaviour_mut()
+                .gossipsub
+                .report_message_validation_result(
+                    &message_id,
+                    &propagation_source,
+                    gossipsub::MessageAcceptance::Ignore,
+                );
+            return;
+        };
+        let tx = self.gossip_tx.clone();
+        tokio::spawn(async move {
+            let data = message.data;
+            let verdict = tokio::task::spawn_blocking(move || {
+                let suites = pqnode_crypto::Suite::ALL;
+                let mut ctx =
+                    pqnode_keys::record::VerifyContext::new(pqnode_keys::time::unix_now(), &suites);
+                ctx.expected_peer = Some(author);
+                pqnode_keys::record::verify(&data, &ctx)
+                    .map(|r| LearnedRecord::from_verified(&r, Source::Gossip))
+                    .map_err(|e| e.name().to_owned())
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("verification task failed: {e}")));
+            let _ = tx
+                .send(VerifiedGossip {
+                    message_id,
+                    propagation_source,
+                    verdict,
+                })
+                .await;
+            drop(permit);
+        });
+    }
+
+    fn on_verified_gossip(&mut self, g: VerifiedGossip) {
+        let learned = g.verdict.as_ref().ok().cloned();
+        self.validation(&g.message_id, &g.propagation_source, g.verdict.map(|_| ()));
+        if let Some(record) = learned
+            && record.peer_id != *self.swarm.local_peer_id()
+        {
+            tracing::debug!(peer = %record.peer_id, suite = record.suite.name(), "PQ record learned from gossip");
+            self.publish(NodeEvent::RecordLearned(record));
+        }
+    }
+
+    /// Tells gossipsub what the checks found: an invalid announcement is
+    /// not propagated and lowers the score of the peer that sent it.
+    fn validation(
+        &mut self,
+        id: &gossipsub::MessageId,
+        from: &PeerId,
+        verdict: Result<(), String>,
+    ) {
+        let acceptance = match &verdict {
+            Ok(()) => {
+                self.discovery.gossip("accepted");
+                gossipsub::MessageAcceptance::Accept
+            }
+            Err(reason) => {
+                self.discovery.gossip("rejected");
+                tracing::debug!(peer = %from, %reason, "invalid gossip announcement rejected");
+                gossipsub::MessageAcceptance::Reject
+            }
+        };
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(id, from, acceptance);
     }
 }

@@ -4,21 +4,29 @@
 //! `handle_pending_inbound_connection`, before any handshake work, when its
 //! remote IP already has `max_concurrent` inbound connections (pending or
 //! established), or has opened more than `max_per_minute` new ones in the
-//! last minute (a `governor` keyed rate limiter, GCRA).
+//! last minute (GCRA: a burst of `max_per_minute`, then one per
+//! `60 s / max_per_minute`).
+//!
+//! An IPv6 address counts as its /64 (one host usually holds a whole /64,
+//! so per-address limits would not limit it); IPv4 and IPv4-mapped IPv6
+//! addresses count per address.
 //!
 //! Relayed connections (`/p2p-circuit`) are not counted: their IP is the
 //! relay's. Both maps are bounded: the concurrent map holds only IPs with
-//! live connections, at most `max_tracked_ips`; the rate limiter's state is
-//! pruned of recovered IPs, and a new IP is denied while the table is full.
+//! live inbound connections (so at most as many as libp2p's pending and
+//! established connection limits allow); the rate state is an LRU table of
+//! `max_tracked_ips` entries. When it is full, the least recently seen IP
+//! is forgotten to make room, so a flood of new addresses can never lock
+//! everyone out; the price is that an IP forgotten that way starts with a
+//! fresh minute.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::net::IpAddr;
-use std::num::NonZeroU32;
+use std::net::{IpAddr, Ipv6Addr};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use hashlink::LruCache;
 use libp2p::core::Endpoint;
 use libp2p::core::transport::PortUse;
 use libp2p::multiaddr::Protocol;
@@ -30,9 +38,6 @@ use libp2p::{Multiaddr, PeerId};
 
 use crate::metrics::{IpDenyLabels, NodeMetrics};
 
-/// How often the rate limiter's state is pruned, at most.
-const PRUNE_INTERVAL: Duration = Duration::from_secs(10);
-
 /// The limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IpLimits {
@@ -40,7 +45,8 @@ pub struct IpLimits {
     pub max_concurrent: u32,
     /// New inbound connections per IP per minute.
     pub max_per_minute: u32,
-    /// Distinct IPs tracked at once; beyond it new IPs are denied.
+    /// Distinct IPs whose rate is tracked at once; beyond it the least
+    /// recently seen is forgotten.
     pub max_tracked_ips: usize,
 }
 
@@ -70,9 +76,6 @@ pub enum IpLimitExceeded {
         /// The limit.
         limit: u32,
     },
-    /// Too many distinct IPs are tracked.
-    #[error("per-IP table full")]
-    TableFull,
 }
 
 impl IpLimitExceeded {
@@ -80,7 +83,6 @@ impl IpLimitExceeded {
         match self {
             IpLimitExceeded::Concurrent { .. } => "concurrent",
             IpLimitExceeded::Rate { .. } => "rate",
-            IpLimitExceeded::TableFull => "table_full",
         }
     }
 }
@@ -92,8 +94,10 @@ pub struct Behaviour {
     per_ip: HashMap<IpAddr, u32>,
     /// The IP of each live inbound connection we counted.
     connections: HashMap<ConnectionId, IpAddr>,
-    rate: DefaultKeyedRateLimiter<IpAddr>,
-    last_prune: Instant,
+    /// GCRA state per IP: its theoretical arrival time. LRU-bounded.
+    rate: LruCache<IpAddr, Instant>,
+    /// The GCRA emission interval: 60 s / `max_per_minute`.
+    interval: Duration,
     metrics: Option<NodeMetrics>,
 }
 
@@ -114,65 +118,66 @@ fn remote_ip(addr: &Multiaddr) -> Option<IpAddr> {
     }
     match addr.iter().next()? {
         Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
-        Protocol::Ip6(ip) => Some(match ip.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(ip),
-        }),
+        Protocol::Ip6(ip) => Some(limit_key(IpAddr::V6(ip))),
         _ => None,
+    }
+}
+
+/// The key an address is limited under: IPv4 (also IPv4-mapped IPv6) per
+/// address, IPv6 per /64.
+fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
     }
 }
 
 impl Behaviour {
     /// A behaviour enforcing `limits`; denials are counted in `metrics` if given.
     pub fn new(limits: IpLimits, metrics: Option<NodeMetrics>) -> Self {
-        let per_minute = NonZeroU32::new(limits.max_per_minute).unwrap_or(NonZeroU32::MIN);
+        let per_minute = limits.max_per_minute.max(1);
         Behaviour {
             limits,
             per_ip: HashMap::new(),
             connections: HashMap::new(),
-            rate: RateLimiter::keyed(Quota::per_minute(per_minute)),
-            last_prune: Instant::now(),
+            rate: LruCache::new(limits.max_tracked_ips.max(1)),
+            interval: Duration::from_secs(60) / per_minute,
             metrics,
         }
     }
 
-    /// Inbound connections currently counted for `ip`.
+    /// Inbound connections currently counted for `ip` (for IPv6: its /64).
     pub fn connections_from(&self, ip: &IpAddr) -> u32 {
-        self.per_ip.get(ip).copied().unwrap_or(0)
+        self.per_ip.get(&limit_key(*ip)).copied().unwrap_or(0)
     }
 
-    fn prune(&mut self, force: bool) {
-        if force || self.last_prune.elapsed() >= PRUNE_INTERVAL {
-            self.rate.retain_recent();
-            self.rate.shrink_to_fit();
-            self.last_prune = Instant::now();
-        }
+    /// IPs whose rate is tracked now.
+    pub fn tracked_ips(&self) -> usize {
+        self.rate.len()
     }
 
-    fn check(&mut self, ip: IpAddr) -> Result<(), IpLimitExceeded> {
+    fn check(&mut self, ip: IpAddr, now: Instant) -> Result<(), IpLimitExceeded> {
         let current = self.connections_from(&ip);
         if current >= self.limits.max_concurrent {
             return Err(IpLimitExceeded::Concurrent {
                 limit: self.limits.max_concurrent,
             });
         }
-        self.prune(false);
-        if current == 0
-            && (self.per_ip.len() >= self.limits.max_tracked_ips
-                || self.rate.len() >= self.limits.max_tracked_ips)
-        {
-            self.prune(true);
-            if self.per_ip.len() >= self.limits.max_tracked_ips
-                || self.rate.len() >= self.limits.max_tracked_ips
-            {
-                return Err(IpLimitExceeded::TableFull);
-            }
-        }
-        if self.rate.check_key(&ip).is_err() {
+        // GCRA: allowed while the theoretical arrival time stays within one
+        // burst of now. `get` marks the IP as recently seen; `insert` of a
+        // new IP into a full table drops the least recently seen one.
+        let burst = self.interval * self.limits.max_per_minute.max(1);
+        let tat = self.rate.get(&ip).copied().unwrap_or(now).max(now);
+        let next = tat + self.interval;
+        if next.saturating_duration_since(now) > burst {
             return Err(IpLimitExceeded::Rate {
                 limit: self.limits.max_per_minute,
             });
         }
+        self.rate.insert(ip, next);
         Ok(())
     }
 
@@ -202,7 +207,7 @@ impl NetworkBehaviour for Behaviour {
         let Some(ip) = remote_ip(remote_addr) else {
             return Ok(());
         };
-        match self.check(ip) {
+        match self.check(ip, Instant::now()) {
             Ok(()) => {
                 *self.per_ip.entry(ip).or_insert(0) += 1;
                 self.connections.insert(connection_id, ip);
@@ -325,6 +330,50 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_counts_per_64() {
+        let mut b = Behaviour::new(
+            IpLimits {
+                max_concurrent: 2,
+                max_per_minute: 100,
+                max_tracked_ips: 10,
+            },
+            None,
+        );
+        let local: Multiaddr = "/ip6/::1/tcp/1".parse().unwrap();
+        let v6 = |ip: &str| -> Multiaddr { format!("/ip6/{ip}/tcp/1234").parse().unwrap() };
+        let ids = |i| ConnectionId::new_unchecked(100 + i);
+        // Two addresses of one /64 share its limit.
+        for (i, ip) in ["2001:db8:1:2::1", "2001:db8:1:2:ffff::9"]
+            .iter()
+            .enumerate()
+        {
+            assert!(
+                b.handle_pending_inbound_connection(ids(i), &local, &v6(ip))
+                    .is_ok()
+            );
+        }
+        assert!(
+            b.handle_pending_inbound_connection(ids(2), &local, &v6("2001:db8:1:2:abcd::1"))
+                .is_err(),
+            "a third address of the same /64"
+        );
+        assert_eq!(
+            b.connections_from(&"2001:db8:1:2:1234::".parse().unwrap()),
+            2
+        );
+        // The next /64 is another key.
+        assert!(
+            b.handle_pending_inbound_connection(ids(3), &local, &v6("2001:db8:1:3::1"))
+                .is_ok()
+        );
+        // An IPv4-mapped address counts as its IPv4 address.
+        assert_eq!(
+            limit_key("::ffff:10.0.0.1".parse().unwrap()),
+            "10.0.0.1".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
     fn rate_limit() {
         let mut b = Behaviour::new(
             IpLimits {
@@ -376,5 +425,37 @@ mod tests {
                 .is_ok()
             );
         }
+    }
+
+    #[test]
+    fn a_full_rate_table_forgets_the_least_recently_seen_ip() {
+        let mut b = Behaviour::new(
+            IpLimits {
+                max_concurrent: 100,
+                max_per_minute: 2,
+                max_tracked_ips: 3,
+            },
+            None,
+        );
+        let now = Instant::now();
+        let ip = |i: u8| IpAddr::from([10, 0, 0, i]);
+        // 10.0.0.1 uses its burst.
+        assert!(b.check(ip(1), now).is_ok());
+        assert!(b.check(ip(1), now).is_ok());
+        assert!(b.check(ip(1), now).is_err());
+        // Many new IPs: none is denied for lack of room, the table stays
+        // bounded, and 10.0.0.1 (least recently seen) is forgotten.
+        for i in 2..=200 {
+            assert_eq!(b.check(ip(i), now), Ok(()), "new IP {i} denied");
+            assert!(b.tracked_ips() <= 3);
+        }
+        assert!(b.check(ip(1), now).is_ok(), "10.0.0.1 was evicted");
+        // One recently seen stays tracked: 10.0.0.200 keeps its count.
+        assert!(b.check(ip(200), now).is_ok());
+        assert!(b.check(ip(200), now).is_err());
+        // The rate recovers with time: one new connection per 30 s.
+        let later = now + Duration::from_secs(30);
+        assert!(b.check(ip(200), later).is_ok());
+        assert!(b.check(ip(200), later).is_err());
     }
 }

@@ -1,8 +1,11 @@
 //! The libp2p swarm of a pqnode and its event loop.
 //!
-//! [`Node::start`] builds the swarm (see [`behaviour`]), starts listening,
-//! waits until every listener has an address, and spawns the event loop. It
-//! returns a [`NodeHandle`], the only way to talk to the running swarm:
+//! [`Node::build`] builds the swarm (see [`behaviour`]) without listening or
+//! dialling and returns a [`PendingNode`] whose [`NodeHandle`] can already
+//! register stream protocols; [`PendingNode::start`] then listens, waits
+//! until every listener has an address, dials the configured peers and
+//! spawns the event loop, handing connection events to a
+//! [`ConnectionObserver`]. The handle is the only way to talk to the swarm:
 //!
 //! - commands ([`NodeHandle::dial`], [`NodeHandle::peers`],
 //!   [`NodeHandle::routing_table`], [`NodeHandle::stats`],
@@ -10,16 +13,17 @@
 //!   channel;
 //! - [`NodeHandle::stream_control`]: the `libp2p_stream` [`Control`] the PQ
 //!   layer uses to open and accept its streams;
-//! - [`NodeHandle::subscribe`]: a bounded broadcast of [`NodeEvent`]s
-//!   (connections established and closed, identify results, listen
-//!   addresses). A slow subscriber loses the oldest events and is told so
-//!   (`RecvError::Lagged`).
+//! - [`ConnectionObserver`]: [`NodeEvent`]s (connections established and
+//!   closed, identify results, listen addresses), handed over synchronously
+//!   by the event loop, in order; none is queued or lost.
 
 pub mod behaviour;
 mod event_loop;
 pub mod ip_limits;
 pub mod records;
+pub mod transport;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use libp2p::identity::Keypair;
@@ -27,16 +31,15 @@ use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 pub use libp2p_stream::Control;
 use serde::Serialize;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::metrics::{NodeMetrics, Registry};
+pub use pqnode_keys::peercache::Source;
 
 /// Capacity of the command channel.
 pub const COMMAND_CAPACITY: usize = 256;
-/// Capacity of the event broadcast.
-pub const EVENT_CAPACITY: usize = 1024;
 /// How long a command may wait for the event loop's answer.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a dial may take, from command to outcome.
@@ -103,6 +106,8 @@ pub enum NodeEvent {
         remote_addr: Multiaddr,
         /// Established connections to this peer, this one included.
         num_established: u32,
+        /// How the connection came about.
+        source: Source,
     },
     /// A connection was closed.
     ConnectionClosed {
@@ -129,6 +134,53 @@ pub enum NodeEvent {
         /// The address.
         address: Multiaddr,
     },
+    /// A peer's signed PQ record arrived by gossip and passed the §4
+    /// checks (with its author as the expected PeerId). Not pinned.
+    RecordLearned(LearnedRecord),
+}
+
+/// A verified PQ record of another peer (from gossip or the DHT).
+#[derive(Clone, Debug)]
+pub struct LearnedRecord {
+    /// The peer.
+    pub peer_id: PeerId,
+    /// Its suite.
+    pub suite: pqnode_crypto::Suite,
+    /// Its sequence number.
+    pub seq: u64,
+    /// Fingerprint of its PQ signing key.
+    pub fingerprint: String,
+    /// When it was issued and expires, unix seconds.
+    pub issued_at: u64,
+    /// See `issued_at`.
+    pub expires_at: u64,
+    /// The addresses it names.
+    pub addrs: Vec<Multiaddr>,
+    /// Where it came from.
+    pub source: Source,
+}
+
+impl LearnedRecord {
+    /// The summary of a verified record.
+    pub fn from_verified(r: &pqnode_keys::record::VerifiedRecord, source: Source) -> Self {
+        LearnedRecord {
+            peer_id: *r.peer_id(),
+            suite: r.suite(),
+            seq: r.seq(),
+            fingerprint: r.fingerprint().to_string(),
+            issued_at: r.issued_at(),
+            expires_at: r.expires_at(),
+            addrs: r.addrs().to_vec(),
+            source,
+        }
+    }
+}
+
+/// Receives the node's events from its event loop, synchronously and in
+/// order. Implementations must not block (take a short lock, spawn tasks).
+pub trait ConnectionObserver: Send + Sync + 'static {
+    /// One event.
+    fn on_node_event(&self, event: &NodeEvent);
 }
 
 /// A connected peer, as the swarm sees it.
@@ -144,6 +196,10 @@ pub struct PeerInfo {
     pub listen_addrs: Vec<Multiaddr>,
     /// Who dialled the first connection.
     pub direction: Direction,
+    /// How the first connection came about (`bootstrap`, `cache`, `mdns`,
+    /// `dht`, `gossip`, `manual`, `inbound`).
+    #[serde(serialize_with = "ser_source")]
+    pub source: Source,
     /// Established connections.
     pub connections: u32,
     /// Agent version (from identify).
@@ -188,6 +244,20 @@ pub struct RoutingTable {
     pub mode: String,
     /// The DHT protocol.
     pub protocol: String,
+    /// The seed's summary of the table.
+    pub stats: DhtStats,
+}
+
+/// `stats` of [`RoutingTable`], in the seed's shape.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DhtStats {
+    /// Peers in the routing table.
+    pub total_nodes: usize,
+    /// Non-empty k-buckets.
+    pub buckets_used: u32,
+    /// Routing-table peers that are on the bootstrap list.
+    pub bootstrap_nodes: usize,
 }
 
 /// Counters of the swarm, cheap to compute.
@@ -211,6 +281,21 @@ pub struct NodeStats {
     pub kad_mode: String,
 }
 
+/// Values kept per DHT lookup at most.
+pub const MAX_RECORD_VALUES: usize = 8;
+/// How long a DHT lookup may take.
+pub const GET_RECORD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Gossip state, for the API and tests.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GossipStats {
+    /// Peers subscribed to the announcement topic.
+    pub topic_peers: usize,
+    /// The asked peer's score (`None`: unknown peer or scoring off).
+    pub score: Option<f64>,
+}
+
 /// The outcome of a dial.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -224,6 +309,10 @@ pub struct DialOutcome {
 
 fn ser_display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(v)
+}
+
+fn ser_source<S: serde::Serializer>(v: &Source, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v.as_str())
 }
 
 fn ser_protocols<S: serde::Serializer>(v: &[StreamProtocol], s: S) -> Result<S::Ok, S::Error> {
@@ -253,8 +342,43 @@ pub enum NodeCommand {
     Dial {
         /// The address (may end with `/p2p/<PeerId>`).
         addr: Multiaddr,
+        /// Why we dial (shown as the peer's `source`).
+        source: Source,
         /// The outcome.
         reply: oneshot::Sender<Result<DialOutcome, NodeError>>,
+    },
+    /// Dial a peer by PeerId at `addrs` and at whatever Kademlia knows.
+    DialPeer {
+        /// The peer.
+        peer_id: PeerId,
+        /// Addresses to try (may be empty).
+        addrs: Vec<Multiaddr>,
+        /// Why we dial.
+        source: Source,
+        /// The outcome.
+        reply: oneshot::Sender<Result<DialOutcome, NodeError>>,
+    },
+    /// Look a key up in the DHT: the values found (unverified), at most
+    /// [`MAX_RECORD_VALUES`].
+    GetRecord {
+        /// The key.
+        key: Vec<u8>,
+        /// The values.
+        reply: oneshot::Sender<Result<Vec<Vec<u8>>, NodeError>>,
+    },
+    /// Our own signed records: kept in the DHT and announced on gossip.
+    SetOwnRecords {
+        /// (DHT key, envelope, expiry unix seconds).
+        records: Vec<crate::discovery::dht::OwnRecord>,
+        /// Acknowledged.
+        reply: oneshot::Sender<()>,
+    },
+    /// Gossip counters and a peer's gossip score.
+    Gossip {
+        /// The peer whose score is asked, if any.
+        peer_id: Option<PeerId>,
+        /// The answer.
+        reply: oneshot::Sender<GossipStats>,
     },
     /// List connected peers.
     Peers {
@@ -290,7 +414,6 @@ pub enum NodeCommand {
 pub struct NodeHandle {
     peer_id: PeerId,
     commands: mpsc::Sender<NodeCommand>,
-    events: broadcast::Sender<NodeEvent>,
     control: Control,
 }
 
@@ -312,11 +435,6 @@ impl NodeHandle {
     /// clone has its own back-pressure slot; clone one per task, not per stream.
     pub fn stream_control(&self) -> Control {
         self.control.clone()
-    }
-
-    /// Subscribes to [`NodeEvent`]s from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
-        self.events.subscribe()
     }
 
     /// Whether the event loop is still running.
@@ -341,10 +459,77 @@ impl NodeHandle {
         }
     }
 
-    /// Dials `addr` and waits for the connection (at most [`DIAL_TIMEOUT`]).
+    /// Dials `addr` (on the operator's behalf: source `manual`) and waits
+    /// for the connection (at most [`DIAL_TIMEOUT`]).
     pub async fn dial(&self, addr: Multiaddr) -> Result<DialOutcome, NodeError> {
-        self.request(|reply| NodeCommand::Dial { addr, reply }, DIAL_TIMEOUT)
-            .await?
+        self.dial_from(addr, Source::Manual).await
+    }
+
+    /// Dials `addr`, recording why (`source`).
+    pub async fn dial_from(
+        &self,
+        addr: Multiaddr,
+        source: Source,
+    ) -> Result<DialOutcome, NodeError> {
+        self.request(
+            |reply| NodeCommand::Dial {
+                addr,
+                source,
+                reply,
+            },
+            DIAL_TIMEOUT,
+        )
+        .await?
+    }
+
+    /// Dials `peer_id` at `addrs` and at the addresses Kademlia knows.
+    pub async fn dial_peer(
+        &self,
+        peer_id: PeerId,
+        addrs: Vec<Multiaddr>,
+        source: Source,
+    ) -> Result<DialOutcome, NodeError> {
+        self.request(
+            |reply| NodeCommand::DialPeer {
+                peer_id,
+                addrs,
+                source,
+                reply,
+            },
+            DIAL_TIMEOUT,
+        )
+        .await?
+    }
+
+    /// Looks `key` up in the DHT (at most [`GET_RECORD_TIMEOUT`]): the
+    /// values found, unverified, at most [`MAX_RECORD_VALUES`].
+    pub async fn get_record(&self, key: Vec<u8>) -> Result<Vec<Vec<u8>>, NodeError> {
+        self.request(
+            |reply| NodeCommand::GetRecord { key, reply },
+            GET_RECORD_TIMEOUT + Duration::from_secs(1),
+        )
+        .await?
+    }
+
+    /// Hands the node our own records (DHT and gossip).
+    pub async fn set_own_records(
+        &self,
+        records: Vec<crate::discovery::dht::OwnRecord>,
+    ) -> Result<(), NodeError> {
+        self.request(
+            |reply| NodeCommand::SetOwnRecords { records, reply },
+            COMMAND_TIMEOUT,
+        )
+        .await
+    }
+
+    /// Gossip state, and `peer`'s score.
+    pub async fn gossip(&self, peer_id: Option<PeerId>) -> Result<GossipStats, NodeError> {
+        self.request(
+            |reply| NodeCommand::Gossip { peer_id, reply },
+            COMMAND_TIMEOUT,
+        )
+        .await
     }
 
     /// The connected peers.
@@ -399,22 +584,107 @@ pub struct Node {
     pub listen_addrs: Vec<Multiaddr>,
 }
 
+/// A built swarm that neither listens nor dials yet.
+pub struct PendingNode {
+    handle: NodeHandle,
+    swarm: libp2p::Swarm<behaviour::Behaviour>,
+    commands: mpsc::Receiver<NodeCommand>,
+    metrics: NodeMetrics,
+    discovery: crate::discovery::metrics::Metrics,
+    libp2p_metrics: libp2p::metrics::Metrics,
+    config: Config,
+}
+
+impl PendingNode {
+    /// Lets connection trimming ask `policy` (the PQ layer) which peers
+    /// to keep.
+    pub fn set_trim_policy(
+        &mut self,
+        policy: std::sync::Arc<dyn crate::discovery::trim::TrimPolicy>,
+    ) {
+        self.swarm.behaviour_mut().trim.set_policy(policy);
+    }
+}
+
+impl std::fmt::Debug for PendingNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingNode")
+            .field("peer_id", &self.handle.peer_id)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Node {
-    /// Builds the swarm for `config` with identity `key`, registers its
-    /// metrics (libp2p's and [`NodeMetrics`]) in `registry`, listens on
-    /// `config.listen`, waits until each listener has an address (at most
-    /// 5 s), dials `config.peers` and spawns the event loop.
-    pub async fn start(
+    /// Builds the swarm for `config` with identity `key` and registers its
+    /// metrics (libp2p's and [`NodeMetrics`]) in `registry`. Nothing
+    /// listens or dials yet: register stream protocols on the handle first.
+    pub fn build(
         config: &Config,
         key: Keypair,
         registry: &mut Registry,
-    ) -> Result<Node, NodeError> {
+    ) -> Result<PendingNode, NodeError> {
         let peer_id = key.public().to_peer_id();
         let metrics = NodeMetrics::register(registry);
         // Both add their own `libp2p` prefix.
         let libp2p_metrics = libp2p::metrics::Metrics::new(registry);
-        let mut swarm = behaviour::build_swarm(key, config, &metrics, registry)?;
+        let (swarm, discovery) = behaviour::build_swarm(key, config, &metrics, registry)?;
         let control = swarm.behaviour().stream.new_control();
+        let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_CAPACITY);
+        Ok(PendingNode {
+            handle: NodeHandle {
+                peer_id,
+                commands: cmd_tx,
+                control,
+            },
+            swarm,
+            commands: cmd_rx,
+            metrics,
+            discovery,
+            libp2p_metrics,
+            config: config.clone(),
+        })
+    }
+}
+
+impl PendingNode {
+    /// The handle (commands are answered once the node is started).
+    pub fn handle(&self) -> &NodeHandle {
+        &self.handle
+    }
+
+    /// The discovery counters (`pqnode_discovery_*`).
+    pub fn discovery_metrics(&self) -> &crate::discovery::metrics::Metrics {
+        &self.discovery
+    }
+
+    /// Listens on `config.listen`, waits until each listener has an address
+    /// (at most 5 s), dials `config.peers` and spawns the event loop, which
+    /// hands its events to `observer`.
+    pub async fn start(
+        self,
+        observer: Option<Arc<dyn ConnectionObserver>>,
+    ) -> Result<Node, NodeError> {
+        let PendingNode {
+            handle,
+            mut swarm,
+            commands,
+            metrics,
+            discovery,
+            libp2p_metrics,
+            config,
+        } = self;
+        // Bootstrap peers with a known PeerId seed the routing table, like
+        // configured peers (a client-mode node does not announce Kademlia,
+        // so identify alone would not add it).
+        for addr in &config.bootstrap {
+            if let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.iter().last() {
+                let bare: Multiaddr = addr
+                    .iter()
+                    .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+                    .collect();
+                swarm.behaviour_mut().kad.add_address(&peer, bare);
+            }
+        }
         let mut listeners = Vec::with_capacity(config.listen.len());
         for addr in &config.listen {
             let id = swarm
@@ -425,28 +695,28 @@ impl Node {
                 })?;
             listeners.push((id, addr.clone()));
         }
-        let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_CAPACITY);
-        let (ev_tx, _) = broadcast::channel(EVENT_CAPACITY);
         let mut event_loop = event_loop::EventLoop::new(
             swarm,
-            cmd_rx,
-            ev_tx.clone(),
+            commands,
+            observer,
             metrics,
+            discovery,
             libp2p_metrics,
-            config,
+            &config,
         );
         let listen_addrs = event_loop
             .wait_for_listeners(listeners, Duration::from_secs(5))
             .await?;
+        // `publish_private_addrs`: the operator says our own addresses are
+        // reachable (a LAN, a test network): they count as confirmed
+        // external addresses, so Kademlia serves (a private node never).
+        if config.publish_private_addrs && !config.private {
+            event_loop.confirm_own_addrs();
+        }
         event_loop.dial_configured_peers();
         let task = tokio::spawn(event_loop.run());
         Ok(Node {
-            handle: NodeHandle {
-                peer_id,
-                commands: cmd_tx,
-                events: ev_tx,
-                control,
-            },
+            handle,
             task,
             listen_addrs,
         })

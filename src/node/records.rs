@@ -8,6 +8,8 @@
 //! `pqnode_keys::record::verify` (envelope, PeerId = the key's PeerId,
 //! suite = the key's suite, freshness, PQ signature, rotation) and must not
 //! be older than, or conflict with, the record already stored under the key.
+//! A key outside the prefix is not stored at all ([`DhtRecordError::ForeignKey`]):
+//! this DHT is no general-purpose store for whoever asks.
 //! Pinning is not applied here: storing a record for others is not trusting it.
 
 use std::str::FromStr;
@@ -23,6 +25,9 @@ pub const RECORD_PREFIX: &str = "/pqnode/record/";
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum DhtRecordError {
+    /// The key is not under `/pqnode/record/`: this DHT stores nothing else.
+    #[error("record key is not under {RECORD_PREFIX}: not stored")]
+    ForeignKey,
     /// The key is under `/pqnode/record/` but is not `<suite hex4>/<PeerId>`.
     #[error("malformed record key: {0}")]
     MalformedKey(&'static str),
@@ -93,7 +98,7 @@ pub fn validate_dht_record(
     now: u64,
 ) -> Result<(), DhtRecordError> {
     let Some(parsed) = parse_record_key(key) else {
-        return Ok(());
+        return Err(DhtRecordError::ForeignKey);
     };
     let RecordKey { suite, peer_id } = parsed?;
     let enabled = [suite];
@@ -159,8 +164,18 @@ mod tests {
     }
 
     #[test]
-    fn other_keys_are_plain_records() {
-        assert!(validate_dht_record(b"/other/key", b"v", None, NOW).is_ok());
+    fn other_keys_are_not_stored() {
+        for key in [
+            &b"/other/key"[..],
+            b"",
+            b"/pqnode/recor",
+            b"pqnode/record/0001",
+        ] {
+            assert!(matches!(
+                validate_dht_record(key, b"v", None, NOW),
+                Err(DhtRecordError::ForeignKey)
+            ));
+        }
     }
 
     #[cfg(feature = "pqc")]

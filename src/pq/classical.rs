@@ -1,6 +1,7 @@
 //! The classical message path (PROTOCOL.md §8.2): `/pqnode/msg-classical/1.0.0`,
 //! frames `u32 length || §7 fragment`, protected only by Noise. Never used
-//! with a pinned peer or one that has a PQ session.
+//! with a pinned peer, one that has a PQ session, or one whose PQ status is
+//! still open.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,21 +14,43 @@ use pqnode_crypto::channel::MAX_BODY;
 use super::fragment::{self, HEADER_LEN, Reassembler};
 use super::framing::{FrameError, read_frame, write_frame};
 use super::inbox::Security;
-use super::{CLASSICAL_PROTOCOL, Inner, SendError, spawn_on};
+use super::policy::{self, ClassicalStream};
+use super::{CLASSICAL_PROTOCOL, Inner, PqStatus, SendError, spawn_on};
+use tokio::sync::watch;
 
 /// How long a classical stream may sit idle between frames.
 const IDLE: Duration = Duration::from_secs(30);
 
-/// Accepts classical message streams.
+/// How long an inbound classical stream is held unread while the peer's
+/// PQ status is still open.
+const STATUS_WAIT: Duration = Duration::from_secs(15);
+
+/// The current decision for an inbound classical stream from `peer`.
+fn decide(inner: &Inner, peer: &PeerId) -> (ClassicalStream, Option<watch::Receiver<PqStatus>>) {
+    let (status, rx) = {
+        let t = inner.table();
+        (t.get(peer).map(|e| e.status.clone()), t.watch(peer))
+    };
+    let Some(status) = status else {
+        return (ClassicalStream::Refuse, None);
+    };
+    let pinned = inner.verifier.is_pinned(peer);
+    (
+        policy::classical_stream(inner.policy, pinned, status.kind()),
+        rx,
+    )
+}
+
+/// Accepts classical message streams (§8.2): read only from a peer known to
+/// lack PQ; held unread (bounded) while its status is open.
 pub(crate) async fn accept_loop(inner: Arc<Inner>, mut incoming: IncomingStreams) {
     while let Some((peer, mut stream)) = incoming.next().await {
-        if inner.verifier.is_pinned(&peer) || inner.has_session(&peer) {
-            inner.metrics.downgrade_refused.inc();
-            inner.metrics.refuse("classical-from-pq-peer");
-            tracing::warn!(peer = %peer, "classical message stream from a pinned or PQ peer refused");
-            spawn_on(&inner, async move {
-                let _ = tokio::time::timeout(Duration::from_secs(1), stream.close()).await;
-            });
+        if inner
+            .shutting_down
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            // Shutting down: nothing more is delivered.
+            drop(stream);
             continue;
         }
         let Ok(permit) = inner.classical_permits.clone().try_acquire_owned() else {
@@ -36,6 +59,19 @@ pub(crate) async fn accept_loop(inner: Arc<Inner>, mut incoming: IncomingStreams
         };
         let inner2 = inner.clone();
         spawn_on(&inner, async move {
+            let mut verdict = decide(&inner2, &peer);
+            if let (ClassicalStream::Wait, Some(mut rx)) = verdict {
+                let _ = tokio::time::timeout(STATUS_WAIT, rx.wait_for(PqStatus::is_settled)).await;
+                verdict = decide(&inner2, &peer);
+            }
+            if verdict.0 != ClassicalStream::Accept {
+                inner2.metrics.refuse("classical-stream");
+                if inner2.may_log(peer, "classical-refused") {
+                    tracing::warn!(peer = %peer, "classical message stream refused: the peer is pinned, has a PQ session, or its PQ status is open");
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(1), stream.close()).await;
+                return;
+            }
             let mut reassembler = Reassembler::new(inner2.limits.max_message_size);
             loop {
                 let frame =
@@ -55,6 +91,7 @@ pub(crate) async fn accept_loop(inner: Arc<Inner>, mut incoming: IncomingStreams
                         inner2
                             .inbox
                             .deliver(peer, Security::Classical, None, message);
+                        inner2.touch(&peer);
                     }
                     Ok(None) => {}
                     Err(e) => {

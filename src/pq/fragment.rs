@@ -10,6 +10,10 @@
 //! before the next begins, and that message ids increase. Anything else is a
 //! protocol violation that ends the session.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
 use pqnode_crypto::channel::MAX_BODY;
 
 /// Bytes of a fragment's header.
@@ -64,6 +68,48 @@ pub enum FragmentError {
     /// that changed between fragments.
     #[error("fragment interleaves with incomplete message {0}")]
     Interleaved(u64),
+    /// The partial messages of all sessions together would exceed their
+    /// budget (PROTOCOL.md §9 rev 3).
+    #[error("partial messages of all peers would exceed {max} bytes")]
+    BudgetExhausted {
+        /// The budget.
+        max: usize,
+    },
+}
+
+/// The bytes all partial (incomplete) messages may hold together, shared
+/// by every session (PROTOCOL.md §9 rev 3: 256 MiB).
+#[derive(Debug)]
+pub struct PartialBudget {
+    used: AtomicUsize,
+    max: usize,
+}
+
+impl PartialBudget {
+    /// A budget of `max` bytes.
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(PartialBudget {
+            used: AtomicUsize::new(0),
+            max,
+        })
+    }
+
+    /// Bytes reserved now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn reserve(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                u.checked_add(n).filter(|t| *t <= self.max)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+    }
 }
 
 /// Splits one message into fragment bodies (each fits one data record). An
@@ -89,6 +135,15 @@ pub struct Reassembler {
     max_message: usize,
     last_id: Option<u64>,
     current: Option<(u64, u32, Vec<u8>)>,
+    /// When the incomplete message began, and the bytes it reserved.
+    partial: Option<(Instant, usize)>,
+    budget: Option<Arc<PartialBudget>>,
+}
+
+impl Drop for Reassembler {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 impl Reassembler {
@@ -98,6 +153,32 @@ impl Reassembler {
             max_message,
             last_id: None,
             current: None,
+            partial: None,
+            budget: None,
+        }
+    }
+
+    /// [`Reassembler::new`] whose incomplete messages reserve their whole
+    /// announced size from `budget` until they complete (or it is dropped).
+    pub fn with_budget(max_message: usize, budget: Arc<PartialBudget>) -> Self {
+        Reassembler {
+            max_message,
+            last_id: None,
+            current: None,
+            partial: None,
+            budget: Some(budget),
+        }
+    }
+
+    /// When the incomplete message in progress began, if there is one (the
+    /// caller ends a session whose partial message is older than 30 s).
+    pub fn partial_since(&self) -> Option<Instant> {
+        self.partial.map(|(t, _)| t)
+    }
+
+    fn release(&mut self) {
+        if let (Some((_, n)), Some(b)) = (self.partial.take(), &self.budget) {
+            b.release(n);
         }
     }
 
@@ -162,6 +243,15 @@ impl Reassembler {
                         got: offset,
                     });
                 }
+                if bytes.len() < total as usize {
+                    let need = total as usize;
+                    if let Some(b) = &self.budget
+                        && !b.reserve(need)
+                    {
+                        return Err(FragmentError::BudgetExhausted { max: b.max });
+                    }
+                    self.partial = Some((Instant::now(), need));
+                }
                 let mut buf = Vec::with_capacity((total as usize).min(MAX_CHUNK * 2));
                 buf.extend_from_slice(bytes);
                 self.last_id = Some(id);
@@ -171,6 +261,7 @@ impl Reassembler {
         match &self.current {
             Some((_, total, buf)) if buf.len() == *total as usize => {
                 let (id, _, buf) = self.current.take().ok_or(FragmentError::Truncated(0))?;
+                self.release();
                 Ok(Some((id, buf)))
             }
             _ => {
@@ -259,6 +350,36 @@ mod tests {
             reassemble(1 << 20, [vec![0u8; 15]]),
             Err(FragmentError::Truncated(15))
         );
+    }
+
+    #[test]
+    fn partial_messages_reserve_the_shared_budget_until_complete() {
+        let budget = PartialBudget::new(3 * MAX_CHUNK);
+        let big = vec![7u8; 2 * MAX_CHUNK];
+        let frags: Vec<_> = fragments(1, &big).collect();
+        let mut a = Reassembler::with_budget(1 << 20, budget.clone());
+        let mut b = Reassembler::with_budget(1 << 20, budget.clone());
+        assert!(a.partial_since().is_none());
+        assert_eq!(a.push(&frags[0]), Ok(None));
+        assert!(a.partial_since().is_some());
+        assert_eq!(budget.used(), 2 * MAX_CHUNK);
+        // A second partial message of the same size does not fit.
+        assert_eq!(
+            b.push(&frags[0]),
+            Err(FragmentError::BudgetExhausted { max: 3 * MAX_CHUNK })
+        );
+        // Single-fragment messages need no reservation.
+        let small: Vec<_> = fragments(2, b"hi").collect();
+        assert!(matches!(b.push(&small[0]), Ok(Some(_))));
+        // Completing releases it; dropping an incomplete one too.
+        assert!(matches!(a.push(&frags[1]), Ok(Some(_))));
+        assert_eq!(budget.used(), 0);
+        let mut c = Reassembler::with_budget(1 << 20, budget.clone());
+        let frags: Vec<_> = fragments(3, &big).collect();
+        c.push(&frags[0]).unwrap();
+        assert_eq!(budget.used(), 2 * MAX_CHUNK);
+        drop(c);
+        assert_eq!(budget.used(), 0);
     }
 
     proptest! {

@@ -1,9 +1,11 @@
 //! Drives the sans-IO handshake over `/pqnode/pq/1.0.0` streams: framing,
-//! the 10 s deadline, Reject on failure, the concurrency limits, and the
-//! blocking pool for the cryptography.
+//! the 10 s deadline, Reject on failure, the global and per-peer limits
+//! (§9 rev 3), the suite rules toward pinned peers (§5 rev 3), pins written
+//! only after a whole handshake (§8.3 rev 3), and the blocking pool for the
+//! cryptography and the pin database.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream};
@@ -14,10 +16,15 @@ use pqnode_crypto::handshake::{
     messages::MAX_MESSAGE_LEN, reject_message,
 };
 use pqnode_crypto::rng::system_rng;
+use pqnode_keys::pins::PinError;
+use pqnode_keys::time::unix_now;
 use tracing::Instrument;
 
 use super::framing::{FrameError, read_frame, write_frame};
-use super::{Inner, PQ_PROTOCOL, lock, session, spawn_on};
+use super::policy::{self, FailureAction, HandshakeOutcome, NoPq, RefuseReason};
+use super::state::{Admission, RETRY_MAX};
+use super::verifier::SuiteRule;
+use super::{Inner, PQ_PROTOCOL, PqStatus, session, spawn_on};
 
 /// Why a handshake over a stream failed.
 #[derive(Debug, thiserror::Error)]
@@ -32,8 +39,12 @@ pub(crate) enum HsFailure {
     Unsupported(String),
     #[error("could not open the stream: {0}")]
     Open(String),
-    #[error("blocking task failed: {0}")]
-    Join(String),
+    #[error("the peer is pinned only under suites this node does not enable")]
+    NoPinnedSuite,
+    #[error("the pin changed during the handshake: {0}")]
+    PinMismatch(String),
+    #[error("local failure: {0}")]
+    Local(String),
 }
 
 impl HsFailure {
@@ -46,7 +57,8 @@ impl HsFailure {
             HsFailure::Timeout => "timeout",
             HsFailure::Unsupported(_) => "unsupported",
             HsFailure::Open(_) => "open-stream",
-            HsFailure::Join(_) => "local",
+            HsFailure::NoPinnedSuite | HsFailure::PinMismatch(_) => "key-mismatch",
+            HsFailure::Local(_) => "local",
         }
     }
 
@@ -57,14 +69,56 @@ impl HsFailure {
             _ => None,
         }
     }
+
+    /// The Reject to send.
+    fn reject(&self) -> Option<RejectReason> {
+        match self {
+            HsFailure::Handshake(h) => h.reject_reason(),
+            HsFailure::Frame(FrameError::BadLength { .. }) => Some(RejectReason::BadMessage),
+            HsFailure::PinMismatch(_) => Some(RejectReason::AuthFailed),
+            _ => None,
+        }
+    }
+
+    /// What the failure means (§8).
+    fn outcome(&self) -> HandshakeOutcome {
+        use HandshakeError as H;
+        match self {
+            HsFailure::Handshake(H::NoCommonSuite { .. })
+            | HsFailure::Handshake(H::Rejected(RejectReason::NoCommonSuite)) => {
+                HandshakeOutcome::NoCommonSuite
+            }
+            HsFailure::NoPinnedSuite | HsFailure::PinMismatch(_) => HandshakeOutcome::KeyMismatch,
+            _ if self.record_reason() == Some("key-mismatch") => HandshakeOutcome::KeyMismatch,
+            _ if self.record_reason() == Some("unpinned-peer") => HandshakeOutcome::Unpinned,
+            _ if self.record_reason() == Some("pin-store") => HandshakeOutcome::Local,
+            HsFailure::Handshake(H::Record(_) | H::BadSignature | H::BadMac) => {
+                HandshakeOutcome::AuthFailed
+            }
+            HsFailure::Handshake(H::Rejected(RejectReason::Busy)) => HandshakeOutcome::PeerBusy,
+            HsFailure::Handshake(H::Rejected(_)) => HandshakeOutcome::RejectedByPeer,
+            HsFailure::Handshake(H::Decode(_) | H::Protocol(_) | H::LowOrderKey)
+            | HsFailure::Frame(FrameError::BadLength { .. }) => HandshakeOutcome::BadMessage,
+            HsFailure::Timeout
+            | HsFailure::Frame(_)
+            | HsFailure::Open(_)
+            | HsFailure::Unsupported(_) => HandshakeOutcome::Transient,
+            HsFailure::Handshake(_) | HsFailure::Local(_) => HandshakeOutcome::Local,
+        }
+    }
 }
 
+/// Runs `f` on the blocking pool, tracked by the layer so that shutdown
+/// waits for it (it may hold the pin database).
 async fn blocking<T: Send + 'static>(
+    inner: &Arc<Inner>,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, HsFailure> {
-    tokio::task::spawn_blocking(f)
+    inner
+        .blocking
+        .spawn_blocking(f)
         .await
-        .map_err(|e| HsFailure::Join(e.to_string()))
+        .map_err(|e| HsFailure::Local(e.to_string()))
 }
 
 async fn read_msg(stream: &mut Stream) -> Result<Vec<u8>, HsFailure> {
@@ -73,15 +127,13 @@ async fn read_msg(stream: &mut Stream) -> Result<Vec<u8>, HsFailure> {
 
 /// How long a stream that was sent a Reject is kept open for the peer to
 /// read it and close its side.
-const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+const LINGER: Duration = Duration::from_secs(1);
 /// What a lingering stream may still receive (discarded).
 const LINGER_MAX_BYTES: usize = 64 * 1024;
 
 /// After a Reject: wait until the peer closes its side (or `LINGER` passes,
-/// or it has sent `LINGER_MAX_BYTES` more). A disconnect right after the
-/// Reject can otherwise drop the stream's last frames before the connection
-/// has written them: on a loaded single core the peer got a bare close
-/// instead of the Reject.
+/// or it has sent `LINGER_MAX_BYTES` more), so that a disconnect right after
+/// the Reject does not drop it unwritten.
 async fn linger(stream: &mut Stream) {
     let _ = tokio::time::timeout(LINGER, async {
         let mut buf = [0u8; 1024];
@@ -100,53 +152,132 @@ async fn linger(stream: &mut Stream) {
 async fn reject_and_close(stream: &mut Stream, reason: Option<RejectReason>) {
     if let Some(reason) = reason {
         let _ = tokio::time::timeout(
-            std::time::Duration::from_secs(1),
+            Duration::from_secs(1),
             write_frame(stream, &reject_message(reason)),
         )
         .await;
     }
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stream.close()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.close()).await;
 }
 
-/// Accepts inbound PQ streams, bounded by the handshake semaphore.
+fn reject_busy(inner: &Arc<Inner>, mut stream: Stream) {
+    if let Ok(p) = inner.reject_permits.clone().try_acquire_owned() {
+        spawn_on(inner, async move {
+            reject_and_close(&mut stream, Some(RejectReason::Busy)).await;
+            drop(p);
+        });
+    }
+}
+
+/// Marks `peer` negotiating unless its status is already settled.
+fn mark_negotiating(inner: &Arc<Inner>, peer: &PeerId) {
+    let open = inner
+        .table()
+        .get(peer)
+        .is_some_and(|e| !e.status.is_settled());
+    if open {
+        inner.set_status(peer, PqStatus::Negotiating);
+    }
+}
+
+/// After a handshake that did not settle anything: back to unknown (unless
+/// another handshake runs or a session exists).
+fn unmark_negotiating(inner: &Arc<Inner>, peer: &PeerId) {
+    let back = {
+        let t = inner.table();
+        t.get(peer)
+            .is_some_and(|e| e.status == PqStatus::Negotiating && !e.inbound_hs && !e.outbound_hs)
+    };
+    if back {
+        inner.set_status(peer, PqStatus::Unknown);
+    }
+}
+
+/// Accepts inbound PQ streams, bounded globally and per peer.
 pub(crate) async fn accept_loop(inner: Arc<Inner>, mut incoming: IncomingStreams) {
-    while let Some((peer, mut stream)) = incoming.next().await {
-        let Ok(permit) = inner.inbound_permits.clone().try_acquire_owned() else {
-            inner.metrics.handshake_failed("busy");
-            tracing::warn!(peer = %peer, "too many concurrent inbound PQ handshakes: rejecting (busy)");
-            if let Ok(p) = inner.reject_permits.clone().try_acquire_owned() {
-                spawn_on(&inner, async move {
-                    reject_and_close(&mut stream, Some(RejectReason::Busy)).await;
-                    drop(p);
-                });
+    while let Some((peer, stream)) = incoming.next().await {
+        if inner
+            .shutting_down
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            // Shutting down, connections about to close: `busy`, so the peer
+            // retries later instead of seeing the protocol vanish.
+            reject_busy(&inner, stream);
+            continue;
+        }
+        let now = Instant::now();
+        let admission = inner.table().admit_inbound(&peer, now);
+        match admission {
+            Admission::Admitted => {}
+            Admission::Busy => {
+                inner.metrics.handshake_failed("peer-busy");
+                let abusive = inner.table().handshake_failed(&peer, now);
+                if inner.may_log(peer, "busy") {
+                    tracing::warn!(peer = %peer, "PQ handshake beyond the per-peer limits: rejecting (busy)");
+                }
+                reject_busy(&inner, stream);
+                if abusive {
+                    let inner2 = inner.clone();
+                    spawn_on(&inner, async move {
+                        inner2.refuse(peer, RefuseReason::Abusive).await
+                    });
+                }
+                continue;
             }
+            Admission::Abusive => {
+                drop(stream);
+                let inner2 = inner.clone();
+                spawn_on(&inner, async move {
+                    inner2.refuse(peer, RefuseReason::Abusive).await
+                });
+                continue;
+            }
+        }
+        let Ok(permit) = inner.inbound_permits.clone().try_acquire_owned() else {
+            inner.table().inbound_done(&peer);
+            inner.metrics.handshake_failed("busy");
+            if inner.may_log(peer, "global-busy") {
+                tracing::warn!(peer = %peer, "too many concurrent inbound PQ handshakes: rejecting (busy)");
+            }
+            reject_busy(&inner, stream);
             continue;
         };
         let inner2 = inner.clone();
         spawn_on(
             &inner,
             async move {
-                *lock(&inner2.inbound_pending).entry(peer).or_default() += 1;
+                let mut stream = stream;
+                mark_negotiating(&inner2, &peer);
                 inner2.metrics.handshakes_in_progress.inc();
+                inner2.metrics.inbound_handshakes_in_progress.inc();
                 inner2.metrics.handshakes_started.inc();
                 let started = Instant::now();
                 let result = tokio::time::timeout(
                     inner2.limits.handshake_timeout,
                     respond(&inner2, peer, &mut stream),
                 )
-                .await;
+                .await
+                .unwrap_or(Err(HsFailure::Timeout));
                 inner2.metrics.handshakes_in_progress.dec();
-                {
-                    let mut pending = lock(&inner2.inbound_pending);
-                    if let Some(n) = pending.get_mut(&peer) {
-                        *n -= 1;
-                        if *n == 0 {
-                            pending.remove(&peer);
+                inner2.metrics.inbound_handshakes_in_progress.dec();
+                inner2.table().inbound_done(&peer);
+                match result {
+                    Ok(est) => established(&inner2, peer, stream, est, started, false),
+                    Err(e) => {
+                        let abusive = inner2.table().handshake_failed(&peer, Instant::now());
+                        reject_and_close(&mut stream, e.reject()).await;
+                        if e.reject().is_some() {
+                            // What follows may disconnect the peer: let the
+                            // Reject arrive first.
+                            linger(&mut stream).await;
+                        }
+                        let action = failed(&inner2, peer, &e, false).await;
+                        unmark_negotiating(&inner2, &peer);
+                        if abusive && matches!(action, FailureAction::RetryLater) {
+                            inner2.refuse(peer, RefuseReason::Abusive).await;
                         }
                     }
                 }
-                let result = result.unwrap_or(Err(HsFailure::Timeout));
-                finish(&inner2, peer, stream, result, started, false).await;
                 // Held through the Reject and its linger, so they count
                 // against the concurrency limit too.
                 drop(permit);
@@ -156,64 +287,143 @@ pub(crate) async fn accept_loop(inner: Arc<Inner>, mut incoming: IncomingStreams
     }
 }
 
-/// Opens the PQ stream to `peer` and runs the initiator, unless one runs already.
+/// Opens the PQ stream to `peer` and runs the initiator, unless one runs
+/// already; transient failures are retried with back-off while the peer
+/// stays connected and its status open.
 ///
 /// Only for a connected peer: libp2p-stream's `open_stream` dials a peer it
 /// is not connected to, and the PQ layer must never reconnect to a peer that
 /// left (or was refused) on its own initiative.
 pub(crate) fn spawn_initiator(inner: &Arc<Inner>, peer: PeerId) {
-    if !lock(&inner.connected).contains(&peer) {
-        return;
-    }
-    if !lock(&inner.outbound_pending).insert(peer) {
+    if !inner.table().begin_outbound(&peer) {
         return;
     }
     let inner2 = inner.clone();
-    spawn_on(inner, async move {
-        let Ok(permit) = inner2.outbound_permits.clone().acquire_owned().await else {
-            lock(&inner2.outbound_pending).remove(&peer);
-            return;
-        };
-        inner2.metrics.handshakes_in_progress.inc();
-        inner2.metrics.handshakes_started.inc();
-        let started = Instant::now();
-        let mut control = inner2.node.stream_control();
-        let opened = tokio::time::timeout(
-            inner2.limits.handshake_timeout,
-            control.open_stream(peer, PQ_PROTOCOL),
-        )
-        .await;
-        let result = match opened {
-            Err(_) => Err(HsFailure::Timeout),
-            Ok(Err(OpenStreamError::UnsupportedProtocol(p))) => {
-                Err(HsFailure::Unsupported(p.to_string()))
-            }
-            Ok(Err(e)) => Err(HsFailure::Open(e.to_string())),
-            Ok(Ok(mut stream)) => {
-                let left = inner2
-                    .limits
-                    .handshake_timeout
-                    .saturating_sub(started.elapsed());
-                let r = tokio::time::timeout(left, initiate(&inner2, peer, &mut stream)).await;
-                Ok((stream, r.unwrap_or(Err(HsFailure::Timeout))))
-            }
-        };
-        inner2.metrics.handshakes_in_progress.dec();
-        drop(permit);
-        lock(&inner2.outbound_pending).remove(&peer);
-        match result {
-            Ok((stream, result)) => finish(&inner2, peer, stream, result, started, true).await,
-            Err(HsFailure::Unsupported(p)) => {
-                inner2
-                    .no_pq(peer, &format!("remote does not support {p}"))
-                    .await
-            }
-            Err(e) => {
-                inner2.metrics.handshake_failed(e.name());
-                tracing::warn!(peer = %peer, reason = e.name(), error = %e, "PQ handshake could not start");
+    spawn_on(
+        inner,
+        async move {
+            if let Err(FailureAction::RetryLater) = run_initiator(&inner2, peer).await {
+                schedule_retry(&inner2, peer);
             }
         }
-    }.instrument(tracing::info_span!("pq_handshake", peer = %peer, side = "initiator")));
+        .instrument(tracing::info_span!("pq_handshake", peer = %peer, side = "initiator")),
+    );
+}
+
+/// Retries the handshake with `peer` after its back-off (doubling, at most
+/// a minute), if it is still connected, open and idle by then.
+pub(crate) fn schedule_retry(inner: &Arc<Inner>, peer: PeerId) {
+    let delay = {
+        let mut t = inner.table();
+        let Some(e) = t.get_mut(&peer) else {
+            return;
+        };
+        let d = e.retry_backoff;
+        e.retry_backoff = (d * 2).min(RETRY_MAX);
+        d
+    };
+    let inner2 = inner.clone();
+    spawn_on(inner, async move {
+        tokio::time::sleep(delay).await;
+        inner2.initiate_if_open(peer);
+    });
+}
+
+/// One initiator handshake with `peer`, whose outbound slot the caller has
+/// taken (it is given back here). On success the session starts; a failure
+/// has been acted upon (refusal, classical label) and is returned.
+pub(crate) async fn run_initiator(inner: &Arc<Inner>, peer: PeerId) -> Result<(), FailureAction> {
+    let Ok(permit) = inner.outbound_permits.clone().acquire_owned().await else {
+        inner.table().outbound_done(&peer);
+        return Err(FailureAction::RetryLater);
+    };
+    mark_negotiating(inner, &peer);
+    inner.metrics.handshakes_in_progress.inc();
+    inner.metrics.handshakes_started.inc();
+    let started = Instant::now();
+    let mut control = inner.node.stream_control();
+    let opened = tokio::time::timeout(
+        inner.limits.handshake_timeout,
+        control.open_stream(peer, PQ_PROTOCOL),
+    )
+    .await;
+    let result = match opened {
+        Err(_) => Err((None, HsFailure::Timeout)),
+        Ok(Err(OpenStreamError::UnsupportedProtocol(p))) => {
+            Err((None, HsFailure::Unsupported(p.to_string())))
+        }
+        Ok(Err(e)) => Err((None, HsFailure::Open(e.to_string()))),
+        Ok(Ok(mut stream)) => {
+            let left = inner
+                .limits
+                .handshake_timeout
+                .saturating_sub(started.elapsed());
+            match tokio::time::timeout(left, initiate(inner, peer, &mut stream)).await {
+                Ok(Ok(est)) => Ok((stream, est)),
+                Ok(Err(e)) => Err((Some(stream), e)),
+                Err(_) => Err((Some(stream), HsFailure::Timeout)),
+            }
+        }
+    };
+    inner.metrics.handshakes_in_progress.dec();
+    drop(permit);
+    inner.table().outbound_done(&peer);
+    match result {
+        Ok((stream, est)) => {
+            established(inner, peer, stream, est, started, true);
+            Ok(())
+        }
+        Err((_, HsFailure::Unsupported(p))) => {
+            tracing::info!(peer = %peer, protocol = %p, "remote does not support the PQ protocol");
+            inner.no_pq(peer, NoPq::ProtocolUnsupported).await;
+            unmark_negotiating(inner, &peer);
+            Err(FailureAction::NoPq(policy::NoPqAction::LabelClassical(
+                policy::ClassicalReason::NoPqProtocol,
+            )))
+        }
+        Err((stream, e)) => {
+            if let Some(mut stream) = stream {
+                reject_and_close(&mut stream, e.reject()).await;
+                if e.reject().is_some() {
+                    linger(&mut stream).await;
+                }
+            }
+            let action = failed(inner, peer, &e, true).await;
+            unmark_negotiating(inner, &peer);
+            Err(action)
+        }
+    }
+}
+
+/// The suites `peer` may use (§5 rev 3), or the failure when it is pinned
+/// only under suites this node does not enable.
+async fn suite_rule(inner: &Arc<Inner>, peer: PeerId) -> Result<SuiteRule, HsFailure> {
+    let verifier = inner.verifier.clone();
+    blocking(inner, move || verifier.suite_rule(&peer))
+        .await?
+        .map_err(|e| HsFailure::Handshake(HandshakeError::Record(e)))
+}
+
+/// Commits the pin of a whole handshake (§8.3 rev 3) on the blocking pool.
+async fn commit_pin(
+    inner: &Arc<Inner>,
+    verified: Option<super::verifier::Verified>,
+) -> Result<(), HsFailure> {
+    let Some(v) = verified else {
+        return Err(HsFailure::Local("no verified record to pin".into()));
+    };
+    let verifier = inner.verifier.clone();
+    match blocking(inner, move || verifier.commit(&v, unix_now())).await? {
+        Ok(_) => Ok(()),
+        Err(e @ PinError::KeyMismatch { .. }) => {
+            inner.metrics.key_mismatch.inc();
+            Err(HsFailure::PinMismatch(e.to_string()))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot persist pin; refusing the session rather than run unpinned");
+            Err(HsFailure::Local(format!("pin store: {e}")))
+        }
+    }
 }
 
 async fn initiate(
@@ -221,20 +431,32 @@ async fn initiate(
     peer: PeerId,
     stream: &mut Stream,
 ) -> Result<Established, HsFailure> {
-    let config = inner.hs().ok_or(HsFailure::Join("PQ unavailable".into()))?;
+    let config = inner
+        .hs()
+        .ok_or(HsFailure::Local("PQ unavailable".into()))?;
+    let offer = match suite_rule(inner, peer).await? {
+        SuiteRule::Any => config
+            .credentials
+            .iter()
+            .map(|c| c.signing_key.suite())
+            .collect(),
+        SuiteRule::Pinned(suites) if suites.is_empty() => return Err(HsFailure::NoPinnedSuite),
+        SuiteRule::Pinned(suites) => suites,
+    };
     let remote = peer.to_bytes();
-    let (mut state, init): (InitiatorAwaitingResp, Vec<u8>) = blocking(move || {
+    let (mut state, init): (InitiatorAwaitingResp, Vec<u8>) = blocking(inner, move || {
         let mut rng = system_rng();
-        Initiator::start(config, &remote, &mut rng)
+        Initiator::start_offering(config, &remote, &offer, &mut rng)
     })
     .await??;
     write_frame(stream, &init).await?;
     loop {
         let msg = read_msg(stream).await?;
-        let verifier = inner.verifier.clone();
-        let step = blocking(move || {
+        let verifier = Arc::new(inner.verifier.for_handshake());
+        let v2 = verifier.clone();
+        let step = blocking(inner, move || {
             let mut rng = system_rng();
-            state.handle(&msg, verifier.as_ref(), &mut rng)
+            state.handle(&msg, v2.as_ref(), &mut rng)
         })
         .await??;
         match step {
@@ -243,6 +465,8 @@ async fn initiate(
                 state = next;
             }
             InitiatorStep::Done { fin, session } => {
+                // Resp verified: the whole handshake succeeded on this side.
+                commit_pin(inner, verifier.take()).await?;
                 write_frame(stream, &fin).await?;
                 return Ok(*session);
             }
@@ -255,11 +479,19 @@ async fn respond(
     peer: PeerId,
     stream: &mut Stream,
 ) -> Result<Established, HsFailure> {
-    let config = inner.hs().ok_or(HsFailure::Join("PQ unavailable".into()))?;
-    let mut state: ResponderAwaitingInit = Responder::start(config, &peer.to_bytes())?;
+    let config = inner
+        .hs()
+        .ok_or(HsFailure::Local("PQ unavailable".into()))?;
+    let allowed = match suite_rule(inner, peer).await? {
+        SuiteRule::Any => None,
+        // An empty list makes every Init a Reject 1: §8.3 key-mismatch.
+        SuiteRule::Pinned(suites) => Some(suites),
+    };
+    let mut state: ResponderAwaitingInit =
+        Responder::start_allowing(config, &peer.to_bytes(), allowed)?;
     let awaiting_fin: ResponderAwaitingFin = loop {
         let msg = read_msg(stream).await?;
-        let step = blocking(move || {
+        let step = blocking(inner, move || {
             let mut rng = system_rng();
             state.handle(&msg, &mut rng)
         })
@@ -276,71 +508,73 @@ async fn respond(
         }
     };
     let fin = read_msg(stream).await?;
-    let verifier = inner.verifier.clone();
-    Ok(blocking(move || awaiting_fin.handle(&fin, verifier.as_ref())).await??)
+    let verifier = Arc::new(inner.verifier.for_handshake());
+    let v2 = verifier.clone();
+    let est = blocking(inner, move || awaiting_fin.handle(&fin, v2.as_ref())).await??;
+    // Fin verified: the whole handshake succeeded on this side.
+    commit_pin(inner, verifier.take()).await?;
+    Ok(est)
 }
 
-/// After a handshake: start the session, or account for the failure.
-async fn finish(
+/// A finished handshake: start the session.
+fn established(
     inner: &Arc<Inner>,
     peer: PeerId,
-    mut stream: Stream,
-    result: Result<Established, HsFailure>,
+    stream: Stream,
+    est: Established,
     started: Instant,
     local_initiated: bool,
 ) {
-    match result {
-        Ok(established) => {
-            let elapsed = started.elapsed();
-            inner
-                .metrics
-                .handshake_duration
-                .observe(elapsed.as_secs_f64());
-            tracing::info!(
-                peer = %peer,
-                suite = %established.suite,
-                initiator = local_initiated,
-                duration_ms = elapsed.as_millis() as u64,
-                "PQ session established"
-            );
-            session::start(inner, peer, established, stream, local_initiated);
-        }
-        Err(e) => {
-            let reason = e.name();
-            inner.metrics.handshake_failed(reason);
-            let reject = match &e {
-                HsFailure::Handshake(h) => h.reject_reason(),
-                HsFailure::Frame(FrameError::BadLength { .. }) => Some(RejectReason::BadMessage),
-                _ => None,
-            };
-            reject_and_close(&mut stream, reject).await;
-            if reject.is_some() {
-                // What follows may disconnect the peer: let the Reject arrive first.
-                linger(&mut stream).await;
-            }
-            tracing::warn!(peer = %peer, reason, record = e.record_reason().unwrap_or(""), error = %e, "PQ handshake failed");
-            match &e {
-                HsFailure::Handshake(HandshakeError::NoCommonSuite { .. })
-                | HsFailure::Handshake(HandshakeError::Rejected(RejectReason::NoCommonSuite)) => {
-                    inner.no_pq(peer, "no common suite").await;
-                }
-                _ if e.record_reason() == Some("key-mismatch") => {
-                    inner.refuse(peer, "key-mismatch").await
-                }
-                HsFailure::Handshake(HandshakeError::Record(_))
-                | HsFailure::Handshake(HandshakeError::BadSignature)
-                | HsFailure::Handshake(HandshakeError::BadMac)
-                | HsFailure::Handshake(HandshakeError::Rejected(RejectReason::AuthFailed)) => {
-                    inner.refuse(peer, "auth-failed").await
-                }
-                HsFailure::Handshake(HandshakeError::Decode(_))
-                | HsFailure::Handshake(HandshakeError::Protocol(_))
-                | HsFailure::Handshake(HandshakeError::LowOrderKey)
-                | HsFailure::Frame(FrameError::BadLength { .. }) => {
-                    inner.refuse(peer, "bad-handshake").await
-                }
-                _ => {}
-            }
-        }
+    let elapsed = started.elapsed();
+    inner
+        .metrics
+        .handshake_duration
+        .observe(elapsed.as_secs_f64());
+    tracing::info!(
+        peer = %peer,
+        suite = %est.suite,
+        initiator = local_initiated,
+        duration_ms = elapsed.as_millis() as u64,
+        "PQ session established"
+    );
+    if let Some(e) = inner.table().get_mut(&peer) {
+        e.retry_backoff = super::state::RETRY_MIN;
     }
+    session::start(inner, peer, est, stream, local_initiated);
+}
+
+/// Accounts for a failed handshake and acts on it (§8); returns the action.
+async fn failed(
+    inner: &Arc<Inner>,
+    peer: PeerId,
+    e: &HsFailure,
+    local_initiated: bool,
+) -> FailureAction {
+    let reason = e.name();
+    inner.metrics.handshake_failed(reason);
+    if inner.may_log(peer, "handshake-failed") {
+        tracing::warn!(peer = %peer, reason, initiator = local_initiated, record = e.record_reason().unwrap_or(""), error = %e, "PQ handshake failed");
+    }
+    let pinned = inner.verifier.is_pinned(&peer);
+    let action = policy::on_handshake_failure(inner.policy, pinned, e.outcome());
+    match action {
+        FailureAction::NoPq(policy::NoPqAction::LabelClassical(r)) => {
+            // A session that exists (a failed re-handshake) stays.
+            if inner
+                .table()
+                .get(&peer)
+                .is_some_and(|p| p.session.is_none())
+            {
+                inner.label_classical(peer, r);
+            }
+        }
+        FailureAction::NoPq(policy::NoPqAction::Refuse(r)) | FailureAction::Refuse(r) => {
+            if r == RefuseReason::KeyMismatch {
+                tracing::warn!(peer = %peer, "pinned peer showed another key or suite; refusing (pin unchanged)");
+            }
+            inner.refuse(peer, r).await;
+        }
+        FailureAction::RetryLater => {}
+    }
+    action
 }

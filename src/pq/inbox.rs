@@ -80,6 +80,7 @@ struct InboxInner {
     max_peers: usize,
     max_bytes: usize,
     next_seq: AtomicU64,
+    accepting: std::sync::atomic::AtomicBool,
     queues: Mutex<Queues>,
     follow: broadcast::Sender<InboundMessage>,
     metrics: PqMetrics,
@@ -104,11 +105,23 @@ impl Inbox {
                 max_peers: max_peers.max(1),
                 max_bytes,
                 next_seq: AtomicU64::new(1),
+                accepting: std::sync::atomic::AtomicBool::new(true),
                 queues: Mutex::new(Queues::default()),
                 follow,
                 metrics,
             }),
         }
+    }
+
+    /// From now on, messages are neither stored nor streamed, only counted
+    /// as dropped (`role = "bootstrap"`).
+    pub fn stop_accepting(&self) {
+        self.inner.accepting.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether messages are stored and streamed.
+    pub fn is_accepting(&self) -> bool {
+        self.inner.accepting.load(Ordering::Relaxed)
     }
 
     /// Delivers a message.
@@ -127,6 +140,10 @@ impl Inbox {
             received_at: SystemTime::now(),
             body: Arc::new(body),
         };
+        if !self.is_accepting() {
+            self.inner.metrics.inbox_dropped.inc();
+            return msg;
+        }
         {
             let mut q = self
                 .inner

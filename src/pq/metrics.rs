@@ -53,8 +53,11 @@ pub struct PqMetrics {
     pub handshake_duration: Histogram,
     /// Open PQ sessions.
     pub open_sessions: Gauge,
-    /// Handshakes in progress.
+    /// Handshakes in progress (both sides).
     pub handshakes_in_progress: Gauge,
+    /// Responder handshakes in progress: the slots of
+    /// `limits.max_concurrent_handshakes` in use.
+    pub inbound_handshakes_in_progress: Gauge,
     /// Sessions ended by an error, by reason.
     pub session_errors: Family<ReasonLabels, Counter>,
     /// Messages sent, by security level.
@@ -63,6 +66,13 @@ pub struct PqMetrics {
     pub messages_received: Family<SecurityLabels, Counter>,
     /// Inbound messages dropped because a peer's inbox was full.
     pub inbox_dropped: Counter,
+    /// Sessions that proceeded unpinned because the first-use pin limit
+    /// was reached (§8.3 rev 3).
+    pub pins_full: Counter,
+    /// Re-handshakes that replaced a session (§5.1).
+    pub rehandshakes: Counter,
+    /// Identical log lines about one peer suppressed (§9 rev 3).
+    pub log_suppressed: Counter,
 }
 
 impl PqMetrics {
@@ -80,10 +90,14 @@ impl PqMetrics {
             handshake_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             open_sessions: Gauge::default(),
             handshakes_in_progress: Gauge::default(),
+            inbound_handshakes_in_progress: Gauge::default(),
             session_errors: Family::default(),
             messages_sent: Family::default(),
             messages_received: Family::default(),
             inbox_dropped: Counter::default(),
+            pins_full: Counter::default(),
+            rehandshakes: Counter::default(),
+            log_suppressed: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("pq");
         r.register("sessions", "PQ sessions established", m.pq_sessions.clone());
@@ -125,6 +139,11 @@ impl PqMetrics {
             m.handshakes_in_progress.clone(),
         );
         r.register(
+            "inbound_handshakes_in_progress",
+            "PQ responder handshakes in progress (the concurrent-handshake slots in use)",
+            m.inbound_handshakes_in_progress.clone(),
+        );
+        r.register(
             "session_errors",
             "PQ sessions ended by an error, by reason",
             m.session_errors.clone(),
@@ -143,6 +162,21 @@ impl PqMetrics {
             "inbox_dropped",
             "Inbound messages dropped because an inbox was full",
             m.inbox_dropped.clone(),
+        );
+        r.register(
+            "pins_full",
+            "Sessions left unpinned because the first-use pin limit was reached",
+            m.pins_full.clone(),
+        );
+        r.register(
+            "rehandshakes",
+            "Sessions replaced by a re-handshake",
+            m.rehandshakes.clone(),
+        );
+        r.register(
+            "log_suppressed",
+            "Repeated log lines about one peer that were not written",
+            m.log_suppressed.clone(),
         );
         m
     }

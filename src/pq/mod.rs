@@ -3,18 +3,25 @@
 //! - `/pqnode/pq/1.0.0`: one long-lived stream per peer carrying the hybrid
 //!   handshake ([`pqnode_crypto::handshake`]) and then the record layer.
 //!   The side that dialled opens it as soon as the connection is up; a
-//!   listener whose peer advertises the protocol but has not opened it 5 s
-//!   after identify opens it itself. If both end up with a session, the one
-//!   initiated by the lower PeerId wins.
-//! - `/pqnode/msg-classical/1.0.0`: messages to peers without PQ under the
-//!   `preferred` policy, never to a pinned peer.
-//! - Policy (§8.1), pinning and downgrade refusal (§8.3), local PQ
-//!   unavailability (§8.4), limits (§9): a bounded number of concurrent
-//!   handshakes (beyond it: Reject busy), a 10 s handshake deadline, bounded
-//!   per-peer inboxes and message sizes.
+//!   listener opens it itself 5 s after identify listed the protocol, at
+//!   once when identify did not list it (a probe: only a failed negotiation
+//!   proves a peer lacks PQ, rev 3), and 10 s after the connection when no
+//!   identify came. If both end up with a session, the one initiated by the
+//!   lower PeerId wins. Sessions are replaced by re-handshakes after 1 h or
+//!   4 GiB (§5.1), and a lost session is re-established with back-off while
+//!   the peer stays connected.
+//! - `/pqnode/msg-classical/1.0.0`: messages to peers known to lack PQ under
+//!   the `preferred` policy, never to a pinned peer, never while a peer's
+//!   status is still open.
+//! - [`state`] owns every peer's status (one table, one lock, fed by
+//!   connection events that cannot be lost); [`policy`] decides (§8) as pure
+//!   functions.
+//! - Limits (§9): concurrent handshakes globally and per peer, inbound
+//!   handshakes per peer per minute, a 10 s handshake deadline, bounded
+//!   inboxes, message sizes and partial messages.
 //!
-//! Handshake cryptography runs on tokio's blocking pool, never on the
-//! swarm's event loop; the handshake semaphores bound how much of it runs.
+//! Handshake cryptography and pin writes run on tokio's blocking pool,
+//! never on the swarm's event loop; the handshake semaphores bound them.
 
 mod classical;
 pub mod fragment;
@@ -22,28 +29,33 @@ pub mod framing;
 mod handshake_io;
 pub mod inbox;
 pub mod metrics;
+pub mod policy;
 mod session;
 pub mod setup;
+pub mod state;
 pub mod verifier;
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use libp2p::{PeerId, StreamProtocol};
 use pqnode_crypto::Suite;
 use pqnode_crypto::handshake::HandshakeConfig;
-use pqnode_keys::pins::PinStore;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use pqnode_keys::db::PinDb;
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::config::PqPolicy;
-use crate::node::{Direction, NodeEvent, NodeHandle};
-use crate::status::{PeerSecurity, PeerSecurityTable, SecurityLevel, SharedCryptoStatus};
+use crate::node::{ConnectionObserver, Direction, NodeEvent, NodeHandle};
+use crate::status::SharedCryptoStatus;
 
+pub use fragment::PartialBudget;
 pub use inbox::{InboundMessage, Inbox, Security};
 pub use metrics::PqMetrics;
+use policy::{ConnectionAction, RefuseReason, SendDecision, SendRefusal};
+use state::{PeerLimits, PeerTable};
+pub use state::{PeerSnapshot, PqStatus};
 pub use verifier::PeerVerifier;
 
 /// The PQ stream protocol.
@@ -54,14 +66,19 @@ pub const CLASSICAL_PROTOCOL: StreamProtocol = StreamProtocol::new("/pqnode/msg-
 /// Queued outgoing messages per session.
 const SESSION_QUEUE: usize = 64;
 /// Concurrent tasks writing `Reject busy` to streams beyond the handshake
-/// limit (each lives at most about a second).
+/// limits (each lives at most about a second).
 const MAX_BUSY_REJECTS: usize = 256;
 /// Concurrent inbound classical message streams.
 const MAX_CLASSICAL_STREAMS: usize = 64;
-/// How long a send waits for a handshake in progress.
-const SEND_WAIT_FOR_HANDSHAKE: Duration = Duration::from_secs(10);
+/// How long a send waits for a peer's PQ status to settle.
+const SEND_WAIT_FOR_STATUS: Duration = Duration::from_secs(10);
 /// How long a send waits for its frames to be written.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// The layer's tasks (handshakes, sessions, timers) at most.
+const MAX_TASKS: usize = 32_768;
+/// A listener opens the PQ stream itself this long after an inbound
+/// connection when identify never told it anything.
+const NO_IDENTIFY_PROBE: Duration = Duration::from_secs(10);
 
 /// Limits of the PQ layer (§9).
 #[derive(Debug, Clone)]
@@ -76,11 +93,22 @@ pub struct PqLimits {
     pub inbox_per_peer: usize,
     /// Peers with sessions, inboxes or labels (the connection limit).
     pub max_peers: usize,
-    /// How long a listener waits for the dialler to open the PQ stream.
+    /// How long a listener waits for the dialler to open the PQ stream
+    /// after identify listed the protocol.
     pub listener_open_delay: Duration,
     /// Bytes of undelivered messages kept in all inboxes together; beyond
     /// it the oldest are dropped and counted.
     pub inbox_max_bytes: usize,
+    /// Per-peer handshake limits (rev 3).
+    pub per_peer: PeerLimits,
+    /// A partial message must complete within this (rev 3: 30 s).
+    pub partial_message_timeout: Duration,
+    /// All partial messages together (rev 3: 256 MiB).
+    pub partial_max_bytes: usize,
+    /// Re-handshake after this long (§5.1: 1 h).
+    pub rehandshake_after: Duration,
+    /// Re-handshake after this many bytes in either direction (§5.1: 4 GiB).
+    pub rehandshake_bytes: u64,
 }
 
 impl Default for PqLimits {
@@ -93,6 +121,11 @@ impl Default for PqLimits {
             max_peers: 2000,
             listener_open_delay: Duration::from_secs(5),
             inbox_max_bytes: 256 << 20,
+            per_peer: PeerLimits::default(),
+            partial_message_timeout: Duration::from_secs(30),
+            partial_max_bytes: 256 << 20,
+            rehandshake_after: Duration::from_secs(3600),
+            rehandshake_bytes: 4 << 30,
         }
     }
 }
@@ -111,7 +144,7 @@ pub struct PqSetup {
     /// Refuse peers whose key is not pinned (closed networks).
     pub allow_unpinned: bool,
     /// The pins.
-    pub pins: PinStore,
+    pub pins: PinDb,
     /// Limits.
     pub limits: PqLimits,
 }
@@ -140,7 +173,29 @@ pub enum SendError {
         /// The peer.
         peer: PeerId,
     },
-    /// Not connected, or the stream could not be opened.
+    /// The peer's PQ status did not settle in time (a handshake in flight).
+    #[error(
+        "the PQ handshake with {peer} has not finished: not sending until it has a PQ session or is known to lack PQ"
+    )]
+    StatusPending {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// The peer was refused.
+    #[error("{peer} was refused ({reason}): not sending")]
+    Refused {
+        /// The peer.
+        peer: PeerId,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// Not connected (connect to it first).
+    #[error("{peer} is not connected; connect to it first")]
+    NotConnected {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// The stream could not be opened.
     #[error("cannot reach {peer}: {reason}")]
     Unreachable {
         /// The peer.
@@ -185,9 +240,13 @@ pub struct SessionInfo {
     pub local_initiated: bool,
     /// When it was established.
     pub since: SystemTime,
+    /// The first 8 bytes of the session's transcript hash TH4, in hex: a
+    /// public name of the session (its keys derive from the whole
+    /// transcript, so a new session has a new id and new keys).
+    pub id: String,
 }
 
-enum WriterCmd {
+pub(crate) enum WriterCmd {
     Send {
         body: Vec<u8>,
         ack: oneshot::Sender<Result<(), SendError>>,
@@ -197,12 +256,6 @@ enum WriterCmd {
     },
 }
 
-struct SessionEntry {
-    id: u64,
-    info: SessionInfo,
-    tx: mpsc::Sender<WriterCmd>,
-}
-
 struct Inner {
     local: PeerId,
     node: NodeHandle,
@@ -210,24 +263,27 @@ struct Inner {
     handshake: Mutex<Option<Arc<HandshakeConfig>>>,
     verifier: Arc<PeerVerifier>,
     limits: PqLimits,
-    sessions: Mutex<HashMap<PeerId, SessionEntry>>,
-    outbound_pending: Mutex<HashSet<PeerId>>,
-    inbound_pending: Mutex<HashMap<PeerId, usize>>,
-    connected: Mutex<HashSet<PeerId>>,
+    table: Mutex<PeerTable>,
     inbound_permits: Arc<Semaphore>,
     outbound_permits: Arc<Semaphore>,
     classical_permits: Arc<Semaphore>,
     reject_permits: Arc<Semaphore>,
     next_session_id: AtomicU64,
     next_message_id: AtomicU64,
-    refused_total: AtomicU64,
+    partial_budget: Arc<PartialBudget>,
     inbox: Inbox,
     metrics: PqMetrics,
     status: SharedCryptoStatus,
-    security: PeerSecurityTable,
+    log_limiter: Mutex<LogLimiter>,
     tasks: Mutex<JoinSet<()>>,
-    shutting_down: std::sync::atomic::AtomicBool,
+    /// The accept loops: they outlive [`PqLayer::shutdown`] (answering
+    /// `busy`) until [`PqLayer::release`], so a peer never sees the PQ
+    /// protocol vanish from a live connection (a downgrade, to a pinned peer).
+    acceptors: Mutex<JoinSet<()>>,
+    shutting_down: AtomicBool,
     shutdown: tokio_util::sync::CancellationToken,
+    /// Blocking work (crypto, pin commits) started by handshakes.
+    blocking: tokio_util::task::TaskTracker,
 }
 
 /// The running PQ layer. Cheap to clone.
@@ -257,13 +313,14 @@ pub enum PqError {
 }
 
 impl PqLayer {
-    /// Starts the layer on `node`: registers the stream protocols the policy
-    /// allows and spawns the acceptor and event tasks.
+    /// Creates the layer for `node` and registers the stream protocols the
+    /// policy allows, so that they are accepted before the swarm listens or
+    /// dials (§5 rev 3). Connection events reach it through
+    /// [`PqLayer::observer`], which the node must be started with.
     pub fn start(
         node: NodeHandle,
         setup: PqSetup,
         status: SharedCryptoStatus,
-        security: PeerSecurityTable,
         metrics: PqMetrics,
     ) -> Result<PqLayer, PqError> {
         let handshake = match setup.policy {
@@ -294,17 +351,14 @@ impl PqLayer {
             policy: setup.policy,
             handshake: Mutex::new(handshake),
             verifier,
-            sessions: Mutex::new(HashMap::new()),
-            outbound_pending: Mutex::new(HashSet::new()),
-            inbound_pending: Mutex::new(HashMap::new()),
-            connected: Mutex::new(HashSet::new()),
+            table: Mutex::new(PeerTable::new(limits.max_peers, limits.per_peer)),
             inbound_permits: Arc::new(Semaphore::new(limits.max_concurrent_handshakes)),
             outbound_permits: Arc::new(Semaphore::new(limits.max_concurrent_handshakes)),
             classical_permits: Arc::new(Semaphore::new(MAX_CLASSICAL_STREAMS)),
             reject_permits: Arc::new(Semaphore::new(MAX_BUSY_REJECTS)),
             next_session_id: AtomicU64::new(1),
             next_message_id: AtomicU64::new(1),
-            refused_total: AtomicU64::new(0),
+            partial_budget: PartialBudget::new(limits.partial_max_bytes),
             inbox: Inbox::new(
                 limits.inbox_per_peer,
                 limits.max_peers,
@@ -313,12 +367,14 @@ impl PqLayer {
             ),
             metrics,
             status,
-            security,
+            log_limiter: Mutex::new(LogLimiter::default()),
             limits,
             node,
             tasks: Mutex::new(JoinSet::new()),
-            shutting_down: std::sync::atomic::AtomicBool::new(false),
+            acceptors: Mutex::new(JoinSet::new()),
+            shutting_down: AtomicBool::new(false),
             shutdown: tokio_util::sync::CancellationToken::new(),
+            blocking: tokio_util::task::TaskTracker::new(),
         });
         let layer = PqLayer { inner };
         let mut control = layer.inner.node.stream_control();
@@ -326,29 +382,32 @@ impl PqLayer {
             let incoming = control
                 .accept(PQ_PROTOCOL)
                 .map_err(|_| PqError::AlreadyRegistered(PQ_PROTOCOL))?;
-            layer.spawn(handshake_io::accept_loop(layer.inner.clone(), incoming));
+            lock(&layer.inner.acceptors)
+                .spawn(handshake_io::accept_loop(layer.inner.clone(), incoming));
         }
         if layer.inner.policy != PqPolicy::Required {
             let incoming = control
                 .accept(CLASSICAL_PROTOCOL)
                 .map_err(|_| PqError::AlreadyRegistered(CLASSICAL_PROTOCOL))?;
-            layer.spawn(classical::accept_loop(layer.inner.clone(), incoming));
+            lock(&layer.inner.acceptors)
+                .spawn(classical::accept_loop(layer.inner.clone(), incoming));
         }
-        let events = layer.inner.node.subscribe();
-        layer.spawn(event_loop(layer.inner.clone(), events));
         layer.inner.status.update(|s| {
-            s.initialized = true;
-            s.key_pairs = layer
+            let pairs = layer
                 .inner
                 .hs()
                 .map(|h| h.credentials.len() as u32)
                 .unwrap_or(0);
+            s.initialized = pairs > 0;
+            s.key_pairs = pairs;
         });
         Ok(layer)
     }
 
-    fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
-        spawn_on(&self.inner, fut);
+    /// What the node hands its connection events to (synchronously, in
+    /// order, from its event loop: none can be lost).
+    pub fn observer(&self) -> Arc<dyn ConnectionObserver> {
+        Arc::new(Observer(self.inner.clone()))
     }
 
     /// The inbox of delivered messages.
@@ -361,42 +420,117 @@ impl PqLayer {
         &self.inner.metrics
     }
 
+    /// The policy.
+    pub fn policy(&self) -> PqPolicy {
+        self.inner.policy
+    }
+
+    /// The pin database.
+    pub fn pins(&self) -> &PinDb {
+        self.inner.verifier.pins()
+    }
+
     /// The PQ session with `peer`, if any.
     pub fn session(&self, peer: &PeerId) -> Option<SessionInfo> {
-        lock(&self.inner.sessions).get(peer).map(|e| e.info.clone())
+        match self.inner.table().get(peer).map(|e| &e.status) {
+            Some(PqStatus::Pq(info)) => Some(info.clone()),
+            _ => None,
+        }
+    }
+
+    /// `peer`'s PQ state, if it is connected.
+    pub fn peer(&self, peer: &PeerId) -> Option<PeerSnapshot> {
+        self.inner.table().snapshot(peer)
+    }
+
+    /// Every connected peer's PQ state.
+    pub fn peers(&self) -> Vec<PeerSnapshot> {
+        self.inner.table().snapshots()
     }
 
     /// Number of open PQ sessions.
     pub fn session_count(&self) -> usize {
-        lock(&self.inner.sessions).len()
+        self.inner.table().counts().pq as usize
     }
 
     /// Peers refused since start.
     pub fn refused_total(&self) -> u64 {
-        self.inner.refused_total.load(Ordering::Relaxed)
+        self.inner.table().counts().refused_total
     }
 
-    /// Whether `peer` is pinned.
+    /// Whether `peer` is pinned (a database error counts as pinned).
     pub fn is_pinned(&self, peer: &PeerId) -> bool {
         self.inner.verifier.is_pinned(peer)
     }
 
-    /// Waits up to `timeout` for a PQ session with `peer`.
+    /// Waits up to `timeout` for `peer`'s status to settle (a session,
+    /// classical or refused) and returns it; `None` when it does not
+    /// connect within `timeout` (or disconnects meanwhile).
+    pub async fn wait_settled(&self, peer: &PeerId, timeout: Duration) -> Option<PqStatus> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut rx = self.watch_or_wait_join(peer, deadline).await?;
+        let settled = tokio::time::timeout_at(deadline, async {
+            rx.wait_for(PqStatus::is_settled).await.map(|s| s.clone())
+        })
+        .await;
+        match settled {
+            Ok(Ok(s)) => Some(s),
+            Ok(Err(_)) => None,
+            Err(_) => Some(rx.borrow().clone()),
+        }
+    }
+
+    /// `peer`'s status receiver; when it is not connected, waits (until
+    /// `deadline`) for it to connect.
+    async fn watch_or_wait_join(
+        &self,
+        peer: &PeerId,
+        deadline: tokio::time::Instant,
+    ) -> Option<watch::Receiver<PqStatus>> {
+        loop {
+            let mut joins = {
+                let table = self.inner.table();
+                if let Some(rx) = table.watch(peer) {
+                    return Some(rx);
+                }
+                table.joins()
+            };
+            match tokio::time::timeout_at(deadline, joins.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return None,
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for a PQ session with `peer`; a peer that is
+    /// not connected yet is waited for too.
     pub async fn wait_for_session(&self, peer: &PeerId, timeout: Duration) -> Option<SessionInfo> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if let Some(s) = self.session(peer) {
-                return Some(s);
+            let mut rx = self.watch_or_wait_join(peer, deadline).await?;
+            let r =
+                tokio::time::timeout_at(deadline, rx.wait_for(|s| matches!(s, PqStatus::Pq(_))))
+                    .await;
+            match r {
+                Ok(Ok(s)) => {
+                    if let PqStatus::Pq(info) = &*s {
+                        return Some(info.clone());
+                    }
+                }
+                // The peer disconnected: it may come back (a redial), which
+                // the next `watch_or_wait_join` waits for.
+                Ok(Err(_)) => {}
+                Err(_) => return None,
             }
             if tokio::time::Instant::now() >= deadline {
                 return None;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
-    /// Sends `body` to `peer`: over its PQ session, or classically where the
-    /// policy allows it and the peer is not pinned (§8.2).
+    /// Sends `body` to `peer`: over its PQ session, or classically where
+    /// §8.2 allows it. Rev 3: while the peer's PQ status is open this waits
+    /// (at most 10 s) and never sends classically.
     pub async fn send(&self, peer: PeerId, body: Vec<u8>) -> Result<Delivery, SendError> {
         let inner = &self.inner;
         if inner.shutting_down.load(Ordering::Relaxed) {
@@ -408,124 +542,100 @@ impl PqLayer {
                 max: inner.limits.max_message_size,
             });
         }
-        // With PQ on, a message goes classically only to a peer known to lack
-        // PQ (labelled classical). While a connected peer's status is still
-        // open — a handshake in flight, identify not yet in — wait for it.
-        if self.session(&peer).is_none() && inner.pq_enabled() {
-            self.wait_for_pq_status(
-                &peer,
-                SEND_WAIT_FOR_HANDSHAKE.min(inner.limits.handshake_timeout),
-            )
-            .await;
-        }
-        let session = lock(&inner.sessions)
-            .get(&peer)
-            .map(|e| (e.tx.clone(), e.info.suite));
-        if let Some((tx, suite)) = session {
-            let (ack, done) = oneshot::channel();
-            tx.try_send(WriterCmd::Send { body, ack })
-                .map_err(|e| match e {
-                    mpsc::error::TrySendError::Full(_) => SendError::Busy { peer },
-                    mpsc::error::TrySendError::Closed(_) => SendError::SessionEnded {
-                        peer,
-                        reason: "session closed".into(),
-                    },
-                })?;
-            return match tokio::time::timeout(SEND_TIMEOUT, done).await {
-                Ok(Ok(Ok(()))) => {
-                    inner
-                        .metrics
-                        .messages_sent
-                        .get_or_create(&metrics::SecurityLabels { security: "pq" })
-                        .inc();
-                    Ok(Delivery {
-                        security: Security::Pq,
-                        suite: Some(suite),
-                    })
-                }
-                Ok(Ok(Err(e))) => Err(e),
-                Ok(Err(_)) => Err(SendError::SessionEnded {
-                    peer,
-                    reason: "session closed".into(),
-                }),
-                Err(_) => Err(SendError::SessionEnded {
-                    peer,
-                    reason: "write timed out".into(),
-                }),
-            };
-        }
-        if inner.policy == PqPolicy::Required {
-            return Err(SendError::PqRequired { peer });
-        }
-        if inner.verifier.is_pinned(&peer) {
-            return Err(SendError::PinnedWithoutSession { peer });
-        }
-        let known_classical = inner
-            .security
-            .get(&peer)
-            .is_some_and(|s| s.level == SecurityLevel::Classical);
-        if inner.pq_enabled() && !known_classical {
-            // Never classical to a peer whose PQ status is unknown.
-            return Err(SendError::Unreachable {
-                peer,
-                reason:
-                    "not connected, or its PQ handshake did not finish in time; connect to it first"
-                        .into(),
-            });
-        }
-        classical::send(inner, peer, &body).await?;
-        inner
-            .metrics
-            .messages_sent
-            .get_or_create(&metrics::SecurityLabels {
-                security: "classical",
-            })
-            .inc();
-        Ok(Delivery {
-            security: Security::Classical,
-            suite: None,
-        })
-    }
-
-    fn handshake_expected(&self, peer: &PeerId) -> bool {
-        lock(&self.inner.outbound_pending).contains(peer)
-            || lock(&self.inner.inbound_pending).contains_key(peer)
-    }
-
-    /// Whether `peer` is connected: as the events told us, or, since events
-    /// may trail a dial that just returned, as the swarm says.
-    async fn is_connected(&self, peer: &PeerId) -> bool {
-        if lock(&self.inner.connected).contains(peer) {
-            return true;
-        }
-        match self.inner.node.peers().await {
-            Ok(peers) => peers.iter().any(|p| p.peer_id == *peer),
-            Err(_) => false,
-        }
-    }
-
-    /// Waits until `peer` has a PQ session or is known to lack PQ (labelled
-    /// classical), at most `timeout`. Returns at once for a peer with no
-    /// connection and no handshake in flight (there is nothing to wait for).
-    async fn wait_for_pq_status(&self, peer: &PeerId, timeout: Duration) {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = tokio::time::Instant::now() + SEND_WAIT_FOR_STATUS;
         loop {
-            if self.session(peer).is_some()
-                || self
-                    .inner
-                    .security
-                    .get(peer)
-                    .is_some_and(|s| s.level == SecurityLevel::Classical)
-            {
-                return;
+            let (status, rx) = {
+                let table = inner.table();
+                match table.get(&peer) {
+                    Some(e) => ((true, e.status.clone()), table.watch(&peer)),
+                    None => {
+                        let status = table
+                            .recent_refusal(&peer)
+                            .map_or(PqStatus::Unknown, PqStatus::Refused);
+                        ((false, status), None)
+                    }
+                }
+            };
+            let (connected, status) = status;
+            let pinned = !matches!(status, PqStatus::Pq(_)) && inner.verifier.is_pinned(&peer);
+            match policy::send_decision(inner.policy, connected, pinned, status.kind()) {
+                SendDecision::Pq => match self.send_pq(peer, &body).await {
+                    // Replaced by a re-handshake between the lookup and the
+                    // send: use the new session.
+                    Err(SendError::SessionEnded { .. }) if self.session(&peer).is_some() => {
+                        continue;
+                    }
+                    r => return r,
+                },
+                SendDecision::Classical => {
+                    classical::send(inner, peer, &body).await?;
+                    inner.count_sent(Security::Classical);
+                    inner.touch(&peer);
+                    return Ok(Delivery {
+                        security: Security::Classical,
+                        suite: None,
+                    });
+                }
+                SendDecision::Wait => {
+                    let Some(mut rx) = rx else {
+                        continue;
+                    };
+                    // Until it changes (or the peer disconnects: then the
+                    // next round answers "not connected").
+                    if tokio::time::timeout_at(deadline, rx.changed())
+                        .await
+                        .is_err()
+                    {
+                        return Err(SendError::StatusPending { peer });
+                    }
+                }
+                SendDecision::Refuse(r) => return Err(refusal(peer, r)),
             }
-            if !self.handshake_expected(peer) && !self.is_connected(peer).await {
-                return;
+        }
+    }
+
+    async fn send_pq(&self, peer: PeerId, body: &[u8]) -> Result<Delivery, SendError> {
+        let inner = &self.inner;
+        let session = inner
+            .table()
+            .get(&peer)
+            .and_then(|e| e.session.as_ref().map(|s| (s.tx.clone(), s.info.suite)));
+        let Some((tx, suite)) = session else {
+            return Err(SendError::SessionEnded {
+                peer,
+                reason: "no session".into(),
+            });
+        };
+        let (ack, done) = oneshot::channel();
+        tx.try_send(WriterCmd::Send {
+            body: body.to_vec(),
+            ack,
+        })
+        .map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SendError::Busy { peer },
+            mpsc::error::TrySendError::Closed(_) => SendError::SessionEnded {
+                peer,
+                reason: "session closed".into(),
+            },
+        })?;
+        match tokio::time::timeout(SEND_TIMEOUT, done).await {
+            Ok(Ok(Ok(()))) => {
+                inner.count_sent(Security::Pq);
+                inner.touch(&peer);
+                Ok(Delivery {
+                    security: Security::Pq,
+                    suite: Some(suite),
+                })
             }
-            if tokio::time::Instant::now() >= deadline {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err(SendError::SessionEnded {
+                peer,
+                reason: "session closed".into(),
+            }),
+            Err(_) => Err(SendError::SessionEnded {
+                peer,
+                reason: "write timed out".into(),
+            }),
         }
     }
 
@@ -538,6 +648,19 @@ impl PqLayer {
                 h.credentials
                     .iter()
                     .map(|c| c.signing_key.suite())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Our signed records, one per suite (empty when PQ is off).
+    pub fn own_records(&self) -> Vec<(Suite, Vec<u8>)> {
+        self.inner
+            .hs()
+            .map(|h| {
+                h.credentials
+                    .iter()
+                    .map(|c| (c.signing_key.suite(), c.record.clone()))
                     .collect()
             })
             .unwrap_or_default()
@@ -562,14 +685,13 @@ impl PqLayer {
     }
 
     /// Closes every PQ session with a close frame (waiting at most
-    /// `timeout`) and stops the layer's tasks.
+    /// `timeout`) and stops the layer's tasks. Its accept loops keep
+    /// answering new handshakes with `busy` until [`PqLayer::release`]:
+    /// call that once the node has closed its connections.
     pub async fn shutdown(&self, timeout: Duration) {
         self.inner.shutting_down.store(true, Ordering::Relaxed);
         self.inner.shutdown.cancel();
-        let senders: Vec<mpsc::Sender<WriterCmd>> = lock(&self.inner.sessions)
-            .values()
-            .map(|e| e.tx.clone())
-            .collect();
+        let senders = self.inner.table().writers();
         let mut waits = Vec::with_capacity(senders.len());
         for tx in senders {
             let (done, wait) = oneshot::channel();
@@ -577,8 +699,77 @@ impl PqLayer {
                 waits.push(wait);
             }
         }
-        let _ = tokio::time::timeout(timeout, futures::future::join_all(waits)).await;
-        lock(&self.inner.tasks).abort_all();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let _ = tokio::time::timeout_at(deadline, futures::future::join_all(waits)).await;
+        self.drain(deadline + Duration::from_secs(1)).await;
+    }
+
+    /// Stops the accept loops and whatever they started since
+    /// [`PqLayer::shutdown`], and waits for them, so nothing they hold (pins,
+    /// the database) outlives the layer's owner.
+    pub async fn release(&self) {
+        self.inner.shutting_down.store(true, Ordering::Relaxed);
+        let mut acceptors = std::mem::take(&mut *lock(&self.inner.acceptors));
+        acceptors.abort_all();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        let _ = tokio::time::timeout_at(deadline, async {
+            while acceptors.join_next().await.is_some() {}
+        })
+        .await;
+        self.drain(deadline).await;
+    }
+
+    /// Aborts the running tasks and waits (until `deadline`) until they and
+    /// the blocking work they started are gone.
+    async fn drain(&self, deadline: tokio::time::Instant) {
+        let mut tasks = std::mem::take(&mut *lock(&self.inner.tasks));
+        tasks.abort_all();
+        self.inner.blocking.close();
+        let drained = async {
+            while tasks.join_next().await.is_some() {}
+            // Blocking closures cannot be aborted: they end by themselves.
+            self.inner.blocking.wait().await;
+        };
+        let _ = tokio::time::timeout_at(deadline, drained).await;
+    }
+}
+
+/// Peers that exchanged messages this recently are never trimmed.
+pub const TRIM_PROTECT_ACTIVE: Duration = Duration::from_secs(300);
+
+impl crate::discovery::trim::TrimPolicy for PqLayer {
+    /// Protected: a live PQ session to a pinned key, or messages within
+    /// [`TRIM_PROTECT_ACTIVE`]; useful: another PQ session.
+    fn protection(&self, peer: &PeerId) -> crate::discovery::trim::Protection {
+        use crate::discovery::trim::Protection;
+        let (pq, recent) = match self.inner.table().get(peer) {
+            Some(e) => (
+                matches!(e.status, PqStatus::Pq(_)),
+                e.last_message
+                    .is_some_and(|t| t.elapsed() < TRIM_PROTECT_ACTIVE),
+            ),
+            None => (false, false),
+        };
+        if recent || (pq && self.is_pinned(peer)) {
+            Protection::Protected
+        } else if pq {
+            Protection::Useful
+        } else {
+            Protection::None
+        }
+    }
+}
+
+fn refusal(peer: PeerId, r: SendRefusal) -> SendError {
+    match r {
+        SendRefusal::NotConnected => SendError::NotConnected { peer },
+        SendRefusal::PqRequired => SendError::PqRequired { peer },
+        SendRefusal::PinnedWithoutSession => SendError::PinnedWithoutSession { peer },
+        SendRefusal::StatusUnknown => SendError::StatusPending { peer },
+        SendRefusal::Refused(reason) => SendError::Refused {
+            peer,
+            reason: reason.as_str(),
+        },
     }
 }
 
@@ -590,10 +781,51 @@ fn spawn_on(inner: &Arc<Inner>, fut: impl std::future::Future<Output = ()> + Sen
     let mut tasks = lock(&inner.tasks);
     // Reap finished tasks so the set stays as small as what is running.
     while tasks.try_join_next().is_some() {}
+    if tasks.len() >= MAX_TASKS {
+        tracing::error!(
+            limit = MAX_TASKS,
+            "PQ layer task limit reached; dropping work"
+        );
+        return;
+    }
     tasks.spawn(fut);
 }
 
+/// At most one identical log line per peer per 10 s (§9 rev 3); the rest
+/// are counted. Bounded: forgets everything when full.
+#[derive(Default)]
+struct LogLimiter {
+    last: std::collections::HashMap<(PeerId, &'static str), std::time::Instant>,
+}
+
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
+const LOG_LIMITER_MAX: usize = 4096;
+
+impl LogLimiter {
+    fn allow(&mut self, peer: PeerId, what: &'static str) -> bool {
+        let now = std::time::Instant::now();
+        if self.last.len() >= LOG_LIMITER_MAX {
+            self.last
+                .retain(|_, t| now.duration_since(*t) < LOG_INTERVAL);
+            if self.last.len() >= LOG_LIMITER_MAX {
+                self.last.clear();
+            }
+        }
+        match self.last.get(&(peer, what)) {
+            Some(t) if now.duration_since(*t) < LOG_INTERVAL => false,
+            _ => {
+                self.last.insert((peer, what), now);
+                true
+            }
+        }
+    }
+}
+
 impl Inner {
+    fn table(&self) -> std::sync::MutexGuard<'_, PeerTable> {
+        lock(&self.table)
+    }
+
     /// The current handshake credentials, if PQ is on.
     fn hs(&self) -> Option<Arc<HandshakeConfig>> {
         lock(&self.handshake).clone()
@@ -603,131 +835,193 @@ impl Inner {
         lock(&self.handshake).is_some()
     }
 
-    fn refresh_counts(&self) {
-        let pq = lock(&self.sessions).len() as u64;
-        let (_, classical) = self.security.counts();
-        let refused = self.refused_total.load(Ordering::Relaxed);
-        self.metrics.open_sessions.set(pq as i64);
+    /// Whether a line about `peer` of kind `what` may be logged now.
+    fn may_log(&self, peer: PeerId, what: &'static str) -> bool {
+        let ok = lock(&self.log_limiter).allow(peer, what);
+        if !ok {
+            self.metrics.log_suppressed.inc();
+        }
+        ok
+    }
+
+    /// Notes that a message went to or came from `peer` (for trimming).
+    pub(crate) fn touch(&self, peer: &PeerId) {
+        if let Some(e) = self.table().get_mut(peer) {
+            e.last_message = Some(std::time::Instant::now());
+        }
+    }
+
+    fn count_sent(&self, security: Security) {
+        self.metrics
+            .messages_sent
+            .get_or_create(&metrics::SecurityLabels {
+                security: security.as_str(),
+            })
+            .inc();
+    }
+
+    /// Sets `peer`'s status and refreshes the counts in the status snapshot.
+    fn set_status(&self, peer: &PeerId, status: PqStatus) {
+        let counts = {
+            let mut table = self.table();
+            if !table.set_status(peer, status) {
+                return;
+            }
+            table.counts()
+        };
+        self.publish_counts(counts);
+    }
+
+    fn publish_counts(&self, c: state::Counts) {
+        self.metrics.open_sessions.set(c.pq as i64);
         self.status.update(|s| {
-            s.sessions.pq = pq;
-            s.sessions.classical = classical as u64;
-            s.sessions.refused = refused;
+            s.sessions.pq = c.pq;
+            s.sessions.classical = c.classical;
+            s.sessions.refused = c.refused_total;
         });
     }
 
-    fn label(&self, peer: PeerId, level: SecurityLevel, suite: Option<Suite>) {
-        let changed = self.security.get(&peer).map(|s| s.level) != Some(level);
-        self.security.set(
-            peer,
-            PeerSecurity {
-                level,
-                suite,
-                since: SystemTime::now(),
-            },
-        );
-        if changed && level == SecurityLevel::Classical {
-            self.metrics.classical_sessions.inc();
-            tracing::info!(peer = %peer, "peer has no PQ session: labelled classical");
+    fn label_classical(&self, peer: PeerId, reason: policy::ClassicalReason) {
+        let was = self.table().get(&peer).map(|e| e.status.clone());
+        if was == Some(PqStatus::Classical(reason)) {
+            return;
         }
-        self.refresh_counts();
+        self.set_status(&peer, PqStatus::Classical(reason));
+        self.metrics.classical_sessions.inc();
+        tracing::info!(peer = %peer, reason = reason.as_str(), "peer has no PQ session: labelled classical");
     }
 
     /// Refuses `peer`: counts it under `reason` and closes its connections.
-    async fn refuse(self: &Arc<Self>, peer: PeerId, reason: &'static str) {
-        self.metrics.refuse(reason);
-        if reason == "downgrade" {
-            self.metrics.downgrade_refused.inc();
+    async fn refuse(self: &Arc<Self>, peer: PeerId, reason: RefuseReason) {
+        let already = matches!(
+            self.table().get(&peer).map(|e| &e.status),
+            Some(PqStatus::Refused(_))
+        );
+        self.set_status(&peer, PqStatus::Refused(reason));
+        if let Some(e) = self.table().get_mut(&peer) {
+            // Its writer closes; its reader ends with the connection.
+            e.session = None;
         }
-        self.refused_total.fetch_add(1, Ordering::Relaxed);
-        self.security.remove(&peer);
-        self.refresh_counts();
-        tracing::warn!(peer = %peer, reason, "peer refused; disconnecting");
+        if !already {
+            self.metrics.refuse(reason.as_str());
+            if reason == RefuseReason::Downgrade {
+                self.metrics.downgrade_refused.inc();
+            }
+        }
+        if self.may_log(peer, "refused") {
+            tracing::warn!(peer = %peer, reason = reason.as_str(), "peer refused; disconnecting");
+        }
         if let Err(e) = self.node.disconnect(peer).await {
             tracing::debug!(peer = %peer, error = %e, "disconnect failed");
         }
     }
 
-    /// The remote does not speak PQ (or shares no suite with us): §8.1/§8.3.
-    async fn no_pq(self: &Arc<Self>, peer: PeerId, why: &str) {
-        if self.verifier.is_pinned(&peer) {
-            tracing::warn!(peer = %peer, why, "pinned peer offers no PQ session");
-            self.refuse(peer, "downgrade").await;
-            return;
-        }
-        match self.policy {
-            PqPolicy::Required => {
-                tracing::info!(peer = %peer, why, "no PQ session under policy required");
-                self.refuse(peer, "policy").await;
-            }
-            PqPolicy::Preferred | PqPolicy::Disabled => {
-                self.label(peer, SecurityLevel::Classical, None)
-            }
+    /// The remote offers no PQ session (§8.1, §8.3).
+    async fn no_pq(self: &Arc<Self>, peer: PeerId, why: policy::NoPq) {
+        let pinned = self.verifier.is_pinned(&peer);
+        match policy::on_no_pq(self.policy, pinned, why) {
+            policy::NoPqAction::LabelClassical(reason) => self.label_classical(peer, reason),
+            policy::NoPqAction::Refuse(reason) => self.refuse(peer, reason).await,
         }
     }
 
-    fn has_session(&self, peer: &PeerId) -> bool {
-        lock(&self.sessions).contains_key(peer)
+    /// A connection was established: decide (§5, §8) off the event loop.
+    async fn on_connected(self: &Arc<Self>, peer: PeerId, we_dialled: bool) {
+        let local_pq = self.pq_enabled();
+        let pinned = self.verifier.is_pinned(&peer);
+        match policy::on_connection(self.policy, local_pq, pinned, we_dialled) {
+            ConnectionAction::Initiate => handshake_io::spawn_initiator(self, peer),
+            ConnectionAction::AwaitInitiator => {
+                let inner = self.clone();
+                spawn_on(self, async move {
+                    tokio::time::sleep(NO_IDENTIFY_PROBE).await;
+                    inner.initiate_if_open(peer);
+                });
+            }
+            ConnectionAction::LabelClassical(reason) => self.label_classical(peer, reason),
+            ConnectionAction::Refuse(reason) => self.refuse(peer, reason).await,
+        }
+    }
+
+    /// identify told us about `peer` (a hint for when to open the stream,
+    /// never proof of anything, rev 3).
+    fn on_identified(self: &Arc<Self>, peer: PeerId, lists_pq: bool) {
+        if !self.pq_enabled() {
+            return;
+        }
+        if lists_pq {
+            // Give the dialler its chance to open the stream first.
+            let inner = self.clone();
+            spawn_on(self, async move {
+                tokio::time::sleep(inner.limits.listener_open_delay).await;
+                inner.initiate_if_open(peer);
+            });
+        } else {
+            // Only a failed negotiation proves it lacks PQ: probe now.
+            self.initiate_if_open(peer);
+        }
+    }
+
+    /// Opens the PQ stream to `peer` when it is connected, its status is
+    /// still open and no handshake runs either way.
+    fn initiate_if_open(self: &Arc<Self>, peer: PeerId) {
+        let open = {
+            let t = self.table();
+            t.get(&peer).is_some_and(|e| !e.status.is_settled()) && !t.handshake_in_flight(&peer)
+        };
+        if open {
+            handshake_io::spawn_initiator(self, peer);
+        }
     }
 }
 
-/// Reacts to connections and identify results (who initiates, §5; fallback, §8).
-async fn event_loop(inner: Arc<Inner>, mut events: tokio::sync::broadcast::Receiver<NodeEvent>) {
-    use tokio::sync::broadcast::error::RecvError;
-    loop {
-        let event = match events.recv().await {
-            Ok(e) => e,
-            Err(RecvError::Lagged(n)) => {
-                tracing::warn!(missed = n, "PQ layer missed node events");
-                continue;
-            }
-            Err(RecvError::Closed) => return,
-        };
+/// Hands the node's connection events to the PQ state.
+struct Observer(Arc<Inner>);
+
+impl ConnectionObserver for Observer {
+    fn on_node_event(&self, event: &NodeEvent) {
+        let inner = &self.0;
         match event {
             NodeEvent::ConnectionEstablished {
                 peer_id, direction, ..
             } => {
-                lock(&inner.connected).insert(peer_id);
-                if !inner.pq_enabled() {
-                    // PQ disabled or unavailable locally: everyone is classical,
-                    // except pinned peers, which are never served classically.
-                    if inner.verifier.is_pinned(&peer_id) && inner.policy != PqPolicy::Disabled {
-                        tracing::warn!(peer = %peer_id, "pinned peer, but PQ is unavailable locally");
-                    }
-                    inner.label(peer_id, SecurityLevel::Classical, None);
-                } else if direction == Direction::Outbound && !inner.has_session(&peer_id) {
-                    handshake_io::spawn_initiator(&inner, peer_id);
+                let peer = *peer_id;
+                let we_dialled = *direction == Direction::Outbound;
+                if !inner.table().connected(peer, we_dialled) {
+                    tracing::warn!(peer = %peer, "PQ peer table full; refusing the peer");
+                    let inner = inner.clone();
+                    spawn_on(&inner.clone(), async move {
+                        inner.metrics.refuse("table-full");
+                        let _ = inner.node.disconnect(peer).await;
+                    });
+                    return;
                 }
+                let inner2 = inner.clone();
+                spawn_on(inner, async move {
+                    inner2.on_connected(peer, we_dialled).await;
+                });
+            }
+            NodeEvent::ConnectionClosed {
+                peer_id,
+                remaining_established,
+                ..
+            } => {
+                let (removed, counts) = {
+                    let mut t = inner.table();
+                    let removed = t.connection_closed(peer_id, *remaining_established);
+                    (removed, t.counts())
+                };
+                if removed.is_some() {
+                    inner.publish_counts(counts);
+                }
+                // Dropping the entry drops the session's writer handle: the
+                // writer sends its close frame and ends.
+                drop(removed);
             }
             NodeEvent::Identified {
                 peer_id, protocols, ..
             } => {
-                if !inner.pq_enabled() || inner.has_session(&peer_id) {
-                    continue;
-                }
-                if protocols.contains(&PQ_PROTOCOL) {
-                    // Give the dialler its chance to open the stream first.
-                    let inner2 = inner.clone();
-                    spawn_on(&inner, async move {
-                        tokio::time::sleep(inner2.limits.listener_open_delay).await;
-                        if !inner2.has_session(&peer_id) {
-                            handshake_io::spawn_initiator(&inner2, peer_id);
-                        }
-                    });
-                } else if !lock(&inner.outbound_pending).contains(&peer_id) {
-                    inner
-                        .no_pq(peer_id, "identify lists no /pqnode/pq/1.0.0")
-                        .await;
-                }
-            }
-            NodeEvent::ConnectionClosed {
-                peer_id,
-                remaining_established: 0,
-                ..
-            } => {
-                lock(&inner.connected).remove(&peer_id);
-                session::end(&inner, &peer_id, None);
-                inner.security.remove(&peer_id);
-                inner.refresh_counts();
+                inner.on_identified(*peer_id, protocols.contains(&PQ_PROTOCOL));
             }
             _ => {}
         }

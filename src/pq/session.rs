@@ -1,34 +1,44 @@
 //! A PQ session: one writer task sealing fragments into frames, one reader
-//! task opening frames and reassembling messages into the inbox. Any record
-//! or fragment error ends the session (PROTOCOL.md §6) and disconnects.
+//! task opening frames and reassembling messages into the inbox, and on the
+//! initiating side a re-handshake timer (§5.1). Any record or fragment error
+//! ends the session (PROTOCOL.md §6) and disconnects.
+//!
+//! Replacement (a re-handshake, or a peer that restarted its session): the
+//! new session takes the table entry; the old writer, whose handle is gone,
+//! writes what was queued on it and then its close frame; the new reader
+//! delivers nothing before the old reader has ended, so messages keep their
+//! order across the switch.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::io::{ReadHalf, WriteHalf};
 use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::{PeerId, Stream};
 use pqnode_crypto::Suite;
 use pqnode_crypto::channel::{ChannelError, Inbound, MAX_FRAME, MIN_FRAME, Opener, Sealer};
-use pqnode_crypto::handshake::Established;
-use tokio::sync::mpsc;
+use pqnode_crypto::handshake::{Established, RejectReason};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::fragment::{self, Reassembler};
 use super::framing::{FrameError, read_frame};
 use super::inbox::Security;
 use super::metrics::{ReasonLabels, SuiteLabels};
-use super::{
-    Inner, SESSION_QUEUE, SendError, SessionEntry, SessionInfo, WriterCmd, lock, spawn_on,
-};
-use crate::status::SecurityLevel;
+use super::policy::RefuseReason;
+use super::state::{PqStatus, Session, SessionStats};
+use super::{Inner, SESSION_QUEUE, SendError, SessionInfo, WriterCmd, handshake_io, spawn_on};
 
 /// Flush the write buffer once it holds this much.
 const WRITE_CHUNK: usize = 256 * 1024;
+/// How long a new session's reader waits for the session it replaced to
+/// deliver its last messages.
+const DRAIN_WAIT: Duration = Duration::from_secs(10);
 
-/// Registers a finished handshake as the peer's session (tie-break of §5)
-/// and starts its tasks.
+/// Registers a finished handshake as the peer's session (tie-break of §5,
+/// replacement of §5.1) and starts its tasks.
 pub(crate) fn start(
     inner: &Arc<Inner>,
     peer: PeerId,
@@ -39,14 +49,29 @@ pub(crate) fn start(
     let id = inner.next_session_id.fetch_add(1, Ordering::Relaxed);
     let suite = established.suite;
     let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+    let (done_tx, done_rx) = watch::channel(false);
+    let stats = Arc::new(SessionStats::default());
     let info = SessionInfo {
         suite,
         local_initiated,
         since: SystemTime::now(),
+        id: hex::encode(&established.transcript_hash[..8]),
     };
-    {
-        let mut sessions = lock(&inner.sessions);
-        if let Some(existing) = sessions.get(&peer) {
+    let previous_done = {
+        let mut table = inner.table();
+        let Some(entry) = table.get_mut(&peer) else {
+            drop(table);
+            tracing::debug!(peer = %peer, "PQ session established after the peer left; closing it");
+            close_stream(inner, stream);
+            return;
+        };
+        if matches!(entry.status, PqStatus::Refused(_)) {
+            drop(table);
+            close_stream(inner, stream);
+            return;
+        }
+        let mut previous = None;
+        if let Some(existing) = &entry.session {
             let initiator = |local: bool| if local { inner.local } else { peer };
             let (old, new) = (
                 initiator(existing.info.local_initiated),
@@ -54,27 +79,30 @@ pub(crate) fn start(
             );
             // Two sessions initiated by different sides: the one initiated
             // by the lower PeerId wins (§5). Two from the same side: the
-            // newer replaces the older — only the authenticated peer (or we)
-            // can initiate, and an initiator only does so when it has lost
-            // its session (a restart while the old connection lingers).
+            // newer replaces the older (§5.1 re-handshake, or a restart).
             if old != new && old.to_bytes() < new.to_bytes() {
+                drop(table);
                 tracing::debug!(peer = %peer, "second PQ session loses the tie-break; closing it");
-                drop(sessions);
-                spawn_on(inner, async move {
-                    let mut stream = stream;
-                    let _ = stream.close().await;
-                });
+                close_stream(inner, stream);
                 return;
             }
-            tracing::debug!(peer = %peer, "second PQ session wins the tie-break; replacing the first");
+            if old == new {
+                inner.metrics.rehandshakes.inc();
+                tracing::info!(peer = %peer, old = %existing.info.id, new = %info.id, "PQ session replaced by a re-handshake");
+            } else {
+                tracing::debug!(peer = %peer, "second PQ session wins the tie-break; replacing the first");
+            }
+            previous = Some(existing.reader_done.clone());
         }
-        if sessions.len() >= inner.limits.max_peers && !sessions.contains_key(&peer) {
-            drop(sessions);
-            tracing::warn!(peer = %peer, "session table full; closing new PQ session");
-            return;
-        }
-        sessions.insert(peer, SessionEntry { id, info, tx });
-    }
+        entry.session = Some(Session {
+            id,
+            info: info.clone(),
+            tx,
+            reader_done: done_rx,
+        });
+        previous
+    };
+    inner.set_status(&peer, PqStatus::Pq(info.clone()));
     inner
         .metrics
         .pq_sessions
@@ -82,39 +110,122 @@ pub(crate) fn start(
             suite: suite.name(),
         })
         .inc();
-    inner.label(peer, SecurityLevel::Pq, Some(suite));
     let (sealer, opener) = established.channel.split();
     let (r, w) = stream.split();
     let started = Instant::now();
-    let span = tracing::info_span!("pq_session", peer = %peer, suite = %suite, session = id);
+    let cancel = CancellationToken::new();
+    let span = tracing::info_span!("pq_session", peer = %peer, suite = %suite, session = %info.id);
     spawn_on(
         inner,
-        writer(inner.clone(), peer, sealer, w, rx, started).instrument(span.clone()),
+        writer(
+            inner.clone(),
+            peer,
+            sealer,
+            w,
+            rx,
+            started,
+            stats.clone(),
+            cancel.clone(),
+        )
+        .instrument(span.clone()),
     );
-    spawn_on(
-        inner,
-        reader(inner.clone(), peer, id, suite, opener, r).instrument(span),
-    );
+    let reader = Reader {
+        inner: inner.clone(),
+        peer,
+        id,
+        suite,
+        local_initiated,
+        stats: stats.clone(),
+        cancel,
+        previous_done,
+        done: done_tx,
+    };
+    spawn_on(inner, reader.run(opener, r).instrument(span.clone()));
+    if local_initiated {
+        spawn_on(
+            inner,
+            rehandshake_timer(inner.clone(), peer, id, stats).instrument(span),
+        );
+    }
 }
 
-/// Removes `peer`'s session (only session `id`, when given).
-pub(crate) fn end(inner: &Arc<Inner>, peer: &PeerId, id: Option<u64>) -> bool {
+fn close_stream(inner: &Arc<Inner>, stream: Stream) {
+    spawn_on(inner, async move {
+        let mut stream = stream;
+        let _ = tokio::time::timeout(Duration::from_secs(2), stream.close()).await;
+    });
+}
+
+/// Removes `peer`'s session if it is session `id`. Returns whether it was.
+fn end(inner: &Arc<Inner>, peer: &PeerId, id: u64) -> bool {
     let removed = {
-        let mut sessions = lock(&inner.sessions);
-        match sessions.get(peer) {
-            Some(e) if id.is_none_or(|id| e.id == id) => sessions.remove(peer).is_some(),
+        let mut table = inner.table();
+        match table.get_mut(peer) {
+            Some(e) if e.session.as_ref().is_some_and(|s| s.id == id) => {
+                e.session = None;
+                true
+            }
             _ => false,
         }
     };
     if removed {
-        if inner.security.get(peer).map(|s| s.level) == Some(SecurityLevel::Pq) {
-            inner.security.remove(peer);
-        }
-        inner.refresh_counts();
+        inner.set_status(peer, PqStatus::Unknown);
     }
     removed
 }
 
+fn is_current(inner: &Arc<Inner>, peer: &PeerId, id: u64) -> bool {
+    inner
+        .table()
+        .get(peer)
+        .and_then(|e| e.session.as_ref())
+        .is_some_and(|s| s.id == id)
+}
+
+/// §5.1 on the initiating side: after the time or byte limit, replace the
+/// session by a new handshake; retry with back-off while the old session
+/// keeps working, until twice its limits, then end it.
+async fn rehandshake_timer(inner: Arc<Inner>, peer: PeerId, id: u64, stats: Arc<SessionStats>) {
+    let after = inner.limits.rehandshake_after;
+    let bytes = inner.limits.rehandshake_bytes;
+    let started = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(started + after) => break,
+            _ = stats.limit_reached.notified() => {
+                if stats.max_bytes() >= bytes {
+                    break;
+                }
+            }
+        }
+    }
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        if !is_current(&inner, &peer, id) {
+            return;
+        }
+        let over = started.elapsed() >= after * 2 || stats.max_bytes() >= bytes.saturating_mul(2);
+        if over {
+            tracing::warn!(peer = %peer, "re-handshake kept failing past twice the session's limits; ending the session");
+            if end(&inner, &peer, id) {
+                handshake_io::schedule_retry(&inner, peer);
+            }
+            return;
+        }
+        if inner.table().begin_outbound(&peer) {
+            match handshake_io::run_initiator(&inner, peer).await {
+                Ok(()) => return,
+                Err(super::policy::FailureAction::RetryLater) => {}
+                // Acted upon (refused): the session is gone with the peer.
+                Err(_) => return,
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(60));
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn writer(
     inner: Arc<Inner>,
     peer: PeerId,
@@ -122,9 +233,37 @@ async fn writer(
     mut w: WriteHalf<Stream>,
     mut rx: mpsc::Receiver<WriterCmd>,
     started: Instant,
+    stats: Arc<SessionStats>,
+    cancel: CancellationToken,
 ) {
     let mut buf = Vec::with_capacity(WRITE_CHUNK + MAX_FRAME);
-    while let Some(cmd) = rx.recv().await {
+    let limit = inner.limits.rehandshake_bytes;
+    loop {
+        let cmd = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {
+                // The peer rejected the session or it broke: fail what is queued.
+                rx.close();
+                while let Some(cmd) = rx.recv().await {
+                    match cmd {
+                        WriterCmd::Send { ack, .. } => {
+                            let _ = ack.send(Err(SendError::SessionEnded {
+                                peer,
+                                reason: "the session ended".into(),
+                            }));
+                        }
+                        WriterCmd::Close { done } => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+                return;
+            }
+            cmd = rx.recv() => cmd,
+        };
+        let Some(cmd) = cmd else {
+            break;
+        };
         match cmd {
             WriterCmd::Send { body, ack } => {
                 let msg_id = inner.next_message_id.fetch_add(1, Ordering::Relaxed);
@@ -132,6 +271,9 @@ async fn writer(
                 let result =
                     write_message(&mut sealer, &mut w, &mut buf, msg_id, &body, now_ms).await;
                 let failed = result.is_err();
+                if !failed {
+                    stats.add_sent(body.len() as u64, limit);
+                }
                 let _ = ack.send(result.map_err(|reason| SendError::SessionEnded { peer, reason }));
                 if failed {
                     break;
@@ -144,7 +286,8 @@ async fn writer(
             }
         }
     }
-    // The session was replaced or ended: tell the peer, best effort.
+    // The session was replaced or ended: what was queued is written; tell
+    // the peer, best effort.
     close(&mut sealer, &mut w).await;
 }
 
@@ -174,7 +317,7 @@ async fn write_message(
 async fn close(sealer: &mut Sealer, w: &mut WriteHalf<Stream>) {
     let mut out = Vec::new();
     if sealer.seal_close(&mut out).is_ok() {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
             let _ = w.write_all(&out).await;
             let _ = w.flush().await;
             let _ = w.close().await;
@@ -194,60 +337,164 @@ fn channel_error_name(e: &ChannelError) -> &'static str {
     }
 }
 
-async fn reader(
+struct Reader {
     inner: Arc<Inner>,
     peer: PeerId,
     id: u64,
     suite: Suite,
-    mut opener: Opener,
-    mut r: ReadHalf<Stream>,
-) {
-    let mut reassembler = Reassembler::new(inner.limits.max_message_size);
-    let failure: Option<(&'static str, String)> = loop {
-        let frame = match read_frame(&mut r, MIN_FRAME, MAX_FRAME).await {
-            Ok(f) => f,
-            Err(FrameError::Closed) => break None,
-            Err(e @ FrameError::BadLength { .. }) => {
-                break Some(("bad-frame-length", e.to_string()));
-            }
-            Err(e) => break Some(("io", e.to_string())),
-        };
-        match opener.open(&frame) {
-            Ok(Inbound::Data(data)) => match reassembler.push(&data) {
-                Ok(Some((_, message))) => {
-                    inner
-                        .inbox
-                        .deliver(peer, Security::Pq, Some(suite), message);
+    local_initiated: bool,
+    stats: Arc<SessionStats>,
+    cancel: CancellationToken,
+    /// The replaced session's reader: wait for it before delivering.
+    previous_done: Option<watch::Receiver<bool>>,
+    done: watch::Sender<bool>,
+}
+
+enum ReadEnd {
+    /// Close frame or a clean end of stream.
+    Closed,
+    /// The responder rejected our Fin (§5 rev 3).
+    Rejected(RejectReason),
+    /// A partial message did not complete in time (§9 rev 3).
+    PartialTimeout,
+    /// Stream I/O.
+    Io(String),
+    /// A protocol violation.
+    Violation(&'static str, String),
+}
+
+impl Reader {
+    async fn run(mut self, mut opener: Opener, mut r: ReadHalf<Stream>) {
+        let end = self.read_all(&mut opener, &mut r).await;
+        let _ = self.done.send(true);
+        let inner = self.inner.clone();
+        let peer = self.peer;
+        let current = end_if_current(&inner, &peer, self.id);
+        match end {
+            ReadEnd::Closed => {
+                if current {
+                    tracing::info!(peer = %peer, "PQ session closed by the peer");
+                    self.after_loss();
                 }
-                Ok(None) => {}
-                Err(e) => break Some(("bad-fragment", e.to_string())),
-            },
-            Ok(Inbound::KeyUpdate) => tracing::debug!(peer = %peer, "peer updated its traffic key"),
-            Ok(Inbound::Close) => break None,
-            Err(e) => break Some((channel_error_name(&e), e.to_string())),
-        }
-    };
-    let ended = end(&inner, &peer, Some(id));
-    match failure {
-        None => {
-            if ended {
-                tracing::info!(peer = %peer, "PQ session closed by the peer");
             }
-        }
-        Some((reason, detail)) => {
-            inner
-                .metrics
-                .session_errors
-                .get_or_create(&ReasonLabels {
-                    reason: reason.to_owned(),
-                })
-                .inc();
-            if reason == "io" {
-                tracing::info!(peer = %peer, error = %detail, "PQ session stream ended");
-            } else {
+            ReadEnd::Io(detail) => {
+                if current {
+                    tracing::info!(peer = %peer, error = %detail, "PQ session stream ended");
+                    self.after_loss();
+                }
+            }
+            ReadEnd::Rejected(reason) => {
+                self.cancel.cancel();
+                tracing::warn!(peer = %peer, reason = reason.name(), "the peer rejected our Fin; session ended");
+                self.count("rejected");
+                inner.refuse(peer, RefuseReason::RejectedByPeer).await;
+            }
+            ReadEnd::PartialTimeout => {
+                self.cancel.cancel();
+                self.count("partial-timeout");
+                tracing::warn!(peer = %peer, "a partial message did not complete in time; session ended");
+                inner.refuse(peer, RefuseReason::SessionError).await;
+            }
+            ReadEnd::Violation(reason, detail) => {
+                self.cancel.cancel();
+                self.count(reason);
                 tracing::warn!(peer = %peer, reason, error = %detail, "PQ session ended by a record-layer error");
-                inner.refuse(peer, "session-error").await;
+                inner.refuse(peer, RefuseReason::SessionError).await;
             }
         }
     }
+
+    fn count(&self, reason: &str) {
+        self.inner
+            .metrics
+            .session_errors
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The current session was lost while the peer may stay connected: its
+    /// initiator re-establishes it with back-off (§5.1).
+    fn after_loss(&self) {
+        if self.local_initiated {
+            handshake_io::schedule_retry(&self.inner, self.peer);
+        }
+    }
+
+    async fn read_all(&mut self, opener: &mut Opener, r: &mut ReadHalf<Stream>) -> ReadEnd {
+        let inner = self.inner.clone();
+        let mut reassembler =
+            Reassembler::with_budget(inner.limits.max_message_size, inner.partial_budget.clone());
+        let limit = inner.limits.rehandshake_bytes;
+        let mut first = true;
+        loop {
+            // Only the initiator may see a Reject (2 bytes) before any
+            // record frame: the responder's answer to a bad Fin.
+            let min = if first && self.local_initiated {
+                2
+            } else {
+                MIN_FRAME
+            };
+            let read = read_frame(r, min, MAX_FRAME);
+            let frame = match reassembler.partial_since() {
+                Some(since) => {
+                    let deadline = since + inner.limits.partial_message_timeout;
+                    match tokio::time::timeout_at(deadline.into(), read).await {
+                        Ok(f) => f,
+                        Err(_) => return ReadEnd::PartialTimeout,
+                    }
+                }
+                None => read.await,
+            };
+            let frame = match frame {
+                Ok(f) => f,
+                Err(FrameError::Closed) => return ReadEnd::Closed,
+                Err(e @ FrameError::BadLength { .. }) => {
+                    return ReadEnd::Violation("bad-frame-length", e.to_string());
+                }
+                Err(e) => return ReadEnd::Io(e.to_string()),
+            };
+            if first && frame.len() < MIN_FRAME {
+                use pqnode_crypto::handshake::messages::ToInitiator;
+                return match ToInitiator::decode(&frame) {
+                    Ok(ToInitiator::Reject(r)) => ReadEnd::Rejected(r.reason),
+                    _ => ReadEnd::Violation(
+                        "bad-frame-length",
+                        format!("frame of {} bytes", frame.len()),
+                    ),
+                };
+            }
+            first = false;
+            self.stats.add_received(frame.len() as u64, limit);
+            match opener.open(&frame) {
+                Ok(Inbound::Data(data)) => match reassembler.push(&data) {
+                    Ok(Some((_, message))) => {
+                        if let Some(prev) = self.previous_done.take() {
+                            wait_done(prev).await;
+                        }
+                        inner
+                            .inbox
+                            .deliver(self.peer, Security::Pq, Some(self.suite), message);
+                        inner.touch(&self.peer);
+                    }
+                    Ok(None) => {}
+                    Err(e) => return ReadEnd::Violation("bad-fragment", e.to_string()),
+                },
+                Ok(Inbound::KeyUpdate) => {
+                    tracing::debug!(peer = %self.peer, "peer updated its traffic key")
+                }
+                Ok(Inbound::Close) => return ReadEnd::Closed,
+                Err(e) => return ReadEnd::Violation(channel_error_name(&e), e.to_string()),
+            }
+        }
+    }
+}
+
+async fn wait_done(mut prev: watch::Receiver<bool>) {
+    let _ = tokio::time::timeout(DRAIN_WAIT, prev.wait_for(|d| *d)).await;
+}
+
+fn end_if_current(inner: &Arc<Inner>, peer: &PeerId, id: u64) -> bool {
+    end(inner, peer, id)
 }

@@ -3,15 +3,15 @@
 //! freshly signed record per usable suite) and the pins (§8.3, §8.4).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
 use pqnode_crypto::Suite;
 use pqnode_crypto::handshake::{Credential, HandshakeConfig};
+use pqnode_keys::db::PinDb;
 use pqnode_keys::fingerprint::Fingerprint;
-use pqnode_keys::pins::{PINS_FILE, PinError, PinStore};
+use pqnode_keys::pins::PinError;
 use pqnode_keys::record::{DEFAULT_VALIDITY_SECS, MAX_ADDR_LEN, MAX_ADDRS};
 use pqnode_keys::store::{KeyStore, StoreError};
 
@@ -19,14 +19,14 @@ use super::{PqLayer, PqLimits, PqMetrics, PqSetup};
 use crate::config::{Config, PqPolicy};
 use crate::metrics::Registry;
 use crate::node::NodeHandle;
-use crate::status::{CryptoMode, PeerSecurityTable, PqAvailability, SharedCryptoStatus};
+use crate::status::{CryptoMode, PqAvailability, SharedCryptoStatus};
 use pqnode_keys::time::unix_now;
 
 /// Why the PQ layer's inputs could not be prepared.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SetupError {
-    /// The pins file exists but cannot be used (it is left untouched).
+    /// The configured trusted pins could not be stored.
     #[error("pins: {0}")]
     Pins(#[from] PinError),
 }
@@ -42,9 +42,39 @@ pub struct Credentials {
     pub fingerprints: BTreeMap<String, String>,
 }
 
-/// The addresses a record may publish: not unspecified (0.0.0.0, ::), at
-/// most 16, each at most 128 bytes, no duplicates (PROTOCOL.md §4).
-pub fn publishable_addrs(addrs: &[Multiaddr]) -> Vec<Multiaddr> {
+/// Whether `addr` names a host only this machine or its local network can
+/// reach: loopback, RFC 1918 private, CGNAT (100.64/10), link-local, IPv6
+/// unique-local (fc00::/7) or link-local (fe80::/10), or `localhost`.
+pub fn is_private_addr(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => {
+            let o = ip.octets();
+            ip.is_loopback()
+                || ip.is_private()
+                || ip.is_link_local()
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+        }
+        Protocol::Ip6(ip) => {
+            let first = ip.segments()[0];
+            ip.is_loopback()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || ip
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| v4.is_loopback() || v4.is_private() || v4.is_link_local())
+        }
+        Protocol::Dns(h) | Protocol::Dns4(h) | Protocol::Dns6(h) => {
+            h.eq_ignore_ascii_case("localhost") || h.to_ascii_lowercase().ends_with(".localhost")
+        }
+        _ => false,
+    })
+}
+
+/// The addresses our records may publish: not unspecified (0.0.0.0, ::),
+/// not loopback or private unless `include_private`
+/// (`publish_private_addrs`), at most 16, each at most 128 bytes, no
+/// duplicates (PROTOCOL.md §4).
+pub fn publishable_addrs(addrs: &[Multiaddr], include_private: bool) -> Vec<Multiaddr> {
     let mut out: Vec<Multiaddr> = Vec::new();
     for addr in addrs {
         let unspecified = addr.iter().any(|p| match p {
@@ -52,7 +82,11 @@ pub fn publishable_addrs(addrs: &[Multiaddr]) -> Vec<Multiaddr> {
             Protocol::Ip6(ip) => ip.is_unspecified(),
             _ => false,
         });
-        if unspecified || addr.to_vec().len() > MAX_ADDR_LEN || out.contains(addr) {
+        if unspecified
+            || (!include_private && is_private_addr(addr))
+            || addr.to_vec().len() > MAX_ADDR_LEN
+            || out.contains(addr)
+        {
             continue;
         }
         out.push(addr.clone());
@@ -65,10 +99,13 @@ pub fn publishable_addrs(addrs: &[Multiaddr]) -> Vec<Multiaddr> {
 
 /// Builds the handshake credentials for `suites` (those the self-test
 /// passed, in preference order) from the key store, signing a fresh record
-/// for each. A suite whose key or record cannot be made is left out with a
-/// warning; with none left, PQ is unavailable and `reason` says why.
+/// for each. `addrs` are the addresses to publish, already chosen by the
+/// caller ([`publishable_addrs`]). A suite whose key or record cannot be
+/// made is left out with a warning; with none left, PQ is unavailable and
+/// `reason` says why.
 pub fn credentials(store: &mut KeyStore, suites: &[Suite], addrs: &[Multiaddr]) -> Credentials {
-    let addrs = publishable_addrs(addrs);
+    // Structural limits only: which addresses is the caller's choice.
+    let addrs = publishable_addrs(addrs, true);
     let local_peer_id = store.peer_id().to_bytes();
     let mut list = Vec::new();
     let mut fingerprints = BTreeMap::new();
@@ -119,18 +156,26 @@ pub fn credentials(store: &mut KeyStore, suites: &[Suite], addrs: &[Multiaddr]) 
     }
 }
 
-/// Opens the pins in `data_dir` and preloads the configured trusted peers.
-pub fn pins(config: &Config, data_dir: &Path) -> Result<PinStore, SetupError> {
-    let mut pins = PinStore::open(&data_dir.join(PINS_FILE), false)?;
-    let now = unix_now();
+/// Stores the configured trusted peers (`trusted_peers`) as operator pins,
+/// those that changed in one transaction.
+pub fn preload_trusted(config: &Config, pins: &PinDb) -> Result<(), SetupError> {
+    let mut changed = Vec::new();
     for trusted in &config.trusted_peers {
-        let fingerprint: Fingerprint = match hex::encode(trusted.fingerprint).parse() {
-            Ok(f) => f,
-            Err(_) => continue,
-        };
-        pins.preload(trusted.peer_id, trusted.suite, fingerprint, now)?;
+        let fingerprint = Fingerprint::from_array(trusted.fingerprint);
+        let current = pins
+            .pins_of(&trusted.peer_id)
+            .map_err(PinError::from)?
+            .into_iter()
+            .find(|(suite, _)| *suite == trusted.suite);
+        if current.is_some_and(|(_, p)| p.fingerprint == fingerprint) {
+            continue;
+        }
+        changed.push((trusted.peer_id, trusted.suite, fingerprint));
     }
-    Ok(pins)
+    if !changed.is_empty() {
+        pins.add_operator_batch(changed, unix_now())?;
+    }
+    Ok(())
 }
 
 /// Everything [`super::PqLayer::start`] takes, from the pieces above.
@@ -138,7 +183,7 @@ pub fn setup(
     config: &Config,
     credentials: &Credentials,
     unavailable: Option<String>,
-    pins: PinStore,
+    pins: PinDb,
 ) -> PqSetup {
     let handshake = match config.pq.policy {
         PqPolicy::Disabled => None,
@@ -156,13 +201,15 @@ pub fn setup(
             max_message_size: config.limits.max_message_size,
             inbox_per_peer: config.limits.inbox_per_peer,
             max_peers: config.limits.max_established as usize,
+            rehandshake_after: config.pq.rehandshake_after,
+            rehandshake_bytes: config.pq.rehandshake_bytes,
             ..PqLimits::default()
         },
     }
 }
 
-/// Starts the PQ layer for a started node: credentials from `store` for the
-/// suites the self-test passed, pins from the data directory, metrics in
+/// Starts the PQ layer for a node that does not listen yet: credentials
+/// from `store` for the suites the self-test passed, `pins`, metrics in
 /// `registry`, status into `crypto`. Under `required`, unusable PQ key
 /// material is an error; under `preferred` the node runs in
 /// `classical-fallback` mode and says why.
@@ -174,8 +221,9 @@ pub fn start_for_node(
     node: &NodeHandle,
     listen_addrs: &[Multiaddr],
     crypto: &SharedCryptoStatus,
-    security: &PeerSecurityTable,
+    pins: PinDb,
     registry: &mut Registry,
+    listener_open_delay: std::time::Duration,
 ) -> Result<PqLayer, StartError> {
     let (suites, mut unavailable) = match availability {
         PqAvailability::Available { self_test } => {
@@ -220,22 +268,42 @@ pub fn start_for_node(
             s.production = false;
         }
     });
-    let pins = pins(config, &config.data_dir)?;
+    preload_trusted(config, &pins)?;
     let metrics = PqMetrics::register(registry);
-    let setup = setup(config, &creds, unavailable, pins);
-    Ok(PqLayer::start(
-        node.clone(),
-        setup,
-        crypto.clone(),
-        security.clone(),
-        metrics,
-    )?)
+    let mut setup = setup(config, &creds, unavailable, pins);
+    setup.limits.listener_open_delay = listener_open_delay;
+    let layer = PqLayer::start(node.clone(), setup, crypto.clone(), metrics)?;
+    if config.role == crate::config::Role::Bootstrap {
+        // A bootstrap node serves the network; it keeps no messages.
+        layer.inbox().stop_accepting();
+    }
+    Ok(layer)
 }
 
 /// How often the node signs fresh records (they are valid for
 /// [`DEFAULT_VALIDITY_SECS`], 24 h, so a node that runs for days never
 /// presents an expired one).
 pub const RECORD_REFRESH: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+
+/// Signs fresh records for `addrs` now and hands them to the layer; a
+/// failure keeps the current credentials and is logged.
+pub fn refresh_once(layer: &PqLayer, store: &mut KeyStore, addrs: &[Multiaddr]) {
+    let suites = layer.suites();
+    if suites.is_empty() {
+        return;
+    }
+    let creds = credentials(store, &suites, addrs);
+    match creds.handshake {
+        Some(h) if h.credentials.len() == suites.len() => {
+            layer.replace_credentials(h);
+            tracing::info!(suites = suites.len(), "signed fresh PQ peer records");
+        }
+        _ => tracing::error!(
+            reason = creds.reason.as_deref().unwrap_or("a suite failed"),
+            "could not sign fresh PQ peer records; keeping the current ones"
+        ),
+    }
+}
 
 /// Signs fresh records every `period` and hands them to the layer. Runs
 /// until aborted; a failure keeps the previous credentials and is logged.
@@ -250,21 +318,10 @@ pub async fn refresh_records(
     tick.tick().await;
     loop {
         tick.tick().await;
-        let suites = layer.suites();
-        if suites.is_empty() {
+        if layer.suites().is_empty() {
             return;
         }
-        let creds = credentials(&mut store, &suites, &addrs);
-        match creds.handshake {
-            Some(h) if h.credentials.len() == suites.len() => {
-                layer.replace_credentials(h);
-                tracing::info!(suites = suites.len(), "signed fresh PQ peer records");
-            }
-            _ => tracing::error!(
-                reason = creds.reason.as_deref().unwrap_or("a suite failed"),
-                "could not sign fresh PQ peer records; keeping the current ones"
-            ),
-        }
+        refresh_once(&layer, &mut store, &addrs);
     }
 }
 
@@ -281,4 +338,47 @@ pub enum StartError {
     /// The key store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_addresses_are_not_published_unless_allowed() {
+        let addrs: Vec<Multiaddr> = [
+            "/ip4/127.0.0.1/tcp/4001",
+            "/ip4/10.1.2.3/tcp/4001",
+            "/ip4/172.20.0.1/tcp/4001",
+            "/ip4/192.168.1.5/udp/4001/quic-v1",
+            "/ip4/169.254.3.4/tcp/1",
+            "/ip4/100.64.0.1/tcp/1",
+            "/ip6/::1/tcp/4001",
+            "/ip6/fd00::1/tcp/4001",
+            "/ip6/fe80::1/tcp/4001",
+            "/dns4/localhost/tcp/4001",
+            "/ip4/0.0.0.0/tcp/4001",
+            "/ip4/198.51.100.7/tcp/4001",
+            "/ip6/2001:db8::7/tcp/4001",
+            "/dns4/node.example.org/tcp/4001",
+            "/ip4/198.51.100.7/tcp/4001",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        let public: Vec<String> = publishable_addrs(&addrs, false)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            public,
+            [
+                "/ip4/198.51.100.7/tcp/4001",
+                "/ip6/2001:db8::7/tcp/4001",
+                "/dns4/node.example.org/tcp/4001"
+            ]
+        );
+        // Allowed: everything but the unspecified address and the duplicate.
+        assert_eq!(publishable_addrs(&addrs, true).len(), addrs.len() - 2);
+    }
 }

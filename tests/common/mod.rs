@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests: nodes on 127.0.0.1 (port 0,
-//! mDNS off), a minimal HTTP client, stock libp2p swarms.
+//! mDNS off) started through `App` exactly like `pqnode run`, a minimal
+//! HTTP client, stock libp2p swarms.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -8,9 +9,8 @@ use std::time::Duration;
 use libp2p::identity::Keypair;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{Multiaddr, Swarm, SwarmBuilder, noise, tcp, yamux};
-use pqnode::cli::run::{Running, start};
+use pqnode::app::{App, AppOptions};
 use pqnode::config::Config;
-use pqnode::status::{PqAvailability, SelfTestStatus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Every test is bounded by this.
@@ -30,30 +30,37 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     .unwrap()
 }
 
-/// The PQ availability test nodes report (these tests do not exercise PQ).
-pub fn no_pq() -> PqAvailability {
-    PqAvailability::Unavailable {
-        reason: "not exercised by this test".to_owned(),
-        self_test: SelfTestStatus::default(),
+/// The options of test nodes that do not exercise PQ: they run as a
+/// binary without PQ would (classical-fallback, §8.4), which skips the
+/// self-test's cost.
+pub fn no_pq() -> AppOptions {
+    AppOptions {
+        simulate_pq_unavailable: Some("not exercised by this test".to_owned()),
+        ..AppOptions::default()
     }
 }
 
-/// Starts a node with its API.
-pub async fn start_node(config: &Config) -> Running {
-    start(config, Keypair::generate_ed25519(), no_pq(), None)
-        .await
+/// Starts a node (without PQ) through `App`.
+pub async fn start_node(config: &Config) -> App {
+    App::start(config, no_pq()).await.unwrap()
+}
+
+/// Starts a node with PQ through `App`, exactly as `pqnode run` does.
+pub async fn start_pq_node(config: &Config) -> App {
+    App::start(config, AppOptions::default()).await.unwrap()
+}
+
+/// Creates the key store in `dir` now and returns its PeerId (a node
+/// started later on `dir` has this identity).
+pub fn identity_in(dir: &std::path::Path) -> libp2p::PeerId {
+    pqnode_keys::store::KeyStore::open_or_create(dir, pqnode_keys::store::StoreOptions::default())
         .unwrap()
+        .peer_id()
 }
 
 /// The node's TCP listen address with `/p2p/<PeerId>`.
-pub fn tcp_addr(node: &Running) -> Multiaddr {
-    let addr = node
-        .listen_addrs
-        .iter()
-        .find(|a| a.to_string().contains("/tcp/"))
-        .unwrap()
-        .clone();
-    addr.with(libp2p::multiaddr::Protocol::P2p(node.node.peer_id()))
+pub fn tcp_addr(node: &App) -> Multiaddr {
+    node.dial_addr("tcp").unwrap()
 }
 
 /// A response: status and body.
@@ -78,7 +85,6 @@ pub async fn http(
     token: Option<&str>,
     body: Option<&str>,
 ) -> Response {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if let Some(t) = token {
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));
@@ -92,7 +98,13 @@ pub async fn http(
     }
     req.push_str("\r\n");
     req.push_str(body);
-    stream.write_all(req.as_bytes()).await.unwrap();
+    http_raw(addr, &req).await
+}
+
+/// Sends `request` (a whole HTTP/1.1 request, `Connection: close`) as is.
+pub async fn http_raw(addr: SocketAddr, request: &str) -> Response {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await.unwrap();
     let text = String::from_utf8(raw).unwrap();

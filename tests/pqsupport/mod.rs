@@ -1,5 +1,5 @@
-//! Test harness: real pqnodes on 127.0.0.1 (port 0), started through the
-//! same library path as `pqnode run` (key store, self-test, node, PQ layer),
+//! Test harness: real pqnodes on 127.0.0.1 (port 0), started through `App`
+//! exactly as `pqnode run` starts them,
 //! plus hostile and stock libp2p peers built from plain rust-libp2p.
 #![allow(dead_code, missing_docs)]
 
@@ -11,15 +11,11 @@ use futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, kad, noise, ping, tcp, yamux};
-use pqnode::cli::run::run_selftest;
+use pqnode::app::{App, AppOptions};
 use pqnode::config::{Config, PqPolicy};
-use pqnode::metrics;
-use pqnode::node::{Node, NodeHandle};
+use pqnode::node::NodeHandle;
 use pqnode::pq::PqLayer;
-use pqnode::status::{
-    CryptoStatus, PeerSecurityTable, PqAvailability, SecurityLevel, SelfTestStatus,
-    SharedCryptoStatus,
-};
+use pqnode::status::SharedCryptoStatus;
 use pqnode_crypto::Suite;
 use pqnode_keys::store::{KeyStore, StoreOptions};
 use tokio::task::JoinHandle;
@@ -36,6 +32,9 @@ pub struct Opts {
     pub max_handshakes: u32,
     pub handshake_timeout: Duration,
     pub allow_unpinned: bool,
+    pub listener_open_delay: Duration,
+    pub rehandshake_after: Duration,
+    pub rehandshake_bytes: u64,
 }
 
 impl Default for Opts {
@@ -47,6 +46,9 @@ impl Default for Opts {
             max_handshakes: 64,
             handshake_timeout: Duration::from_secs(10),
             allow_unpinned: true,
+            listener_open_delay: Duration::from_secs(5),
+            rehandshake_after: Duration::from_secs(3600),
+            rehandshake_bytes: 4 << 30,
         }
     }
 }
@@ -58,8 +60,7 @@ pub struct TestNode {
     pub pq: PqLayer,
     pub addr: Multiaddr,
     pub crypto: SharedCryptoStatus,
-    pub security: PeerSecurityTable,
-    task: JoinHandle<()>,
+    pub app: App,
 }
 
 pub fn tempdir() -> tempfile::TempDir {
@@ -71,7 +72,7 @@ pub fn tempdir() -> tempfile::TempDir {
 
 /// Logs to the test's output when `RUST_LOG` is set (e.g.
 /// `RUST_LOG=pqnode=debug,libp2p_stream=debug cargo test --test pq_layer`).
-fn init_test_logging() {
+pub fn init_test_logging() {
     if std::env::var_os("RUST_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -80,67 +81,60 @@ fn init_test_logging() {
     }
 }
 
-pub async fn start(dir: &Path, opts: Opts) -> TestNode {
-    init_test_logging();
+/// The configuration of a test node in `dir` with `opts`.
+pub fn config(dir: &Path, opts: &Opts) -> Config {
     let mut config = Config {
         data_dir: dir.to_path_buf(),
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")],
+        api: "127.0.0.1:0".parse().expect("api addr"),
         mdns: false,
         ..Config::default()
     };
     config.pq.policy = opts.policy;
     config.pq.suites = opts.suites.clone();
     config.pq.allow_unpinned = opts.allow_unpinned;
+    config.pq.rehandshake_after = opts.rehandshake_after;
+    config.pq.rehandshake_bytes = opts.rehandshake_bytes;
     config.limits.max_concurrent_handshakes = opts.max_handshakes;
     config.limits.handshake_timeout = opts.handshake_timeout;
     config.limits.max_new_connections_per_ip_per_minute = 1000;
     config.limits.max_connections_per_ip = 100;
     config.limits.max_established_per_peer = 4;
-    let mut store = KeyStore::open_or_create(
-        dir,
-        StoreOptions {
-            suites: Suite::ALL.to_vec(),
-            ..Default::default()
-        },
-    )
-    .expect("key store");
-    let availability = if opts.pq_available {
-        run_selftest(&config)
-    } else {
-        PqAvailability::Unavailable {
-            reason: "built without pqc (simulated by the test)".into(),
-            self_test: SelfTestStatus::default(),
-        }
+    config
+}
+
+/// Starts a node through `App`, exactly as `pqnode run` does (key store
+/// with keys for every suite, so that a test may switch suites later).
+pub async fn start(dir: &Path, opts: Opts) -> TestNode {
+    init_test_logging();
+    let config = config(dir, &opts);
+    // Keys for every suite exist, whatever this run enables.
+    drop(
+        KeyStore::open_or_create(
+            dir,
+            StoreOptions {
+                suites: Suite::ALL.to_vec(),
+                ..Default::default()
+            },
+        )
+        .expect("key store"),
+    );
+    let options = AppOptions {
+        simulate_pq_unavailable: (!opts.pq_available)
+            .then(|| "built without pqc (simulated by the test)".to_owned()),
+        listener_open_delay: opts.listener_open_delay,
+        ..AppOptions::default()
     };
-    let mut registry = metrics::new_registry();
-    let node = Node::start(&config, store.identity().clone(), &mut registry)
-        .await
-        .expect("node starts");
-    let peer_id = node.handle.peer_id();
-    let crypto =
-        SharedCryptoStatus::new(CryptoStatus::initial(&config.pq, &availability, &peer_id));
-    let security = PeerSecurityTable::new(100);
-    let pq = pqnode::pq::setup::start_for_node(
-        &config,
-        &mut store,
-        &availability,
-        &node.handle,
-        &node.listen_addrs,
-        &crypto,
-        &security,
-        &mut registry,
-    )
-    .expect("PQ layer starts");
-    let addr = node.listen_addrs.first().cloned().expect("listen address");
+    let app = App::start(&config, options).await.expect("node starts");
+    let addr = app.listen_addrs().first().cloned().expect("listen address");
     TestNode {
         dir: dir.to_path_buf(),
-        peer_id,
-        handle: node.handle,
-        pq,
+        peer_id: app.peer_id(),
+        handle: app.node().clone(),
+        pq: app.pq().clone(),
         addr,
-        crypto,
-        security,
-        task: node.task,
+        crypto: app.state().crypto.clone(),
+        app,
     }
 }
 
@@ -155,8 +149,9 @@ impl TestNode {
         self.handle.dial(other.full_addr()).await.expect("dial");
     }
 
-    pub fn level(&self, peer: &PeerId) -> Option<SecurityLevel> {
-        self.security.get(peer).map(|s| s.level)
+    /// `peer`'s PQ status name (`pq`, `classical`, `unknown`, ...).
+    pub fn level(&self, peer: &PeerId) -> Option<&'static str> {
+        self.pq.peer(peer).map(|p| p.status.name())
     }
 
     /// Waits until `f` holds, at most `timeout`.
@@ -172,9 +167,7 @@ impl TestNode {
     }
 
     pub async fn stop(self) {
-        self.pq.shutdown(Duration::from_secs(2)).await;
-        let _ = self.handle.shutdown().await;
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+        let _ = self.app.shutdown(Duration::from_secs(5)).await;
     }
 }
 
@@ -329,6 +322,17 @@ pub async fn stock_peer(target: Multiaddr) -> Peer {
 impl Peer {
     pub fn is_connected(&self) -> bool {
         self.connected.load(std::sync::atomic::Ordering::SeqCst) > 0
+    }
+
+    pub async fn until_disconnected(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            if !self.is_connected() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
     }
 
     pub async fn wait_connected(&self, timeout: Duration) -> bool {

@@ -1,0 +1,589 @@
+//! The one owner of every connected peer's PQ state.
+//!
+//! ```text
+//! unknown ──handshake──▶ negotiating ──▶ pq session
+//!    │                        ├────────▶ classical (reason)   (negotiation failed, §8.1)
+//!    └────────────────────────┴────────▶ refused (reason)     (§8.1, §8.3, §9)
+//! ```
+//!
+//! One [`PeerTable`] behind one lock holds, per connected peer, its status,
+//! its session, its handshakes in flight and its per-peer handshake limits
+//! (§9 rev 3). It is changed only through its methods, from connection
+//! events the swarm hands over synchronously (none can be lost) and from the
+//! PQ layer's own tasks. Each entry publishes its status on a `watch`
+//! channel: waiting for a session is `wait_for`, never polling. The API and
+//! metrics read [`PeerSnapshot`]s.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use libp2p::PeerId;
+use pqnode_crypto::Suite;
+use tokio::sync::{Notify, mpsc, watch};
+
+use super::policy::{ClassicalReason, RefuseReason, StatusKind};
+use super::{SessionInfo, WriterCmd};
+
+/// A peer's PQ status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PqStatus {
+    /// Connected; nothing known yet. Nothing is sent to it.
+    Unknown,
+    /// A handshake with it is in flight.
+    Negotiating,
+    /// A PQ session exists.
+    Pq(SessionInfo),
+    /// It has no PQ (negotiation failed) or PQ is off here.
+    Classical(ClassicalReason),
+    /// It was refused; its connections are being closed.
+    Refused(RefuseReason),
+}
+
+impl PqStatus {
+    /// The status as the policy functions see it.
+    pub fn kind(&self) -> StatusKind {
+        match self {
+            PqStatus::Unknown => StatusKind::Unknown,
+            PqStatus::Negotiating => StatusKind::Negotiating,
+            PqStatus::Pq(_) => StatusKind::Pq,
+            PqStatus::Classical(r) => StatusKind::Classical(*r),
+            PqStatus::Refused(r) => StatusKind::Refused(*r),
+        }
+    }
+
+    /// `unknown`, `negotiating`, `pq`, `classical` or `refused`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PqStatus::Unknown => "unknown",
+            PqStatus::Negotiating => "negotiating",
+            PqStatus::Pq(_) => "pq",
+            PqStatus::Classical(_) => "classical",
+            PqStatus::Refused(_) => "refused",
+        }
+    }
+
+    /// Whether the status is final for now (a session, classical, refused).
+    pub fn is_settled(&self) -> bool {
+        !matches!(self, PqStatus::Unknown | PqStatus::Negotiating)
+    }
+
+    /// The reason of a classical or refused status.
+    pub fn reason(&self) -> Option<&'static str> {
+        match self {
+            PqStatus::Classical(r) => Some(r.as_str()),
+            PqStatus::Refused(r) => Some(r.as_str()),
+            _ => None,
+        }
+    }
+
+    /// The suite of a PQ session.
+    pub fn suite(&self) -> Option<Suite> {
+        match self {
+            PqStatus::Pq(info) => Some(info.suite),
+            _ => None,
+        }
+    }
+}
+
+/// What the API and metrics see of one peer.
+#[derive(Clone, Debug)]
+pub struct PeerSnapshot {
+    /// The peer.
+    pub peer: PeerId,
+    /// Its status.
+    pub status: PqStatus,
+    /// Since when.
+    pub since: SystemTime,
+    /// Established connections.
+    pub connections: u32,
+}
+
+/// Bytes through one session, for the re-handshake limit (§5.1).
+#[derive(Debug, Default)]
+pub(crate) struct SessionStats {
+    pub sent: AtomicU64,
+    pub received: AtomicU64,
+    /// Woken when a byte counter passes the re-handshake limit.
+    pub limit_reached: Notify,
+}
+
+impl SessionStats {
+    pub fn add_sent(&self, n: u64, limit: u64) {
+        if self.sent.fetch_add(n, Ordering::Relaxed) + n >= limit {
+            self.limit_reached.notify_one();
+        }
+    }
+
+    pub fn add_received(&self, n: u64, limit: u64) {
+        if self.received.fetch_add(n, Ordering::Relaxed) + n >= limit {
+            self.limit_reached.notify_one();
+        }
+    }
+
+    pub fn max_bytes(&self) -> u64 {
+        self.sent
+            .load(Ordering::Relaxed)
+            .max(self.received.load(Ordering::Relaxed))
+    }
+}
+
+/// A running session's handle in the table.
+pub(crate) struct Session {
+    pub id: u64,
+    pub info: SessionInfo,
+    pub tx: mpsc::Sender<WriterCmd>,
+    /// Becomes true when the session's reader has ended (every message of
+    /// this session that arrived is delivered).
+    pub reader_done: watch::Receiver<bool>,
+}
+
+/// Per-peer handshake limits (PROTOCOL.md §9, rev 3).
+#[derive(Clone, Copy, Debug)]
+pub struct PeerLimits {
+    /// Inbound handshakes started per peer per window.
+    pub inbound_per_window: usize,
+    /// Failed or abandoned handshakes per window before the peer is
+    /// disconnected.
+    pub failures_per_window: usize,
+    /// The window.
+    pub window: Duration,
+}
+
+impl Default for PeerLimits {
+    fn default() -> Self {
+        PeerLimits {
+            inbound_per_window: 10,
+            failures_per_window: 3,
+            window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Whether an inbound handshake may start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Yes; the slot is taken until [`PeerTable::inbound_done`].
+    Admitted,
+    /// Not now (one in flight, or the rate is exceeded): Reject busy.
+    Busy,
+    /// The peer exceeded its failure budget: disconnect it.
+    Abusive,
+}
+
+pub(crate) struct PeerEntry {
+    pub connections: u32,
+    pub we_dialled: bool,
+    pub status: PqStatus,
+    pub since: SystemTime,
+    pub session: Option<Session>,
+    pub inbound_hs: bool,
+    pub outbound_hs: bool,
+    inbound_starts: VecDeque<Instant>,
+    failures: VecDeque<Instant>,
+    /// Back-off before the next attempt to (re-)establish a lost session.
+    pub retry_backoff: Duration,
+    /// When a message last went to or came from this peer.
+    pub last_message: Option<Instant>,
+    watch: watch::Sender<PqStatus>,
+}
+
+impl PeerEntry {
+    fn new(we_dialled: bool) -> Self {
+        PeerEntry {
+            connections: 0,
+            we_dialled,
+            status: PqStatus::Unknown,
+            since: SystemTime::now(),
+            session: None,
+            inbound_hs: false,
+            outbound_hs: false,
+            inbound_starts: VecDeque::new(),
+            failures: VecDeque::new(),
+            last_message: None,
+            retry_backoff: RETRY_MIN,
+            watch: watch::channel(PqStatus::Unknown).0,
+        }
+    }
+
+    fn prune(&mut self, now: Instant, window: Duration) {
+        while self
+            .inbound_starts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= window)
+        {
+            self.inbound_starts.pop_front();
+        }
+        while self
+            .failures
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= window)
+        {
+            self.failures.pop_front();
+        }
+    }
+}
+
+/// Smallest and largest back-off between attempts to re-establish a session.
+pub const RETRY_MIN: Duration = Duration::from_secs(1);
+/// See [`RETRY_MIN`].
+pub const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// Every connected peer's PQ state. Bounded by `capacity` (the connection
+/// limit): a peer beyond it is refused by the caller.
+pub(crate) struct PeerTable {
+    peers: HashMap<PeerId, PeerEntry>,
+    capacity: usize,
+    limits: PeerLimits,
+    refused_total: u64,
+    /// Bumped whenever a peer enters the table, so a waiter for a peer that
+    /// is not connected yet wakes when it is (no polling).
+    joined: watch::Sender<u64>,
+    /// Peers refused recently (their connections are gone), so a sender
+    /// learns why; bounded by [`RECENT_REFUSALS`], kept [`REFUSAL_MEMORY`].
+    recent_refusals: HashMap<PeerId, (RefuseReason, Instant)>,
+}
+
+/// How many refused peers are remembered after they disconnect.
+pub const RECENT_REFUSALS: usize = 1024;
+/// How long a refusal is remembered after the disconnect.
+pub const REFUSAL_MEMORY: Duration = Duration::from_secs(600);
+
+/// Session counts, for the status and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Peers with a PQ session.
+    pub pq: u64,
+    /// Peers labelled classical.
+    pub classical: u64,
+    /// Peers refused since start.
+    pub refused_total: u64,
+    /// Connected peers whose status is open.
+    pub pending: u64,
+}
+
+impl PeerTable {
+    pub fn new(capacity: usize, limits: PeerLimits) -> Self {
+        PeerTable {
+            peers: HashMap::new(),
+            capacity,
+            limits,
+            refused_total: 0,
+            joined: watch::channel(0).0,
+            recent_refusals: HashMap::new(),
+        }
+    }
+
+    pub fn get(&self, peer: &PeerId) -> Option<&PeerEntry> {
+        self.peers.get(peer)
+    }
+
+    pub fn get_mut(&mut self, peer: &PeerId) -> Option<&mut PeerEntry> {
+        self.peers.get_mut(peer)
+    }
+
+    /// A connection to `peer` was established. Returns false when the table
+    /// is full and `peer` is new (the caller refuses it).
+    pub fn connected(&mut self, peer: PeerId, we_dialled: bool) -> bool {
+        if !self.peers.contains_key(&peer) && self.peers.len() >= self.capacity {
+            return false;
+        }
+        let mut new = false;
+        let entry = self.peers.entry(peer).or_insert_with(|| {
+            new = true;
+            PeerEntry::new(we_dialled)
+        });
+        entry.connections += 1;
+        entry.we_dialled |= we_dialled;
+        if new {
+            self.recent_refusals.remove(&peer);
+            self.joined.send_modify(|g| *g = g.wrapping_add(1));
+        }
+        true
+    }
+
+    /// A connection closed; with none left, the peer's state (and its
+    /// session, whose writer then closes) goes. Returns the removed entry.
+    pub fn connection_closed(&mut self, peer: &PeerId, remaining: u32) -> Option<PeerEntry> {
+        if remaining == 0 {
+            let removed = self.peers.remove(peer);
+            if let Some(PeerEntry {
+                status: PqStatus::Refused(r),
+                ..
+            }) = &removed
+            {
+                self.remember_refusal(*peer, *r, Instant::now());
+            }
+            return removed;
+        }
+        if let Some(e) = self.peers.get_mut(peer) {
+            e.connections = remaining;
+        }
+        None
+    }
+
+    /// Sets `peer`'s status (if it is connected) and publishes it.
+    pub fn set_status(&mut self, peer: &PeerId, status: PqStatus) -> bool {
+        let Some(e) = self.peers.get_mut(peer) else {
+            return false;
+        };
+        if matches!(status, PqStatus::Refused(_)) && !matches!(e.status, PqStatus::Refused(_)) {
+            self.refused_total += 1;
+        }
+        if e.status != status {
+            e.since = SystemTime::now();
+        }
+        e.status = status.clone();
+        e.watch.send_replace(status);
+        true
+    }
+
+    /// A receiver of `peer`'s status, if it is connected.
+    pub fn watch(&self, peer: &PeerId) -> Option<watch::Receiver<PqStatus>> {
+        self.peers.get(peer).map(|e| e.watch.subscribe())
+    }
+
+    fn remember_refusal(&mut self, peer: PeerId, reason: RefuseReason, now: Instant) {
+        self.recent_refusals
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < REFUSAL_MEMORY);
+        if self.recent_refusals.len() >= RECENT_REFUSALS
+            && !self.recent_refusals.contains_key(&peer)
+        {
+            let oldest = self
+                .recent_refusals
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(p, _)| *p);
+            if let Some(oldest) = oldest {
+                self.recent_refusals.remove(&oldest);
+            }
+        }
+        self.recent_refusals.insert(peer, (reason, now));
+    }
+
+    /// Why `peer` was refused, if it was within [`REFUSAL_MEMORY`] and is
+    /// not connected now.
+    pub fn recent_refusal(&self, peer: &PeerId) -> Option<RefuseReason> {
+        self.recent_refusals
+            .get(peer)
+            .filter(|(_, at)| at.elapsed() < REFUSAL_MEMORY)
+            .map(|(r, _)| *r)
+    }
+
+    /// A receiver that changes whenever a new peer enters the table.
+    pub fn joins(&self) -> watch::Receiver<u64> {
+        self.joined.subscribe()
+    }
+
+    /// May an inbound handshake from `peer` start now (§9 rev 3)?
+    pub fn admit_inbound(&mut self, peer: &PeerId, now: Instant) -> Admission {
+        let limits = self.limits;
+        let Some(e) = self.peers.get_mut(peer) else {
+            // Streams only arrive on connections; a stream racing the
+            // connection event is treated as busy.
+            return Admission::Busy;
+        };
+        e.prune(now, limits.window);
+        if e.failures.len() >= limits.failures_per_window {
+            return Admission::Abusive;
+        }
+        if e.inbound_hs || e.inbound_starts.len() >= limits.inbound_per_window {
+            return Admission::Busy;
+        }
+        e.inbound_hs = true;
+        e.inbound_starts.push_back(now);
+        Admission::Admitted
+    }
+
+    /// The inbound handshake of `peer` ended.
+    pub fn inbound_done(&mut self, peer: &PeerId) {
+        if let Some(e) = self.peers.get_mut(peer) {
+            e.inbound_hs = false;
+        }
+    }
+
+    /// Takes the outbound handshake slot of `peer`; false if one runs or
+    /// the peer is not connected.
+    pub fn begin_outbound(&mut self, peer: &PeerId) -> bool {
+        match self.peers.get_mut(peer) {
+            Some(e) if !e.outbound_hs => {
+                e.outbound_hs = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The outbound handshake of `peer` ended.
+    pub fn outbound_done(&mut self, peer: &PeerId) {
+        if let Some(e) = self.peers.get_mut(peer) {
+            e.outbound_hs = false;
+        }
+    }
+
+    /// Counts a failed or abandoned handshake (or a rejected one beyond the
+    /// limits). Returns true when the peer has now exceeded its budget.
+    pub fn handshake_failed(&mut self, peer: &PeerId, now: Instant) -> bool {
+        let limits = self.limits;
+        let Some(e) = self.peers.get_mut(peer) else {
+            return false;
+        };
+        e.prune(now, limits.window);
+        e.failures.push_back(now);
+        e.failures.len() >= limits.failures_per_window
+    }
+
+    /// Whether a handshake with `peer` is in flight either way.
+    pub fn handshake_in_flight(&self, peer: &PeerId) -> bool {
+        self.peers
+            .get(peer)
+            .is_some_and(|e| e.inbound_hs || e.outbound_hs)
+    }
+
+    pub fn counts(&self) -> Counts {
+        let mut c = Counts {
+            refused_total: self.refused_total,
+            ..Counts::default()
+        };
+        for e in self.peers.values() {
+            match e.status {
+                PqStatus::Pq(_) => c.pq += 1,
+                PqStatus::Classical(_) => c.classical += 1,
+                PqStatus::Unknown | PqStatus::Negotiating => c.pending += 1,
+                PqStatus::Refused(_) => {}
+            }
+        }
+        c
+    }
+
+    pub fn snapshot(&self, peer: &PeerId) -> Option<PeerSnapshot> {
+        self.peers.get(peer).map(|e| PeerSnapshot {
+            peer: *peer,
+            status: e.status.clone(),
+            since: e.since,
+            connections: e.connections,
+        })
+    }
+
+    pub fn snapshots(&self) -> Vec<PeerSnapshot> {
+        self.peers
+            .iter()
+            .map(|(peer, e)| PeerSnapshot {
+                peer: *peer,
+                status: e.status.clone(),
+                since: e.since,
+                connections: e.connections,
+            })
+            .collect()
+    }
+
+    /// Every session's writer (for shutdown).
+    pub fn writers(&self) -> Vec<mpsc::Sender<WriterCmd>> {
+        self.peers
+            .values()
+            .filter_map(|e| e.session.as_ref().map(|s| s.tx.clone()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> PeerTable {
+        PeerTable::new(2, PeerLimits::default())
+    }
+
+    #[test]
+    fn one_inbound_handshake_per_peer_at_a_time_and_ten_a_minute() {
+        let mut t = table();
+        let p = PeerId::random();
+        let now = Instant::now();
+        assert_eq!(t.admit_inbound(&p, now), Admission::Busy, "not connected");
+        assert!(t.connected(p, false));
+        assert_eq!(t.admit_inbound(&p, now), Admission::Admitted);
+        assert_eq!(t.admit_inbound(&p, now), Admission::Busy, "one in flight");
+        t.inbound_done(&p);
+        for _ in 1..10 {
+            assert_eq!(t.admit_inbound(&p, now), Admission::Admitted);
+            t.inbound_done(&p);
+        }
+        assert_eq!(
+            t.admit_inbound(&p, now),
+            Admission::Busy,
+            "11th in a minute"
+        );
+        let later = now + Duration::from_secs(61);
+        assert_eq!(t.admit_inbound(&p, later), Admission::Admitted);
+    }
+
+    #[test]
+    fn three_failures_in_a_window_make_a_peer_abusive() {
+        let mut t = table();
+        let p = PeerId::random();
+        let now = Instant::now();
+        t.connected(p, false);
+        assert!(!t.handshake_failed(&p, now));
+        assert!(!t.handshake_failed(&p, now));
+        assert!(t.handshake_failed(&p, now));
+        assert_eq!(t.admit_inbound(&p, now), Admission::Abusive);
+        assert_eq!(
+            t.admit_inbound(&p, now + Duration::from_secs(61)),
+            Admission::Admitted,
+            "failures age out"
+        );
+    }
+
+    #[test]
+    fn remembered_refusals_are_bounded() {
+        let mut t = table();
+        let now = Instant::now();
+        let first = PeerId::random();
+        t.remember_refusal(first, RefuseReason::Abusive, now);
+        for i in 1..=RECENT_REFUSALS {
+            t.remember_refusal(
+                PeerId::random(),
+                RefuseReason::Abusive,
+                now + Duration::from_millis(i as u64),
+            );
+        }
+        assert_eq!(t.recent_refusals.len(), RECENT_REFUSALS);
+        assert_eq!(t.recent_refusal(&first), None, "the oldest is evicted");
+    }
+
+    #[test]
+    fn the_table_is_bounded_and_forgets_disconnected_peers() {
+        let mut t = table();
+        let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
+        assert!(t.connected(a, true));
+        assert!(t.connected(b, false));
+        assert!(!t.connected(c, false), "full");
+        assert!(t.connected(a, false), "known peers may add connections");
+        assert!(t.connection_closed(&a, 1).is_none());
+        assert!(t.connection_closed(&a, 0).is_some());
+        assert!(t.connected(c, false));
+    }
+
+    #[test]
+    fn status_changes_are_published_and_refusals_counted_once() {
+        let mut t = table();
+        let p = PeerId::random();
+        t.connected(p, true);
+        let rx = t.watch(&p).unwrap();
+        assert_eq!(*rx.borrow(), PqStatus::Unknown);
+        t.set_status(&p, PqStatus::Negotiating);
+        assert_eq!(*rx.borrow(), PqStatus::Negotiating);
+        t.set_status(&p, PqStatus::Refused(RefuseReason::Policy));
+        t.set_status(&p, PqStatus::Refused(RefuseReason::Policy));
+        assert_eq!(t.counts().refused_total, 1);
+        t.connection_closed(&p, 0);
+        assert!(rx.has_changed().is_err(), "sender gone with the peer");
+        assert_eq!(
+            t.recent_refusal(&p),
+            Some(RefuseReason::Policy),
+            "the refusal outlives the disconnect"
+        );
+        t.connected(p, false);
+        assert_eq!(t.recent_refusal(&p), None, "forgotten on reconnect");
+    }
+}

@@ -1,0 +1,464 @@
+//! PROTOCOL.md revision 3 on real nodes started through `App` on 127.0.0.1:
+//! no classical message before negotiation failed, pins across suites,
+//! per-peer handshake limits, re-handshakes.
+
+mod common;
+mod pqsupport;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pqnode::app::{App, AppOptions};
+use pqnode::config::Config;
+use pqnode::pq::framing::{read_frame, write_frame};
+use pqnode::pq::{PQ_PROTOCOL, Security, SendError};
+use pqnode_crypto::Suite;
+use pqnode_crypto::channel::KeyUpdatePolicy;
+use pqnode_crypto::handshake::{
+    Credential, HandshakeConfig, Initiator, RecordRejected, RecordVerifier,
+    messages::MAX_MESSAGE_LEN,
+};
+use pqnode_crypto::rng::system_rng;
+use pqnode_crypto::sign::{SigningKey, VerifyingKey};
+use pqnode_keys::record::{self, VerifyContext};
+use pqnode_keys::store::{KeyStore, StoreOptions};
+use pqsupport::{Opts, TEST_TIMEOUT, recv, start, tempdir};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+async fn bounded<F: std::future::Future<Output = ()>>(f: F) {
+    tokio::time::timeout(TEST_TIMEOUT, f)
+        .await
+        .expect("test exceeded its time bound");
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A default configuration, but on loopback with port 0 and without mDNS
+/// (tests talk to 127.0.0.1 only).
+fn default_config(dir: &std::path::Path) -> Config {
+    Config {
+        data_dir: dir.to_path_buf(),
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")],
+        api: "127.0.0.1:0".parse().expect("api"),
+        mdns: false,
+        ..Config::default()
+    }
+}
+
+/// POSTs one message through the API; returns (status, security label).
+async fn post(app: &App, to: libp2p::PeerId, text: &str) -> (u16, Option<String>, String) {
+    let body = serde_json::json!({ "to": to.to_base58(), "body": text }).to_string();
+    let token = app.state().token.expose().to_owned();
+    let r = common::http(
+        app.api_addr(),
+        "POST",
+        "/api/messages",
+        Some(&token),
+        Some(&body),
+    )
+    .await;
+    let security = serde_json::from_str::<serde_json::Value>(&r.body)
+        .ok()
+        .and_then(|j| j["security"].as_str().map(str::to_owned));
+    (r.status, security, r.body)
+}
+
+/// Sends from `from` to `to` from the first moment until one message went
+/// over PQ: every answer must be `pq` or a 409 refusal, never classical.
+async fn send_until_pq(from: &App, to: libp2p::PeerId, round: usize, who: &str) -> usize {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut refused = 0;
+    for i in 0.. {
+        let (status, security, body) = post(from, to, &format!("{who} {round}.{i}")).await;
+        match (status, security.as_deref()) {
+            (200, Some("pq")) => return refused,
+            (409, _) => refused += 1,
+            other => panic!("round {round}, {who}: message {i} answered {other:?}: {body}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "round {round}, {who}: no PQ session within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    unreachable!()
+}
+
+/// `pqnode run --peer` between two default nodes, 20 times with fresh data
+/// directories: from the moment the API answers, every message either goes
+/// over PQ or is refused with 409 — in both directions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_with_peer_never_sends_a_message_classically() {
+    bounded(async {
+        for round in 0..20 {
+            let (da, db) = (tempdir(), tempdir());
+            let a = App::start(&default_config(da.path()), AppOptions::default())
+                .await
+                .expect("A starts");
+            let mut cb = default_config(db.path());
+            cb.peers = vec![a.dial_addr("tcp").expect("tcp addr")];
+            let b = App::start(&cb, AppOptions::default())
+                .await
+                .expect("B starts");
+            // The dialler to the listener, and the listener to the dialler,
+            // concurrently from the first moment.
+            let (r1, r2) = tokio::join!(
+                send_until_pq(&b, a.peer_id(), round, "dialler"),
+                send_until_pq(&a, b.peer_id(), round, "listener"),
+            );
+            let _ = (r1, r2);
+            for m in a.pq().inbox().list(None, 0, 10_000) {
+                assert_eq!(m.security, Security::Pq, "A received a classical message");
+            }
+            for m in b.pq().inbox().list(None, 0, 10_000) {
+                assert_eq!(m.security, Security::Pq, "B received a classical message");
+            }
+            assert_eq!(
+                a.pq()
+                    .metrics()
+                    .messages_sent
+                    .get_or_create(&pqnode::pq::metrics::SecurityLabels {
+                        security: "classical"
+                    })
+                    .get(),
+                0
+            );
+            let _ = b.shutdown(Duration::from_secs(4)).await;
+            let _ = a.shutdown(Duration::from_secs(4)).await;
+        }
+    })
+    .await;
+}
+
+/// A pins B under the first suite; B comes back enabling only the other
+/// suite (its own key): A refuses it as `key-mismatch`, sends nothing, and
+/// the pin stays as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_peer_switching_suites_is_refused_and_the_pin_is_unchanged() {
+    bounded(async {
+        let (da, db) = (tempdir(), tempdir());
+        let a = start(da.path(), Opts::default()).await;
+        let b = start(db.path(), Opts::default()).await;
+        a.connect(&b).await;
+        let s =
+            a.pq.wait_for_session(&b.peer_id, WAIT)
+                .await
+                .expect("first session");
+        assert_eq!(s.suite, Suite::Kyber1024Dilithium5);
+        assert!(a.until(WAIT, |n| n.pq.is_pinned(&b.peer_id)).await);
+        let pins_before = a.pq.pins().pins_of(&b.peer_id).expect("pins");
+        assert_eq!(pins_before.len(), 1);
+        assert_eq!(pins_before[0].0, Some(Suite::Kyber1024Dilithium5));
+        let b_id = b.peer_id;
+        b.stop().await;
+        assert!(
+            a.until(WAIT, |n| n.pq.peer(&b_id).is_none()).await,
+            "A noticed B left"
+        );
+
+        // B again, same keys, only the other suite enabled. (B may dial A
+        // itself from its peer cache as it starts.)
+        let before = a.pq.metrics().refused_count("key-mismatch");
+        let b = start(
+            db.path(),
+            Opts {
+                suites: vec![Suite::Mlkem1024Mldsa87],
+                ..Opts::default()
+            },
+        )
+        .await;
+        let _ = a.handle.dial(b.full_addr()).await;
+        assert!(
+            a.until(WAIT, |n| n.pq.metrics().refused_count("key-mismatch")
+                > before)
+                .await,
+            "A refuses B as key-mismatch"
+        );
+        assert!(a.pq.session(&b.peer_id).is_none());
+        match a.pq.send(b.peer_id, b"never".to_vec()).await {
+            Ok(d) => panic!("sent {d:?} to a refused peer"),
+            Err(
+                SendError::Refused { .. }
+                | SendError::Unreachable { .. }
+                | SendError::PinnedWithoutSession { .. }
+                | SendError::NotConnected { .. },
+            ) => {}
+            Err(e) => panic!("unexpected error {e}"),
+        }
+        assert_eq!(a.pq.pins().pins_of(&b.peer_id).expect("pins"), pins_before);
+        assert!(b.pq.inbox().list(None, 0, 100).is_empty());
+        b.stop().await;
+        a.stop().await;
+    })
+    .await;
+}
+
+/// Verifies records the way an honest peer would, without pins.
+struct Permissive;
+
+impl RecordVerifier for Permissive {
+    fn verify_record(
+        &self,
+        bytes: &[u8],
+        peer: &[u8],
+        suite: Suite,
+    ) -> Result<VerifyingKey, RecordRejected> {
+        let mut ctx = VerifyContext::new(now(), &Suite::ALL);
+        ctx.expected_peer = libp2p::PeerId::from_bytes(peer).ok();
+        ctx.negotiated_suite = Some(suite);
+        record::verify(bytes, &ctx)
+            .map(|r| r.sig_pk().clone())
+            .map_err(|e| RecordRejected {
+                reason: e.name().into(),
+            })
+    }
+}
+
+/// Whoever holds B's Ed25519 key presents a fresh PQ key for the suite B is
+/// not pinned under: A refuses it (`key-mismatch`), the pin is unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stolen_identity_with_a_fresh_key_for_the_other_suite_is_refused() {
+    bounded(async {
+        let (da, db) = (tempdir(), tempdir());
+        let a = start(da.path(), Opts::default()).await;
+        let b = start(db.path(), Opts::default()).await;
+        a.connect(&b).await;
+        a.pq.wait_for_session(&b.peer_id, WAIT)
+            .await
+            .expect("first session");
+        assert!(a.until(WAIT, |n| n.pq.is_pinned(&b.peer_id)).await);
+        let pins_before = a.pq.pins().pins_of(&b.peer_id).expect("pins");
+        let b_id = b.peer_id;
+        b.stop().await;
+        assert!(a.until(WAIT, |n| n.pq.peer(&b_id).is_none()).await);
+
+        // The thief: B's identity, a fresh ML-DSA key, a record for it
+        // signed with B's Ed25519 key.
+        let stolen = KeyStore::open(db.path(), StoreOptions::default()).expect("B's store");
+        let identity = stolen.identity().clone();
+        drop(stolen);
+        let fresh = SigningKey::generate(Suite::Mlkem1024Mldsa87).expect("fresh key");
+        let rec = pqnode_keys::record::build(
+            &identity,
+            &fresh,
+            None,
+            &pqnode_keys::record::RecordParams {
+                seq: u64::MAX / 2,
+                issued_at: now(),
+                expires_at: now() + 3600,
+                addrs: &[],
+            },
+        )
+        .expect("the thief's record")
+        .envelope_bytes()
+        .to_vec();
+        let config = Arc::new(HandshakeConfig {
+            local_peer_id: identity.public().to_peer_id().to_bytes(),
+            credentials: vec![Credential {
+                signing_key: Arc::new(fresh),
+                record: rec,
+            }],
+            key_update: KeyUpdatePolicy::default(),
+        });
+        let before = a.pq.metrics().refused_count("key-mismatch");
+        let h = pqsupport::raw_peer(identity, a.full_addr()).await;
+        let mut s = h
+            .control
+            .clone()
+            .expect("control")
+            .open_stream(a.peer_id, PQ_PROTOCOL)
+            .await
+            .expect("stream");
+        let mut rng = system_rng();
+        let (state, init) =
+            Initiator::start(config, &a.peer_id.to_bytes(), &mut rng).expect("start");
+        write_frame(&mut s, &init).await.expect("write init");
+        let answer = read_frame(&mut s, 1, MAX_MESSAGE_LEN)
+            .await
+            .expect("answer");
+        // A allows a peer pinned under Kyber1024-Dilithium5 that suite only:
+        // Reject 1 (no common suite).
+        assert_eq!(answer, vec![5, 1], "Reject: no common suite");
+        assert!(
+            state.handle(&answer, &Permissive, &mut rng).is_err(),
+            "no session"
+        );
+        assert!(
+            a.until(WAIT, |n| n.pq.metrics().refused_count("key-mismatch")
+                > before)
+                .await
+        );
+        assert!(a.pq.session(&h.peer_id).is_none());
+        assert_eq!(a.pq.pins().pins_of(&b_id).expect("pins"), pins_before);
+        a.stop().await;
+    })
+    .await;
+}
+
+/// A peer that opens PQ streams and never finishes a handshake holds at
+/// most one slot: an honest peer still gets a session within 2 s, and the
+/// abusive one is disconnected and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_handshakes_cannot_exhaust_the_slots() {
+    bounded(async {
+        let (da, db) = (tempdir(), tempdir());
+        let a = start(
+            da.path(),
+            Opts {
+                max_handshakes: 8,
+                ..Opts::default()
+            },
+        )
+        .await;
+        let abuser =
+            pqsupport::raw_peer(libp2p::identity::Keypair::generate_ed25519(), a.full_addr()).await;
+        assert!(abuser.wait_connected(WAIT).await);
+        let mut streams = Vec::new();
+        let control = abuser.control.clone().expect("control");
+        for _ in 0..64 {
+            let mut c = control.clone();
+            match tokio::time::timeout(
+                Duration::from_secs(2),
+                c.open_stream(a.peer_id, PQ_PROTOCOL),
+            )
+            .await
+            {
+                Ok(Ok(s)) => streams.push(s),
+                _ => break,
+            }
+        }
+        assert!(
+            a.until(WAIT, |n| n.pq.metrics().refused_count("abusive") >= 1)
+                .await,
+            "the abusive peer is refused and counted"
+        );
+        assert!(
+            abuser.until_disconnected(WAIT).await,
+            "the abusive peer is disconnected"
+        );
+        let b = start(db.path(), Opts::default()).await;
+        let t = std::time::Instant::now();
+        b.connect(&a).await;
+        assert!(
+            b.pq.wait_for_session(&a.peer_id, Duration::from_secs(2))
+                .await
+                .is_some(),
+            "an honest peer gets a session within 2 s"
+        );
+        assert!(t.elapsed() < Duration::from_secs(2));
+        drop(streams);
+        b.stop().await;
+        a.stop().await;
+    })
+    .await;
+}
+
+/// Re-handshakes (§5.1) replace the session while messages flow both ways:
+/// none is lost, duplicated or reordered, and the new session has a new
+/// transcript (so new keys).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rehandshake_replaces_the_session_without_losing_messages() {
+    bounded(async {
+        let (da, db) = (tempdir(), tempdir());
+        let opts = Opts {
+            rehandshake_after: Duration::from_secs(1),
+            ..Opts::default()
+        };
+        let a = start(da.path(), opts.clone()).await;
+        let b = start(db.path(), opts).await;
+        a.connect(&b).await;
+        let first =
+            a.pq.wait_for_session(&b.peer_id, WAIT)
+                .await
+                .expect("session");
+        let (pa, pb) = (a.pq.clone(), b.pq.clone());
+        let (a_id, b_id) = (a.peer_id, b.peer_id);
+        const N: usize = 300;
+        let send_all = |from: pqnode::pq::PqLayer, to: libp2p::PeerId| async move {
+            for i in 0..N {
+                let mut tries = 0;
+                loop {
+                    match from.send(to, format!("{i}").into_bytes()).await {
+                        Ok(d) => {
+                            assert_eq!(d.security, Security::Pq);
+                            break;
+                        }
+                        // A send caught between sessions is retried by the
+                        // caller; a message is never half-sent.
+                        Err(e @ (SendError::Busy { .. } | SendError::StatusPending { .. })) => {
+                            tries += 1;
+                            assert!(tries < 100, "message {i}: {e}");
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                        Err(e) => panic!("message {i}: {e}"),
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::join!(send_all(pa.clone(), b_id), send_all(pb.clone(), a_id));
+        for (node, from) in [(&b, a_id), (&a, b_id)] {
+            let mut got = Vec::new();
+            let deadline = tokio::time::Instant::now() + WAIT;
+            while got.len() < N && tokio::time::Instant::now() < deadline {
+                got = node.pq.inbox().list(Some(from), 0, 10_000);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let bodies: Vec<String> = got
+                .iter()
+                .map(|m| String::from_utf8(m.body.to_vec()).expect("utf8"))
+                .collect();
+            let want: Vec<String> = (0..N).map(|i| i.to_string()).collect();
+            assert_eq!(bodies, want, "every message once, in order");
+        }
+        assert!(pa.metrics().rehandshakes.get() + pb.metrics().rehandshakes.get() >= 1);
+        let last = pa.session(&b_id).expect("still a session");
+        assert_ne!(last.id, first.id, "a new session with a new transcript");
+        let _ = recv(&a, b_id, 0, Duration::from_millis(1)).await;
+        b.stop().await;
+        a.stop().await;
+    })
+    .await;
+}
+
+/// A node shutting down closes its sessions before its connections. Its
+/// peers re-handshake meanwhile; they must be told `busy`, never see the PQ
+/// protocol vanish (to a peer that pinned it, that is a downgrade, and the
+/// refusal would be remembered against a node that merely restarted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_shutting_down_is_not_mistaken_for_a_downgrade() {
+    bounded(async {
+        let (da, db) = (tempdir(), tempdir());
+        let a = start(da.path(), Opts::default()).await;
+        let b = start(db.path(), Opts::default()).await;
+        b.connect(&a).await;
+        b.pq.wait_for_session(&a.peer_id, WAIT)
+            .await
+            .expect("session");
+        assert!(b.pq.is_pinned(&a.peer_id));
+        // A's PQ layer stops; the swarm, and so the connection, stays.
+        a.pq.shutdown(Duration::from_secs(5)).await;
+        // B lost the session and re-handshakes after 1 s, then 2 s.
+        let retried = b
+            .until(WAIT, |b| b.pq.metrics().handshakes_started.get() >= 3)
+            .await;
+        assert!(retried, "B retried the lost session");
+        assert_eq!(b.pq.metrics().downgrade_refused.get(), 0);
+        assert_eq!(b.pq.refused_total(), 0);
+        assert_ne!(b.level(&a.peer_id), Some("refused"));
+        let a_id = a.peer_id;
+        a.stop().await;
+        // A is gone; nothing was held against it.
+        assert!(b.until(WAIT, |b| b.pq.peer(&a_id).is_none()).await);
+        let r = b.pq.send(a_id, b"after".to_vec()).await;
+        assert!(matches!(r, Err(SendError::NotConnected { .. })), "{r:?}");
+        b.stop().await;
+    })
+    .await;
+}
