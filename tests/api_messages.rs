@@ -17,6 +17,38 @@ fn token(node: &App) -> String {
     node.state().token.expose().to_owned()
 }
 
+/// Opens `GET /api/messages/stream` on `node` and reads the response head:
+/// the handler subscribes before it answers, so from then on no message can
+/// be missed. Returns the connection and what was read so far.
+async fn follow(node: &App) -> (tokio::net::TcpStream, Vec<u8>) {
+    let mut sse = tokio::net::TcpStream::connect(node.api_addr())
+        .await
+        .expect("connect");
+    let req = format!(
+        "GET /api/messages/stream HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\r\n",
+        node.api_addr(),
+        token(node)
+    );
+    sse.write_all(req.as_bytes()).await.expect("write");
+    let mut seen = Vec::new();
+    let head = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&seen).contains("\r\n\r\n") {
+            let n = sse.read(&mut buf).await.expect("read");
+            assert!(n > 0, "the SSE connection closed");
+            seen.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert!(head.is_ok(), "no SSE response head");
+    assert!(
+        String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+    (sse, seen)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_travel_over_pq_through_the_api() {
     tokio::time::timeout(TEST_TIMEOUT, async {
@@ -93,32 +125,7 @@ async fn messages_travel_over_pq_through_the_api() {
         );
 
         // Follow B's messages before sending.
-        let mut sse = tokio::net::TcpStream::connect(b.api_addr())
-            .await
-            .expect("connect");
-        let req = format!(
-            "GET /api/messages/stream HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {tb}\r\n\r\n",
-            b.api_addr()
-        );
-        sse.write_all(req.as_bytes()).await.expect("write");
-        // The handler subscribes before it answers: once the response head
-        // is here, no message can be missed.
-        let mut seen = Vec::new();
-        let head = tokio::time::timeout(Duration::from_secs(10), async {
-            let mut buf = [0u8; 1024];
-            while !String::from_utf8_lossy(&seen).contains("\r\n\r\n") {
-                let n = sse.read(&mut buf).await.expect("read");
-                assert!(n > 0, "the SSE connection closed");
-                seen.extend_from_slice(&buf[..n]);
-            }
-        })
-        .await;
-        assert!(head.is_ok(), "no SSE response head");
-        assert!(
-            String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 200"),
-            "{}",
-            String::from_utf8_lossy(&seen)
-        );
+        let (mut sse, mut seen) = follow(&b).await;
 
         let r = http(a.api_addr(), "POST", "/api/messages", Some(&ta), Some(&msg)).await;
         assert_eq!(r.status, 200, "{}", r.body);
@@ -239,6 +246,63 @@ async fn messages_travel_over_pq_through_the_api() {
 
         a.shutdown(Duration::from_secs(4)).await.expect("shutdown");
         b.shutdown(Duration::from_secs(4)).await.expect("shutdown");
+    })
+    .await
+    .expect("test exceeded its time bound");
+}
+
+/// `App::shutdown` with a PQ session and a client following the message
+/// stream returns within its grace period and ends the stream; the data
+/// directory is released at once: a second `App` starts on it, with the
+/// same identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_with_a_session_and_a_follower_releases_the_data_directory() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let (da, db) = (
+            tempfile::tempdir().expect("dir"),
+            tempfile::tempdir().expect("dir"),
+        );
+        let ca = test_config(da.path());
+        let a = start_pq_node(&ca).await;
+        let a_id = a.peer_id();
+        let mut cb = test_config(db.path());
+        cb.peers = vec![tcp_addr(&a)];
+        let b = start_pq_node(&cb).await;
+        a.pq()
+            .wait_for_session(&b.peer_id(), Duration::from_secs(15))
+            .await
+            .expect("PQ session");
+        let (mut sse, _) = follow(&a).await;
+
+        let grace = Duration::from_secs(4);
+        let t0 = tokio::time::Instant::now();
+        a.shutdown(grace)
+            .await
+            .expect("A stops within its grace period");
+        let took = t0.elapsed();
+        assert!(took <= grace, "shutdown took {took:?}, grace {grace:?}");
+        eprintln!("shutdown with a session and a follower took {took:?}");
+
+        // The follower's stream ended (EOF, or a reset once the socket closed).
+        let ended = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = sse.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+        assert!(ended.is_ok(), "the SSE stream outlived the shutdown");
+
+        // The lock and the database are released: the same directory starts
+        // again, as the same node.
+        let again = App::start(&ca, pqnode::app::AppOptions::default())
+            .await
+            .expect("a second App starts on the released data directory");
+        assert_eq!(again.peer_id(), a_id);
+        again.shutdown(grace).await.expect("stops");
+        b.shutdown(grace).await.expect("stops");
     })
     .await
     .expect("test exceeded its time bound");

@@ -253,6 +253,7 @@ async fn configured_peer_is_redialled_until_it_answers() {
         assert!(b.node().peers().await.unwrap().is_empty());
         let health = http(b.api_addr(), "GET", "/api/health/ready", None, None).await;
         assert_eq!(health.status, 503, "not alone by design, not connected");
+        assert_eq!(health.json()["reason"], "no configured peer connected yet");
 
         let mut ca = test_config(da.path());
         ca.listen = vec![addr_a];
@@ -262,8 +263,21 @@ async fn configured_peer_is_redialled_until_it_answers() {
             peers.iter().any(|p| p.peer_id == peer_a).then_some(())
         })
         .await;
-        let health = http(b.api_addr(), "GET", "/api/health/ready", None, None).await;
-        assert_eq!(health.status, 200, "{}", health.body);
+        // Ready once the configured peer's PQ status has settled: these
+        // nodes run without PQ, so it is `classical`.
+        let ready = eventually(|| async {
+            let health = http(b.api_addr(), "GET", "/api/health/ready", None, None).await;
+            (health.status == 200).then_some(health)
+        })
+        .await;
+        let reason = ready.json()["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            reason.starts_with(&format!("configured peer {peer_a}: classical")),
+            "{reason}"
+        );
 
         a.shutdown(Duration::from_secs(5)).await.unwrap();
         b.shutdown(Duration::from_secs(5)).await.unwrap();

@@ -1,6 +1,7 @@
 //! The PQ layer end to end: real pqnodes on 127.0.0.1, real handshakes,
 //! real messages; stock and hostile rust-libp2p peers.
 
+mod common;
 mod pqsupport;
 
 use std::sync::Arc;
@@ -30,6 +31,13 @@ fn now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// `GET /api/peers` of `node`.
+async fn api_peers(node: &pqsupport::TestNode) -> serde_json::Value {
+    let r = common::http(node.app.api_addr(), "GET", "/api/peers", None, None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
 }
 
 async fn bounded<F: std::future::Future<Output = ()>>(f: F) {
@@ -183,6 +191,20 @@ async fn stock_libp2p_peer_under_each_policy() {
             "preferred keeps a classical peer for DHT, identify, ping"
         );
         assert_eq!(node.pq.refused_total(), 0);
+        // `/api/peers` says so, with the reason.
+        let entry = api_peers(&node).await["peers"]
+            .as_array()
+            .and_then(|l| {
+                l.iter()
+                    .find(|p| p["peerId"] == stock.peer_id.to_base58())
+                    .cloned()
+            })
+            .unwrap_or_default();
+        assert_eq!(
+            (entry["security"].as_str(), entry["reason"].as_str()),
+            (Some("classical"), Some("no-pq-protocol")),
+            "{entry}"
+        );
         // We dial it too: the PQ stream is refused (unsupported), still classical.
         node.stop().await;
 
@@ -207,6 +229,20 @@ async fn stock_libp2p_peer_under_each_policy() {
             "disconnected"
         );
         assert_eq!(node.crypto.snapshot().sessions.refused, 1);
+        // Gone from `peers`, listed under `refused` with the reason.
+        let peers = api_peers(&node).await;
+        let me = stock.peer_id.to_base58();
+        assert!(
+            !peers["peers"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|p| p["peerId"] == me)),
+            "{peers}"
+        );
+        let refused = peers["refused"]
+            .as_array()
+            .and_then(|l| l.iter().find(|p| p["peerId"] == me).cloned())
+            .unwrap_or_default();
+        assert_eq!(refused["reason"], "policy", "{peers}");
         let err = node
             .pq
             .send(stock.peer_id, b"x".to_vec())

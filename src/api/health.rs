@@ -175,21 +175,46 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
     (code, Json(health))
 }
 
+/// Readiness of a node with configured peers: the first configured peer
+/// (in the order of `peers`) whose PQ status has settled.
+fn configured_peer_outcome(state: &AppState, stats: &NodeStats) -> (bool, String) {
+    let mut connected = false;
+    for peer in &stats.configured_peers {
+        if let Some(status) = state.pq.outcome(peer) {
+            let detail = match status.reason() {
+                Some(reason) => format!("{} ({reason})", status.name()),
+                None => status.name().to_owned(),
+            };
+            return (true, format!("configured peer {peer}: {detail}"));
+        }
+        connected |= state.pq.peer(peer).is_some();
+    }
+    let reason = if connected {
+        "waiting for the PQ outcome of a configured peer"
+    } else {
+        "no configured peer connected yet"
+    };
+    (false, reason.to_owned())
+}
+
 /// `GET /api/health/live`: the process answers.
 pub async fn live() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// `GET /api/health/ready`: listening and, unless alone by design, connected.
-/// 200 when ready, 503 otherwise.
+/// `GET /api/health/ready`: listening and then
+/// - with configured `peers`: one of them has a settled PQ outcome (a
+///   session, `classical` or `refused`): until then a message to it would
+///   wait or be refused, so the node is not ready for its operator yet;
+/// - without (alone by design): nothing more.
+///
+/// 200 when ready, 503 otherwise; `reason` says which condition holds.
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
     let stats = state.node_query(|n| async move { n.stats().await }).await;
     let (ready, reason) = match &stats {
         Err(e) => (false, format!("swarm not answering: {e}")),
         Ok(s) if s.listen_addrs.is_empty() => (false, "not listening".to_owned()),
-        Ok(s) if s.connected_peers == 0 && !state.alone_by_design => {
-            (false, "no connected peers".to_owned())
-        }
+        Ok(s) if !state.alone_by_design => configured_peer_outcome(&state, s),
         Ok(_) => (true, "ready".to_owned()),
     };
     let code = if ready {

@@ -66,7 +66,8 @@ pub struct AppState {
     pub started: Instant,
     /// The data directory (checked by the health endpoint).
     pub data_dir: PathBuf,
-    /// True when no peers are configured: being alone is then not a fault.
+    /// True when no peers are configured: being alone is then not a fault,
+    /// and readiness does not wait for a peer's PQ outcome.
     pub alone_by_design: bool,
     /// The PQ layer: every peer's PQ state, messages, pins.
     pub pq: PqLayer,

@@ -42,6 +42,21 @@ pub struct PeersResponse {
     /// Peers in the peer cache (usable, not connected), most useful first:
     /// a message to one of them dials it first.
     pub cached: Vec<CachedView>,
+    /// Peers refused in the last 10 minutes and no longer connected, most
+    /// recent first (at most 1024): why they are not in `peers`.
+    pub refused: Vec<RefusedView>,
+}
+
+/// A peer refused recently (its connections were closed).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefusedView {
+    /// The peer.
+    pub peer_id: String,
+    /// Why: `policy`, `downgrade`, `key-mismatch`, `abusive`, …
+    pub reason: &'static str,
+    /// Seconds since the refusal.
+    pub seconds_ago: u64,
 }
 
 /// One peer of the peer cache.
@@ -172,11 +187,22 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<PeersResponse>, 
     .map_err(|e| AppError::Internal(e.to_string()))?
     .map_err(|e| AppError::Unavailable(format!("peer cache: {e}")))?;
     let peers: Vec<PeerView> = peers.into_iter().map(|info| view(&state, info)).collect();
+    let mut refused = state.pq.recent_refusals();
+    refused.sort_by_key(|(_, _, ago)| *ago);
+    let refused = refused
+        .into_iter()
+        .map(|(peer, reason, ago)| RefusedView {
+            peer_id: peer.to_base58(),
+            reason: reason.as_str(),
+            seconds_ago: ago.as_secs(),
+        })
+        .collect();
     Ok(Json(PeersResponse {
         connected: peers.len(),
         peers,
         known,
         cached,
+        refused,
     }))
 }
 

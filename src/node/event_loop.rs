@@ -637,6 +637,7 @@ impl EventLoop {
             connections: u32::try_from(self.connections.len()).unwrap_or(u32::MAX),
             routing_table_size: u32::try_from(routing_table_size).unwrap_or(u32::MAX),
             kad_mode: kad_mode(&self.swarm),
+            configured_peers: self.manual.iter().filter_map(|p| p.peer_id).collect(),
         }
     }
 

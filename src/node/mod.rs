@@ -279,6 +279,10 @@ pub struct NodeStats {
     pub routing_table_size: u32,
     /// `server` or `client`.
     pub kad_mode: String,
+    /// The PeerIds of the configured `peers` known so far: from an address's
+    /// `/p2p/` part, or learned when a dial to it connected.
+    #[serde(serialize_with = "ser_display_seq")]
+    pub configured_peers: Vec<PeerId>,
 }
 
 /// Values kept per DHT lookup at most.
@@ -309,6 +313,13 @@ pub struct DialOutcome {
 
 fn ser_display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(v)
+}
+
+fn ser_display_seq<S: serde::Serializer, T: std::fmt::Display>(
+    v: &[T],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|x| x.to_string()))
 }
 
 fn ser_source<S: serde::Serializer>(v: &Source, s: S) -> Result<S::Ok, S::Error> {

@@ -443,6 +443,24 @@ impl PqLayer {
         self.inner.table().snapshot(peer)
     }
 
+    /// `peer`'s settled PQ outcome, if it has one: a session, `classical`
+    /// (while connected) or `refused` (while connected, or remembered after
+    /// the disconnect). `None` while its status is open or it is unknown.
+    pub fn outcome(&self, peer: &PeerId) -> Option<PqStatus> {
+        let table = self.inner.table();
+        match table.get(peer).map(|e| &e.status) {
+            Some(status) if status.is_settled() => Some(status.clone()),
+            Some(_) => None,
+            None => table.recent_refusal(peer).map(PqStatus::Refused),
+        }
+    }
+
+    /// Peers refused within the last 10 minutes that are no longer
+    /// connected: the peer, why, and how long ago.
+    pub fn recent_refusals(&self) -> Vec<(PeerId, policy::RefuseReason, Duration)> {
+        self.inner.table().recent_refusals()
+    }
+
     /// Every connected peer's PQ state.
     pub fn peers(&self) -> Vec<PeerSnapshot> {
         self.inner.table().snapshots()

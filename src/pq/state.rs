@@ -370,6 +370,16 @@ impl PeerTable {
             .map(|(r, _)| *r)
     }
 
+    /// Every remembered refusal of a peer that is not connected now: the
+    /// peer, why, and how long ago (at most [`RECENT_REFUSALS`]).
+    pub fn recent_refusals(&self) -> Vec<(PeerId, RefuseReason, Duration)> {
+        self.recent_refusals
+            .iter()
+            .map(|(peer, (reason, at))| (*peer, *reason, at.elapsed()))
+            .filter(|(_, _, ago)| *ago < REFUSAL_MEMORY)
+            .collect()
+    }
+
     /// A receiver that changes whenever a new peer enters the table.
     pub fn joins(&self) -> watch::Receiver<u64> {
         self.joined.subscribe()
