@@ -30,13 +30,35 @@ enum Command {
     Pins(cli::pins::Args),
 }
 
-fn main() -> anyhow::Result<ExitCode> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
         Command::Run(args) => cli::run::run(args),
         Command::Config(args) => cli::config::run(args),
         Command::Selftest(args) => cli::selftest::run(args),
         Command::Keys(args) => cli::keys::run(args),
         Command::Pins(args) => cli::pins::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
     }
+}
+
+/// An error and its causes on one line. Most of our errors already quote
+/// their cause in their message: a cause that is already in the text is
+/// not repeated.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !out.contains(&cause) {
+            out.push_str(": ");
+            out.push_str(&cause);
+        }
+    }
+    out
 }
