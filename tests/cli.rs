@@ -126,8 +126,13 @@ impl RunningBin {
     }
 
     fn start_with(dir: &std::path::Path, extra: &[&str]) -> Self {
-        let mut child = run_command(dir)
-            .args(extra)
+        let mut cmd = run_command(dir);
+        cmd.args(extra);
+        Self::start_cmd(cmd)
+    }
+
+    fn start_cmd(mut cmd: Command) -> Self {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -452,4 +457,194 @@ fn run_refuses_a_remote_api_address_without_the_flag() {
     );
     // Nothing was created for a node that did not start.
     assert!(!dir.path().join("identity.key").exists());
+}
+
+/// Every file of `dir` and its bytes, except the lock file, which holds the
+/// PID of the last process that locked the directory.
+fn key_dir_snapshot(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name() != "pqnode.lock")
+        .map(|e| {
+            let bytes = if e.file_type().unwrap().is_file() {
+                std::fs::read(e.path()).unwrap()
+            } else {
+                Vec::new()
+            };
+            (e.file_name().into_string().unwrap(), bytes)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Issue 22: an encrypted one-suite store and `run` with both suites.
+/// Without the passphrase, or with a wrong one, the start fails with a clear
+/// message and writes nothing; with the right one the second key is created
+/// encrypted, and the next start uses PQ with both suites.
+#[test]
+fn an_encrypted_store_is_completed_only_with_its_passphrase() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let made = output(
+        Command::new(BIN)
+            .args([
+                "keys",
+                "generate",
+                "--suites",
+                "mlkem1024-mldsa87",
+                "--data-dir",
+            ])
+            .arg(&dir)
+            .env("PQNODE_KEY_PASSPHRASE", "right one"),
+    );
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let before = key_dir_snapshot(&dir);
+
+    // (a) no passphrase
+    let out = output(&mut run_command(&dir));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("identity.key") && err.contains("PQNODE_KEY_PASSPHRASE"),
+        "{err}"
+    );
+    // One line, no repeated cause chain.
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("Error: ")).count(),
+        1,
+        "{err}"
+    );
+    assert!(!err.contains("Caused by"), "{err}");
+    assert_eq!(
+        key_dir_snapshot(&dir),
+        before,
+        "a failed start wrote a file"
+    );
+    // (b) a wrong passphrase
+    let out = output(run_command(&dir).env("PQNODE_KEY_PASSPHRASE", "wrong one"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("identity.key"), "{err}");
+    assert_eq!(
+        key_dir_snapshot(&dir),
+        before,
+        "a failed start wrote a file"
+    );
+
+    // (c) the right one: the second key is created, encrypted.
+    let mut cmd = run_command(&dir);
+    cmd.env("PQNODE_KEY_PASSPHRASE", "right one");
+    let node = RunningBin::start_cmd(cmd);
+    let fingerprints: Vec<String> = ["kyber1024-dilithium5", "mlkem1024-mldsa87"]
+        .iter()
+        .map(|s| node.line(&format!("Fingerprint {s}: ")).to_owned())
+        .collect();
+    let status: serde_json::Value = serde_json::from_str(&node.get("/api/crypto/status")).unwrap();
+    assert_eq!(
+        (status["mode"].as_str(), status["keyPairs"].as_u64()),
+        (Some("pq"), Some(2)),
+        "{status}"
+    );
+    node.terminate();
+    let protection = pqnode_keys::store::file_protection(&dir, false).unwrap();
+    assert_eq!(protection.len(), 3, "{protection:?}");
+    assert!(protection.iter().all(|(_, e)| *e), "{protection:?}");
+
+    // The next start loads both suites' keys, the same ones.
+    let mut cmd = run_command(&dir);
+    cmd.env("PQNODE_KEY_PASSPHRASE", "right one");
+    let again = RunningBin::start_cmd(cmd);
+    for (s, fp) in ["kyber1024-dilithium5", "mlkem1024-mldsa87"]
+        .iter()
+        .zip(&fingerprints)
+    {
+        assert_eq!(again.line(&format!("Fingerprint {s}: ")), fp);
+    }
+    let status: serde_json::Value = serde_json::from_str(&again.get("/api/crypto/status")).unwrap();
+    assert_eq!(
+        (status["mode"].as_str(), status["keyPairs"].as_u64()),
+        (Some("pq"), Some(2)),
+        "{status}"
+    );
+    again.terminate();
+}
+
+/// Issue 22: one unencrypted key among encrypted ones is refused by `run`,
+/// naming the file, and `keys show` lists each file's protection.
+#[test]
+fn a_mixed_key_store_is_refused_by_run_and_shown_by_keys_show() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, plain) = (tmp.path().join("data"), tmp.path().join("plain"));
+    for (d, pass) in [(&dir, Some("pw")), (&plain, None)] {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["keys", "generate", "--data-dir"]).arg(d);
+        match pass {
+            Some(p) => cmd.env("PQNODE_KEY_PASSPHRASE", p),
+            None => cmd.env_remove("PQNODE_KEY_PASSPHRASE"),
+        };
+        let made = output(&mut cmd);
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+    }
+    let name = "sig-kyber1024-dilithium5.key";
+    std::fs::copy(plain.join(name), dir.join(name)).unwrap();
+
+    let out = output(run_command(&dir).env("PQNODE_KEY_PASSPHRASE", "pw"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("mixes encrypted and unencrypted") && err.contains(name),
+        "{err}"
+    );
+
+    let out = output(
+        Command::new(BIN)
+            .args(["keys", "show", "--data-dir"])
+            .arg(&dir)
+            .env("PQNODE_KEY_PASSPHRASE", "pw"),
+    );
+    assert!(!out.status.success());
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains(&format!("{name}  (NOT encrypted)")),
+        "{shown}"
+    );
+    assert!(shown.contains("identity.key  (encrypted)"), "{shown}");
+    assert!(
+        shown.contains("sig-mlkem1024-mldsa87.key  (encrypted)"),
+        "{shown}"
+    );
+}
+
+/// Issue 22: `keys generate --force --suites X` with another suite's key
+/// present is refused, naming it, and changes nothing.
+#[test]
+fn a_forced_regeneration_of_some_suites_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let generate = |extra: &[&str]| {
+        output(
+            Command::new(BIN)
+                .args(["keys", "generate", "--data-dir"])
+                .arg(&dir)
+                .args(extra)
+                .env_remove("PQNODE_KEY_PASSPHRASE"),
+        )
+    };
+    assert!(generate(&[]).status.success());
+    let before = key_dir_snapshot(&dir);
+    let out = generate(&["--force", "--suites", "kyber1024-dilithium5"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("sig-mlkem1024-mldsa87.key"), "{err}");
+    assert_eq!(key_dir_snapshot(&dir), before);
 }

@@ -354,6 +354,29 @@ impl fmt::Debug for Opened {
     }
 }
 
+/// Whether a container is passphrase-protected, read from its header only:
+/// nothing is decrypted or verified (for reporting and for refusing a store
+/// that mixes protected and plain files before any passphrase is tried).
+pub fn is_encrypted(bytes: &[u8]) -> Result<bool, KeyFileError> {
+    let mut c = ByteReader::new(bytes);
+    if c.take(MAGIC.len(), "magic")
+        .map_err(|_| KeyFileError::BadMagic)?
+        != MAGIC
+    {
+        return Err(KeyFileError::BadMagic);
+    }
+    let version = c.u8("version")?;
+    if version != FORMAT_VERSION {
+        return Err(KeyFileError::UnsupportedVersion(version));
+    }
+    let _kind = c.u8("kind")?;
+    match c.u8("protection")? {
+        0 => Ok(false),
+        1 => Ok(true),
+        other => Err(KeyFileError::UnknownProtection(other)),
+    }
+}
+
 /// Parses a container of `kind` and returns its plaintext, decrypting with
 /// `passphrase` when the file is encrypted.
 pub fn open(
@@ -482,6 +505,21 @@ mod tests {
             open(FileKind::Identity, &v2, None),
             Err(KeyFileError::UnsupportedVersion(2))
         ));
+    }
+
+    #[test]
+    fn protection_is_read_from_the_header_alone() {
+        let plain = seal(FileKind::SigningKey, b"k", None).unwrap();
+        assert!(!is_encrypted(&plain).unwrap());
+        let p = pass("correct horse");
+        let sealed = seal(
+            FileKind::SigningKey,
+            b"k",
+            Some((&p, KdfParams::INSECURE_FOR_TESTS)),
+        )
+        .unwrap();
+        assert!(is_encrypted(&sealed).unwrap());
+        assert!(matches!(is_encrypted(b"nope"), Err(KeyFileError::BadMagic)));
     }
 
     #[test]

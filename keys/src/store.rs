@@ -12,6 +12,12 @@
 //!
 //! A file that exists but cannot be read, decrypted or parsed is an error
 //! naming the file and the cause; it is never overwritten or repaired.
+//!
+//! A store is wholly encrypted or wholly plain: a store that mixes the two is
+//! refused, and every file written into an existing store gets the
+//! protection of the files already there. Every operation first opens and
+//! authenticates what exists, then writes; a failure leaves the directory as
+//! it was.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -57,6 +63,47 @@ pub fn present_suites(dir: &Path) -> Result<Vec<Suite>, StoreError> {
         }
     }
     Ok(out)
+}
+
+/// How each key file in `dir` is protected, read from the file headers only
+/// (nothing is decrypted): the identity first, then the suites in
+/// [`Suite::ALL`] order; `true` = passphrase-protected. Files that do not
+/// exist are left out.
+pub fn file_protection(dir: &Path, insecure: bool) -> Result<Vec<(PathBuf, bool)>, StoreError> {
+    let mut out = Vec::new();
+    for name in key_file_names() {
+        let path = dir.join(name);
+        let Some(bytes) = fsutil::read_private(&path, insecure)? else {
+            continue;
+        };
+        let encrypted = keyfile::is_encrypted(&bytes).map_err(|source| StoreError::File {
+            path: path.clone(),
+            source,
+        })?;
+        out.push((path, encrypted));
+    }
+    Ok(out)
+}
+
+/// The protection of the store in `dir` (`None`: no key files), refusing a
+/// store whose files are not all protected the same way.
+fn uniform_protection(dir: &Path, insecure: bool) -> Result<Option<bool>, StoreError> {
+    let files = file_protection(dir, insecure)?;
+    let (encrypted, plain): (Vec<_>, Vec<_>) = files.iter().partition(|(_, e)| *e);
+    if !encrypted.is_empty() && !plain.is_empty() {
+        let names = |v: Vec<&(PathBuf, bool)>| {
+            v.iter()
+                .map(|(p, _)| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Err(StoreError::MixedProtection {
+            dir: dir.to_path_buf(),
+            encrypted: names(encrypted),
+            plain: names(plain),
+        });
+    }
+    Ok(files.first().map(|(_, e)| *e))
 }
 
 /// A key-store failure.
@@ -108,6 +155,35 @@ pub enum StoreError {
     MissingIdentity {
         /// The data directory.
         dir: PathBuf,
+    },
+    /// Some key files are encrypted and others are not.
+    #[error(
+        "{dir} mixes encrypted and unencrypted key files (encrypted: {encrypted}; not encrypted: \
+         {plain}): a key store is wholly encrypted or wholly plain. Move the unencrypted file(s) \
+         out of the directory, treating their keys as exposed, and start with the passphrase to \
+         create new ones (peers that pinned them must pin again), or restore the originals from \
+         a backup-* directory"
+    )]
+    MixedProtection {
+        /// The data directory.
+        dir: PathBuf,
+        /// The encrypted files.
+        encrypted: String,
+        /// The unencrypted files.
+        plain: String,
+    },
+    /// A forced regeneration limited to some suites would leave the keys of
+    /// the others paired with the new identity.
+    #[error(
+        "regenerating the identity would leave the keys of {suites} ({files}) paired with the new \
+         PeerId: regenerate every suite together (leave out --suites), or move those files away \
+         first"
+    )]
+    OtherSuitesPresent {
+        /// The suites that would be left.
+        suites: String,
+        /// Their files.
+        files: String,
     },
     /// An enabled suite has no key file.
     #[error("no key for suite {suite} ({path} is missing)")]
@@ -205,9 +281,18 @@ impl fmt::Debug for KeyStore {
 }
 
 impl KeyStore {
-    /// Opens the keys in `dir`. Every enabled suite must have a key.
+    /// Opens the keys in `dir`. Every enabled suite must have a key, and
+    /// the files must all be encrypted or all plain.
     pub fn open(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+        let suites = options.suites.clone();
+        Self::load(dir, options, &suites)
+    }
+
+    /// Opens the identity and the keys of `suites` (each must exist),
+    /// after checking that the store's files are uniformly protected.
+    fn load(dir: &Path, options: StoreOptions, suites: &[Suite]) -> Result<Self, StoreError> {
         fsutil::check_dir(dir, options.insecure_permissions)?;
+        uniform_protection(dir, options.insecure_permissions)?;
         let id_path = dir.join(IDENTITY_FILE);
         let Some(opened) = read_file(&id_path, FileKind::Identity, &options)? else {
             if any_suite_file(dir)? {
@@ -219,11 +304,12 @@ impl KeyStore {
                 dir: dir.to_path_buf(),
             });
         };
-        let mut encrypted = opened.encrypted;
+        // Uniform: the identity's protection is the store's.
+        let encrypted = opened.encrypted;
         let (identity_created_at, identity) = decode_identity(&id_path, &opened.plaintext)?;
         drop(opened);
-        let mut suites = BTreeMap::new();
-        for &suite in &options.suites {
+        let mut loaded = BTreeMap::new();
+        for &suite in suites {
             let path = dir.join(suite_file_name(suite));
             let opened = read_file(&path, FileKind::SigningKey, &options)?.ok_or_else(|| {
                 StoreError::MissingSuiteKey {
@@ -231,15 +317,14 @@ impl KeyStore {
                     path: path.clone(),
                 }
             })?;
-            encrypted |= opened.encrypted;
-            suites.insert(suite, decode_suite(&path, suite, &opened.plaintext)?);
+            loaded.insert(suite, decode_suite(&path, suite, &opened.plaintext)?);
         }
         let last_seq = read_seq(dir, &options)?;
         Ok(KeyStore {
             dir: dir.to_path_buf(),
             identity,
             identity_created_at,
-            suites,
+            suites: loaded,
             last_seq,
             options,
             encrypted,
@@ -267,6 +352,24 @@ impl KeyStore {
         options: StoreOptions,
     ) -> Result<(Self, Option<PathBuf>), StoreError> {
         fsutil::ensure_private_dir(dir, options.insecure_permissions)?;
+        let others: Vec<Suite> = present_suites(dir)?
+            .into_iter()
+            .filter(|s| !options.suites.contains(s))
+            .collect();
+        if !others.is_empty() {
+            return Err(StoreError::OtherSuitesPresent {
+                suites: others
+                    .iter()
+                    .map(|s| s.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                files: others
+                    .iter()
+                    .map(|&s| dir.join(suite_file_name(s)).display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
         let backup = backup(dir, options.insecure_permissions)?;
         Ok((Self::write_new(dir, options, Write::Replace)?, backup))
     }
@@ -274,6 +377,11 @@ impl KeyStore {
     /// Opens the keys in `dir`, creating what is missing: everything in an
     /// empty directory, or the key of a newly enabled suite. Never replaces
     /// an existing file, and never creates an identity beside existing keys.
+    ///
+    /// All or nothing: the identity and every existing key file are opened
+    /// with the given passphrase first; only then are the missing keys
+    /// written, with the protection of the files already there; a failure
+    /// removes what this call wrote, leaving the directory as it was.
     pub fn open_or_create(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
         fsutil::ensure_private_dir(dir, options.insecure_permissions)?;
         if !fsutil::exists(&dir.join(IDENTITY_FILE))? {
@@ -284,19 +392,73 @@ impl KeyStore {
             }
             return Self::write_new(dir, options, Write::CreateNew);
         }
+        let mut present = Vec::new();
+        let mut missing = Vec::new();
         for &suite in &options.suites {
-            let path = dir.join(suite_file_name(suite));
-            if !fsutil::exists(&path)? {
-                tracing::info!(suite = %suite, path = %path.display(), "creating the signing key of a newly enabled suite");
-                let keys = SuiteKeys {
-                    current: Arc::new(SigningKey::generate(suite)?),
-                    created_at: time::unix_now(),
-                    previous: None,
-                };
-                write_suite(&path, suite, &keys, &options, Write::CreateNew)?;
+            if fsutil::exists(&dir.join(suite_file_name(suite)))? {
+                present.push(suite);
+            } else {
+                missing.push(suite);
             }
         }
-        Self::open(dir, options)
+        if missing.is_empty() {
+            return Self::open(dir, options);
+        }
+        // Authenticate what exists before writing anything.
+        let mut store = Self::load(dir, options, &present)?;
+        for suite in present_suites(dir)? {
+            if !store.options.suites.contains(&suite) {
+                read_file(
+                    &dir.join(suite_file_name(suite)),
+                    FileKind::SigningKey,
+                    &store.options,
+                )?;
+            }
+        }
+        if !store.encrypted && store.options.passphrase.is_some() {
+            tracing::warn!(dir = %dir.display(), "the key store is not encrypted: the new key is written unencrypted like the rest, although a passphrase was given");
+        }
+        let mut created: Vec<PathBuf> = Vec::new();
+        for suite in missing {
+            let path = dir.join(suite_file_name(suite));
+            let written = SigningKey::generate(suite)
+                .map_err(StoreError::from)
+                .and_then(|key| {
+                    let keys = SuiteKeys {
+                        current: Arc::new(key),
+                        created_at: time::unix_now(),
+                        previous: None,
+                    };
+                    write_suite(&path, suite, &keys, store.protection(), Write::CreateNew)?;
+                    Ok(keys)
+                });
+            match written {
+                Ok(keys) => {
+                    tracing::info!(suite = %suite, path = %path.display(), encrypted = store.encrypted, "created the signing key of a newly enabled suite");
+                    created.push(path);
+                    store.suites.insert(suite, keys);
+                }
+                Err(e) => {
+                    for path in &created {
+                        if let Err(rm) = std::fs::remove_file(path) {
+                            tracing::error!(path = %path.display(), error = %rm, "could not remove a key file written before the failure");
+                        }
+                    }
+                    let _ = fsutil::sync_dir(dir);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(store)
+    }
+
+    /// How files written into this store are sealed: like the ones there.
+    fn protection(&self) -> Option<(&Passphrase, KdfParams)> {
+        if self.encrypted {
+            protection_of(&self.options)
+        } else {
+            None
+        }
     }
 
     fn write_new(dir: &Path, options: StoreOptions, mode: Write) -> Result<Self, StoreError> {
@@ -320,7 +482,7 @@ impl KeyStore {
             &id_path,
             FileKind::Identity,
             &encode_identity(now, &identity)?,
-            &options,
+            protection_of(&options),
             mode,
         )?;
         for (&suite, keys) in &suites {
@@ -328,7 +490,7 @@ impl KeyStore {
                 &dir.join(suite_file_name(suite)),
                 suite,
                 keys,
-                &options,
+                protection_of(&options),
                 mode,
             )?;
         }
@@ -365,7 +527,8 @@ impl KeyStore {
         self.identity_created_at
     }
 
-    /// Whether any loaded file was passphrase-protected.
+    /// Whether the store's files are passphrase-protected (they all are, or
+    /// none is).
     pub fn is_encrypted(&self) -> bool {
         self.encrypted
     }
@@ -490,7 +653,12 @@ impl KeyStore {
             .is_some_and(|p| now >= p.retired_at.saturating_add(ROTATION_GRACE_SECS));
         if expired {
             let retired = keys.previous.take();
-            if let Err(e) = write_suite(&path, suite, keys, &self.options, Write::Replace) {
+            let protect = if self.encrypted {
+                protection_of(&self.options)
+            } else {
+                None
+            };
+            if let Err(e) = write_suite(&path, suite, keys, protect, Write::Replace) {
                 keys.previous = retired;
                 return Err(e);
             }
@@ -530,7 +698,7 @@ impl KeyStore {
             }),
             ..fresh
         };
-        write_suite(&path, suite, &fresh, &self.options, Write::Replace)?;
+        write_suite(&path, suite, &fresh, self.protection(), Write::Replace)?;
         let fingerprint = Fingerprint::of(fresh.current.verifying_key());
         self.suites.insert(suite, fresh);
         Ok(fingerprint)
@@ -568,14 +736,18 @@ enum Write {
     CreateNew,
 }
 
+/// The passphrase protection `options` ask for (a new store's).
+fn protection_of(options: &StoreOptions) -> Option<(&Passphrase, KdfParams)> {
+    options.passphrase.as_ref().map(|p| (p, options.kdf))
+}
+
 fn write_file(
     path: &Path,
     kind: FileKind,
     plain: &[u8],
-    options: &StoreOptions,
+    protect: Option<(&Passphrase, KdfParams)>,
     mode: Write,
 ) -> Result<(), StoreError> {
-    let protect = options.passphrase.as_ref().map(|p| (p, options.kdf));
     let sealed =
         Zeroizing::new(
             keyfile::seal(kind, plain, protect).map_err(|source| StoreError::Seal {
@@ -602,14 +774,14 @@ fn write_suite(
     path: &Path,
     suite: Suite,
     keys: &SuiteKeys,
-    options: &StoreOptions,
+    protect: Option<(&Passphrase, KdfParams)>,
     mode: Write,
 ) -> Result<(), StoreError> {
     write_file(
         path,
         FileKind::SigningKey,
         &encode_suite(suite, keys),
-        options,
+        protect,
         mode,
     )
 }

@@ -13,7 +13,7 @@ use pqnode_keys::pins::{PINS_FILE, PinError, PinStore, PinUpdate};
 use pqnode_keys::record::{self, PinCheck, RecordParams, VerifyContext};
 use pqnode_keys::store::{
     IDENTITY_FILE, KeyStore, RECORD_STATE_FILE, ROTATION_GRACE_SECS, StoreError, StoreOptions,
-    suite_file_name,
+    file_protection, suite_file_name,
 };
 use pqnode_keys::{Fingerprint, fsutil::FsError};
 
@@ -542,4 +542,163 @@ fn rotation_and_new_suites_stay_encrypted() {
         .unwrap();
     assert_eq!(info.fingerprint, new_fp);
     assert!(info.previous.is_some());
+}
+
+/// Issue 22: an encrypted one-suite store opened with two suites. Without
+/// the passphrase, or with a wrong one, nothing is written; with the right
+/// one the second key is created encrypted like the first.
+#[test]
+fn a_failed_open_or_create_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    KeyStore::generate(
+        &dir,
+        StoreOptions {
+            suites: vec![Suite::Mlkem1024Mldsa87],
+            ..encrypted_opts("pw")
+        },
+    )
+    .unwrap();
+    let before = snapshot(&dir);
+
+    // (a) no passphrase
+    let err = KeyStore::open_or_create(&dir, opts()).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            StoreError::File {
+                source: KeyFileError::PassphraseRequired,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(snapshot(&dir), before, "a failed start wrote a file");
+    // (b) a wrong passphrase
+    let err = KeyStore::open_or_create(&dir, encrypted_opts("wrong")).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            StoreError::File {
+                source: KeyFileError::Decrypt,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(snapshot(&dir), before, "a failed start wrote a file");
+    // (c) the right one: the new key is encrypted too.
+    let ks = KeyStore::open_or_create(&dir, encrypted_opts("pw")).unwrap();
+    assert_eq!(ks.suites(), Suite::ALL.to_vec());
+    assert!(ks.is_encrypted());
+    let protection = file_protection(&dir, false).unwrap();
+    assert_eq!(protection.len(), 3, "{protection:?}");
+    assert!(protection.iter().all(|(_, e)| *e), "{protection:?}");
+    let reopened = KeyStore::open(&dir, encrypted_opts("pw")).unwrap();
+    assert_eq!(reopened.suites(), Suite::ALL.to_vec());
+}
+
+/// A plain store stays plain: a key created for a newly enabled suite gets
+/// the store's protection, even when a passphrase is given.
+#[test]
+fn a_new_key_gets_the_protection_of_the_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    KeyStore::generate(
+        &dir,
+        StoreOptions {
+            suites: vec![Suite::Kyber1024Dilithium5],
+            ..opts()
+        },
+    )
+    .unwrap();
+    let ks = KeyStore::open_or_create(&dir, encrypted_opts("pw")).unwrap();
+    assert!(!ks.is_encrypted());
+    assert!(
+        file_protection(&dir, false)
+            .unwrap()
+            .iter()
+            .all(|(_, e)| !*e)
+    );
+    KeyStore::open(&dir, opts()).unwrap();
+}
+
+/// One plaintext key among encrypted ones: refused by every way of opening,
+/// naming the files, and reported per file.
+#[test]
+fn a_mixed_store_is_refused_and_reported_per_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let plain_dir = tmp.path().join("plain");
+    KeyStore::generate(&dir, encrypted_opts("pw")).unwrap();
+    KeyStore::generate(&plain_dir, opts()).unwrap();
+    let name = suite_file_name(Suite::Kyber1024Dilithium5);
+    fs::write(dir.join(&name), fs::read(plain_dir.join(&name)).unwrap()).unwrap();
+    let before = snapshot(&dir);
+    for err in [
+        KeyStore::open(&dir, encrypted_opts("pw")).unwrap_err(),
+        KeyStore::open_or_create(&dir, encrypted_opts("pw")).unwrap_err(),
+        KeyStore::open(&dir, opts()).unwrap_err(),
+    ] {
+        match &err {
+            StoreError::MixedProtection {
+                plain, encrypted, ..
+            } => {
+                assert!(plain.contains(&name), "{err}");
+                assert!(encrypted.contains(IDENTITY_FILE), "{err}");
+            }
+            other => panic!("expected MixedProtection, got {other}"),
+        }
+    }
+    assert_eq!(snapshot(&dir), before);
+    let report = file_protection(&dir, false).unwrap();
+    let of = |n: &str| report.iter().find(|(p, _)| p.ends_with(n)).map(|(_, e)| *e);
+    assert_eq!(of(IDENTITY_FILE), Some(true));
+    assert_eq!(of(&name), Some(false));
+    assert_eq!(of(&suite_file_name(Suite::Mlkem1024Mldsa87)), Some(true));
+}
+
+/// `--force` regenerates the identity and every suite together; limited to
+/// some suites it is refused while others exist, naming them.
+#[test]
+fn a_forced_regeneration_replaces_every_key_or_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let old = KeyStore::generate(&dir, opts()).unwrap();
+    let old_fps: Vec<_> = old.key_info().into_iter().map(|i| i.fingerprint).collect();
+    let before = snapshot(&dir);
+
+    let only_one = StoreOptions {
+        suites: vec![Suite::Kyber1024Dilithium5],
+        ..opts()
+    };
+    let err = KeyStore::generate_replacing(&dir, only_one).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::OtherSuitesPresent { suites, .. } if suites == "mlkem1024-mldsa87"),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains(&suite_file_name(Suite::Mlkem1024Mldsa87)),
+        "{err}"
+    );
+    assert_eq!(snapshot(&dir), before, "a refused --force changed files");
+
+    let (new, backup) = KeyStore::generate_replacing(&dir, opts()).unwrap();
+    assert_ne!(new.peer_id(), old.peer_id());
+    for info in new.key_info() {
+        assert!(
+            !old_fps.contains(&info.fingerprint),
+            "{} kept its key",
+            info.suite
+        );
+    }
+    let backup = backup.expect("a backup");
+    for (name, bytes) in &before {
+        assert_eq!(
+            &fs::read(backup.join(name)).unwrap(),
+            bytes,
+            "{name} backed up"
+        );
+    }
 }

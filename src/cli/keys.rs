@@ -42,12 +42,15 @@ pub enum KeysCommand {
         force: bool,
     },
     /// Print the PeerId, the suites, their fingerprints, creation times and
-    /// the key files. Never prints secret bytes.
+    /// the key files with their protection (a store that mixes encrypted and
+    /// unencrypted files is listed file by file, then refused). Never prints
+    /// secret bytes.
     Show {
         /// Where the keys live.
         #[command(flatten)]
         store: StoreArgs,
-        /// Print JSON (`peerId`, `suites: [{suite, fingerprint, createdAt}]`, `files`).
+        /// Print JSON (`peerId`, `suites: [{suite, fingerprint, createdAt}]`,
+        /// `files: [{path, encrypted}]`).
         #[arg(long)]
         json: bool,
     },
@@ -177,7 +180,15 @@ impl StoreArgs {
 struct ShowJson {
     peer_id: String,
     suites: Vec<SuiteJson>,
-    files: Vec<String>,
+    files: Vec<FileJson>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FileJson {
+    path: String,
+    /// Passphrase-protected (the record state never is: it is not secret).
+    encrypted: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -226,7 +237,33 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn print_store(ks: &KeyStore) {
+/// How each of `ks`'s files is protected, from the file headers.
+fn protection_of(ks: &KeyStore, insecure: bool) -> anyhow::Result<Vec<(PathBuf, bool)>> {
+    let keys = store::file_protection(ks.dir(), insecure)?;
+    Ok(ks
+        .files()
+        .into_iter()
+        .map(|f| {
+            let encrypted = keys.iter().any(|(p, e)| *p == f && *e);
+            (f, encrypted)
+        })
+        .collect())
+}
+
+fn print_files(files: &[(PathBuf, bool)]) {
+    for (path, encrypted) in files {
+        let label = if *encrypted {
+            "encrypted"
+        } else if path.file_name() == Some(std::ffi::OsStr::new(store::RECORD_STATE_FILE)) {
+            "not encrypted, not secret"
+        } else {
+            "NOT encrypted"
+        };
+        println!("file:     {}  ({label})", path.display());
+    }
+}
+
+fn print_store(ks: &KeyStore, files: &[(PathBuf, bool)]) {
     println!("peer id:  {}", ks.peer_id());
     println!(
         "identity: Ed25519, created {}",
@@ -249,11 +286,13 @@ fn print_store(ks: &KeyStore) {
     }
     println!(
         "encrypted: {}",
-        if ks.is_encrypted() { "yes" } else { "no" }
+        if ks.is_encrypted() {
+            "yes (every key file)"
+        } else {
+            "no (no key file)"
+        }
     );
-    for f in ks.files() {
-        println!("file:     {}", f.display());
-    }
+    print_files(files);
 }
 
 fn generate(args: &StoreArgs, force: bool) -> anyhow::Result<ExitCode> {
@@ -278,11 +317,11 @@ fn generate(args: &StoreArgs, force: bool) -> anyhow::Result<ExitCode> {
             pqnode_keys::keyfile::ENV_PASSPHRASE
         );
     }
-    print_store(&ks);
+    print_store(&ks, &protection_of(&ks, args.insecure_permissions)?);
     Ok(ExitCode::SUCCESS)
 }
 
-fn show_json(ks: &KeyStore) -> ShowJson {
+fn show_json(ks: &KeyStore, files: &[(PathBuf, bool)]) -> ShowJson {
     ShowJson {
         peer_id: ks.peer_id().to_string(),
         suites: ks
@@ -294,16 +333,41 @@ fn show_json(ks: &KeyStore) -> ShowJson {
                 created_at: time::rfc3339(i.created_at),
             })
             .collect(),
-        files: ks.files().iter().map(|f| f.display().to_string()).collect(),
+        files: files_json(files),
     }
 }
 
+fn files_json(files: &[(PathBuf, bool)]) -> Vec<FileJson> {
+    files
+        .iter()
+        .map(|(path, encrypted)| FileJson {
+            path: path.display().to_string(),
+            encrypted: *encrypted,
+        })
+        .collect()
+}
+
 fn show(args: &StoreArgs, json: bool) -> anyhow::Result<ExitCode> {
-    let ks = args.open()?;
+    let ks = match args.open() {
+        Ok(ks) => ks,
+        Err(e) => {
+            // A store that cannot be opened (mixed protection, say) is still
+            // shown file by file, so the operator sees which file is which.
+            if let Ok(files) = store::file_protection(&args.dir()?, args.insecure_permissions) {
+                if json {
+                    println!("{}", serde_json::json!({ "files": files_json(&files) }));
+                } else {
+                    print_files(&files);
+                }
+            }
+            return Err(e);
+        }
+    };
+    let files = protection_of(&ks, args.insecure_permissions)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&show_json(&ks))?);
+        println!("{}", serde_json::to_string_pretty(&show_json(&ks, &files))?);
     } else {
-        print_store(&ks);
+        print_store(&ks, &files);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -504,7 +568,8 @@ mod tests {
         let args = store_args(&dir);
         assert_eq!(generate(&args, false).unwrap(), ExitCode::SUCCESS);
         let ks = args.open().unwrap();
-        let value = serde_json::to_value(show_json(&ks)).unwrap();
+        let files = protection_of(&ks, false).unwrap();
+        let value = serde_json::to_value(show_json(&ks, &files)).unwrap();
         let obj = value.as_object().unwrap();
         let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
         keys.sort_unstable();
