@@ -370,8 +370,20 @@ impl KeyStore {
                     .join(", "),
             });
         }
-        let backup = backup(dir, options.insecure_permissions)?;
-        Ok((Self::write_new(dir, options, Write::Replace)?, backup))
+        let insecure = options.insecure_permissions;
+        let before = existing_key_files(dir)?;
+        let backup = backup(dir, insecure)?;
+        match Self::write_new(dir, options, Write::Replace) {
+            Ok(store) => Ok((store, backup)),
+            Err(e) => {
+                // Never a new identity beside old keys (or the reverse): put
+                // the old files back and remove the new ones.
+                if let Err(restore) = restore(dir, backup.as_deref(), &before, insecure) {
+                    tracing::error!(dir = %dir.display(), error = %restore, "regeneration failed and the old keys could not all be put back: copy them from the backup directory");
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Opens the keys in `dir`, creating what is missing: everything in an
@@ -840,6 +852,33 @@ fn join_names(paths: &[PathBuf]) -> String {
         .join(", ")
 }
 
+/// Undoes a failed regeneration: every key file that existed (`before`) is
+/// copied back from `backup`, every other key file is removed.
+fn restore(
+    dir: &Path,
+    backup: Option<&Path>,
+    before: &[PathBuf],
+    insecure: bool,
+) -> Result<(), StoreError> {
+    for path in existing_key_files(dir)? {
+        if !before.contains(&path) {
+            std::fs::remove_file(&path).map_err(fsutil::io_err("removing", &path))?;
+        }
+    }
+    if let Some(backup) = backup {
+        for path in before {
+            let Some(name) = path.file_name() else {
+                continue;
+            };
+            if let Some(bytes) = fsutil::read_private(&backup.join(name), insecure)? {
+                fsutil::write_atomic(path, &Zeroizing::new(bytes))?;
+            }
+        }
+    }
+    fsutil::sync_dir(dir)?;
+    Ok(())
+}
+
 /// Copies every existing key file and the record state, byte for byte, into
 /// a new `backup-<UTC time>` directory (mode 0700) inside `dir`. Returns
 /// `None` when there was nothing to back up.
@@ -868,4 +907,53 @@ pub fn backup(dir: &Path, insecure: bool) -> Result<Option<PathBuf>, StoreError>
     }
     fsutil::sync_dir(dir)?;
     Ok(Some(target))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_type().unwrap().is_file())
+            .map(|e| {
+                (
+                    e.file_name().into_string().unwrap(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// A regeneration that fails half-way is undone: the old files come
+    /// back from the backup and a file the old store did not have goes.
+    #[test]
+    fn a_failed_regeneration_is_undone_from_the_backup() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let only_one = StoreOptions {
+            suites: vec![Suite::Kyber1024Dilithium5],
+            ..StoreOptions::default()
+        };
+        KeyStore::generate(&dir, only_one).unwrap();
+        let before_files = existing_key_files(&dir).unwrap();
+        let before = snapshot(&dir);
+        let saved = backup(&dir, false).unwrap();
+        // What a half-done regeneration leaves: a new identity, old suite
+        // key, a key for a suite the store did not have.
+        let other = KeyStore::generate(&tmp.path().join("other"), StoreOptions::default()).unwrap();
+        for name in [
+            IDENTITY_FILE.to_owned(),
+            suite_file_name(Suite::Mlkem1024Mldsa87),
+        ] {
+            std::fs::copy(other.dir().join(&name), dir.join(&name)).unwrap();
+        }
+        restore(&dir, saved.as_deref(), &before_files, false).unwrap();
+        let after: Vec<_> = snapshot(&dir);
+        assert_eq!(after, before);
+    }
 }
