@@ -70,8 +70,6 @@ const SESSION_QUEUE: usize = 64;
 const MAX_BUSY_REJECTS: usize = 256;
 /// Concurrent inbound classical message streams.
 const MAX_CLASSICAL_STREAMS: usize = 64;
-/// How long a send waits for a peer's PQ status to settle.
-const SEND_WAIT_FOR_STATUS: Duration = Duration::from_secs(10);
 /// How long a send waits for its frames to be written.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// The layer's tasks (handshakes, sessions, timers) at most.
@@ -548,7 +546,8 @@ impl PqLayer {
 
     /// Sends `body` to `peer`: over its PQ session, or classically where
     /// §8.2 allows it. Rev 3: while the peer's PQ status is open this waits
-    /// (at most 10 s) and never sends classically.
+    /// (at most the handshake timeout, `limits.handshake_timeout_secs`) and
+    /// never sends classically.
     pub async fn send(&self, peer: PeerId, body: Vec<u8>) -> Result<Delivery, SendError> {
         let inner = &self.inner;
         if inner.shutting_down.load(Ordering::Relaxed) {
@@ -560,7 +559,9 @@ impl PqLayer {
                 max: inner.limits.max_message_size,
             });
         }
-        let deadline = tokio::time::Instant::now() + SEND_WAIT_FOR_STATUS;
+        // Rev 3 (§5): an open status is waited for up to the handshake
+        // timeout, then the send is refused, never made classical.
+        let deadline = tokio::time::Instant::now() + inner.limits.handshake_timeout;
         loop {
             let (status, rx) = {
                 let table = inner.table();
