@@ -16,7 +16,7 @@ use pqnode_crypto::Suite;
 use pqnode_crypto::channel::KeyUpdatePolicy;
 use pqnode_crypto::handshake::{
     Credential, HandshakeConfig, Initiator, RecordRejected, RecordVerifier,
-    messages::MAX_MESSAGE_LEN,
+    messages::{FirstToResponder, MAX_MESSAGE_LEN, Retry},
 };
 use pqnode_crypto::rng::system_rng;
 use pqnode_crypto::sign::{SigningKey, VerifyingKey};
@@ -183,6 +183,7 @@ async fn a_pinned_peer_switching_suites_is_refused_and_the_pin_is_unchanged() {
         // B again, same keys, only the other suite enabled. (B may dial A
         // itself from its peer cache as it starts.)
         let before = a.pq.metrics().refused_count("key-mismatch");
+        let mismatches = a.pq.metrics().key_mismatch.get();
         let b = start(
             db.path(),
             Opts {
@@ -197,6 +198,10 @@ async fn a_pinned_peer_switching_suites_is_refused_and_the_pin_is_unchanged() {
                 > before)
                 .await,
             "A refuses B as key-mismatch"
+        );
+        assert!(
+            a.pq.metrics().key_mismatch.get() > mismatches,
+            "pqnode_pq_key_mismatch counts it"
         );
         assert!(a.pq.session(&b.peer_id).is_none());
         match a.pq.send(b.peer_id, b"never".to_vec()).await {
@@ -313,6 +318,89 @@ async fn a_stolen_identity_with_a_fresh_key_for_the_other_suite_is_refused() {
                 .await
         );
         assert!(a.pq.session(&h.peer_id).is_none());
+        assert_eq!(a.pq.pins().pins_of(&b_id).expect("pins"), pins_before);
+        a.stop().await;
+    })
+    .await;
+}
+
+/// The same theft from the other side: A dials the thief (B's Ed25519
+/// key), offering only the suite B is pinned under; the thief answers with
+/// a Retry to the other suite. A refuses it as `key-mismatch` (Reject 5),
+/// counts it, and the pin is unchanged (§5 rev 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_to_a_suite_the_peer_is_not_pinned_under_is_key_mismatch() {
+    bounded(async {
+        let (da, db) = (tempdir(), tempdir());
+        let a = start(
+            da.path(),
+            Opts {
+                listener_open_delay: Duration::from_millis(300),
+                ..Opts::default()
+            },
+        )
+        .await;
+        let b = start(db.path(), Opts::default()).await;
+        a.connect(&b).await;
+        let s =
+            a.pq.wait_for_session(&b.peer_id, WAIT)
+                .await
+                .expect("first session");
+        assert_eq!(s.suite, Suite::Kyber1024Dilithium5);
+        assert!(a.until(WAIT, |n| n.pq.is_pinned(&b.peer_id)).await);
+        let pins_before = a.pq.pins().pins_of(&b.peer_id).expect("pins");
+        let b_id = b.peer_id;
+        b.stop().await;
+        assert!(a.until(WAIT, |n| n.pq.peer(&b_id).is_none()).await);
+
+        let stolen = KeyStore::open(db.path(), StoreOptions::default()).expect("B's store");
+        let identity = stolen.identity().clone();
+        drop(stolen);
+        let (refused, mismatches) = (
+            a.pq.metrics().refused_count("key-mismatch"),
+            a.pq.metrics().key_mismatch.get(),
+        );
+        let thief = pqsupport::raw_peer(identity, a.full_addr()).await;
+        let mut incoming = thief
+            .control
+            .clone()
+            .expect("control")
+            .accept(PQ_PROTOCOL)
+            .expect("accept");
+        let (from, mut stream) =
+            tokio::time::timeout(WAIT, futures::StreamExt::next(&mut incoming))
+                .await
+                .expect("A opens the PQ stream")
+                .expect("stream");
+        assert_eq!(from, a.peer_id);
+        let init = read_frame(&mut stream, 1, MAX_MESSAGE_LEN)
+            .await
+            .expect("Init");
+        let Ok(FirstToResponder::Init(init)) = FirstToResponder::decode(&init) else {
+            panic!("an Init");
+        };
+        assert_eq!(
+            init.suites,
+            vec![Suite::Kyber1024Dilithium5.id()],
+            "toward a pinned peer only its pinned suites are offered"
+        );
+        let retry = Retry {
+            suite: Suite::Mlkem1024Mldsa87.id(),
+        }
+        .encode();
+        write_frame(&mut stream, &retry).await.expect("write Retry");
+        let answer = read_frame(&mut stream, 1, MAX_MESSAGE_LEN)
+            .await
+            .expect("A's answer");
+        assert_eq!(answer, vec![5, 5], "Reject 5 (auth-failed)");
+        assert!(
+            a.until(WAIT, |n| n.pq.metrics().refused_count("key-mismatch")
+                > refused)
+                .await,
+            "A refuses the thief as key-mismatch"
+        );
+        assert!(a.pq.metrics().key_mismatch.get() > mismatches);
+        assert!(a.pq.session(&b_id).is_none());
         assert_eq!(a.pq.pins().pins_of(&b_id).expect("pins"), pins_before);
         a.stop().await;
     })

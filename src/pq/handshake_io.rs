@@ -88,7 +88,9 @@ impl HsFailure {
             | HsFailure::Handshake(H::Rejected(RejectReason::NoCommonSuite)) => {
                 HandshakeOutcome::NoCommonSuite
             }
-            HsFailure::NoPinnedSuite | HsFailure::PinMismatch(_) => HandshakeOutcome::KeyMismatch,
+            HsFailure::NoPinnedSuite
+            | HsFailure::PinMismatch(_)
+            | HsFailure::Handshake(H::UnpinnedSuite { .. }) => HandshakeOutcome::KeyMismatch,
             _ if self.record_reason() == Some("key-mismatch") => HandshakeOutcome::KeyMismatch,
             _ if self.record_reason() == Some("unpinned-peer") => HandshakeOutcome::Unpinned,
             _ if self.record_reason() == Some("pin-store") => HandshakeOutcome::Local,
@@ -415,10 +417,7 @@ async fn commit_pin(
     let verifier = inner.verifier.clone();
     match blocking(inner, move || verifier.commit(&v, unix_now())).await? {
         Ok(_) => Ok(()),
-        Err(e @ PinError::KeyMismatch { .. }) => {
-            inner.metrics.key_mismatch.inc();
-            Err(HsFailure::PinMismatch(e.to_string()))
-        }
+        Err(e @ PinError::KeyMismatch { .. }) => Err(HsFailure::PinMismatch(e.to_string())),
         Err(e) => {
             tracing::error!(error = %e, "cannot persist pin; refusing the session rather than run unpinned");
             Err(HsFailure::Local(format!("pin store: {e}")))

@@ -40,7 +40,8 @@ pub struct PqMetrics {
     pub refused: Family<ReasonLabels, Counter>,
     /// Pinned peers that came back without PQ.
     pub downgrade_refused: Counter,
-    /// Records whose key differed from the pin.
+    /// Peers refused as `key-mismatch` (§8.3): a key other than the pinned
+    /// one, or a pinned peer met under a suite it has no pin for.
     pub key_mismatch: Counter,
     /// Handshakes started (either side).
     pub handshakes_started: Counter,
@@ -114,7 +115,7 @@ impl PqMetrics {
         );
         r.register(
             "key_mismatch",
-            "Peer records whose key differs from the pin",
+            "Peers refused because their PQ key or suite does not match their pins",
             m.key_mismatch.clone(),
         );
         r.register(

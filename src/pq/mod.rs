@@ -923,8 +923,14 @@ impl Inner {
         }
         if !already {
             self.metrics.refuse(reason.as_str());
-            if reason == RefuseReason::Downgrade {
-                self.metrics.downgrade_refused.inc();
+            match reason {
+                RefuseReason::Downgrade => {
+                    self.metrics.downgrade_refused.inc();
+                }
+                RefuseReason::KeyMismatch => {
+                    self.metrics.key_mismatch.inc();
+                }
+                _ => {}
             }
         }
         if self.may_log(peer, "refused") {

@@ -179,9 +179,6 @@ impl PeerVerifier {
             .with_pinned(pinned);
         ctx.pinned_other_suites = pinned_other_suites;
         let verified = record::verify(bytes, &ctx).map_err(|e| {
-            if matches!(e.name(), "key-mismatch") {
-                self.metrics.key_mismatch.inc();
-            }
             let _: &RecordError = &e;
             RecordRejected {
                 reason: e.name().to_owned(),

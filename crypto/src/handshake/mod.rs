@@ -115,6 +115,16 @@ pub enum HandshakeError {
     /// A message broke the protocol's rules (wrong suite, bad Retry, ...).
     #[error("protocol violation: {0}")]
     Protocol(&'static str),
+    /// Toward a pinned peer only its pinned suites are offered (§5 rev 3):
+    /// a Retry to another suite this node enables is `key-mismatch`, never
+    /// a way to reach the peer under a key nobody pinned.
+    #[error(
+        "the peer asked to retry with suite {suite:#06x}, which it is not pinned under (key-mismatch)"
+    )]
+    UnpinnedSuite {
+        /// The suite id the Retry named.
+        suite: u16,
+    },
     /// The peer's record was refused by the verifier.
     #[error(transparent)]
     Record(#[from] RecordRejected),
@@ -142,9 +152,10 @@ impl HandshakeError {
             HandshakeError::Decode(_)
             | HandshakeError::Protocol(_)
             | HandshakeError::LowOrderKey => Some(RejectReason::BadMessage),
-            HandshakeError::Record(_) | HandshakeError::BadSignature | HandshakeError::BadMac => {
-                Some(RejectReason::AuthFailed)
-            }
+            HandshakeError::Record(_)
+            | HandshakeError::UnpinnedSuite { .. }
+            | HandshakeError::BadSignature
+            | HandshakeError::BadMac => Some(RejectReason::AuthFailed),
             HandshakeError::Local(_) => Some(RejectReason::Unspecified(0)),
         }
     }
@@ -156,6 +167,7 @@ impl HandshakeError {
             HandshakeError::Rejected(_) => "rejected-by-peer",
             HandshakeError::NoCommonSuite { .. } => "no-common-suite",
             HandshakeError::Protocol(_) => "protocol",
+            HandshakeError::UnpinnedSuite { .. } => "unpinned-suite",
             HandshakeError::Record(_) => "record",
             HandshakeError::BadSignature => "signature",
             HandshakeError::BadMac => "mac",
@@ -426,6 +438,14 @@ impl InitiatorAwaitingResp {
     ) -> Result<InitiatorStep, HandshakeError> {
         if self.retried {
             return Err(HandshakeError::Protocol("second Retry"));
+        }
+        if retry.suite != self.suite.id()
+            && !self.suites.contains(&retry.suite)
+            && self.config.enabled().any(|s| s.id() == retry.suite)
+        {
+            // Enabled here but not offered: left out because the peer is
+            // pinned under other suites only.
+            return Err(HandshakeError::UnpinnedSuite { suite: retry.suite });
         }
         if retry.suite == self.suite.id() || !self.suites.contains(&retry.suite) {
             return Err(HandshakeError::Protocol(

@@ -782,9 +782,23 @@ fn suites_toward_a_pinned_peer_are_only_the_pinned_ones() {
         panic!("an Init");
     };
     assert_eq!(parsed.suites, vec![Suite::Mlkem1024Mldsa87.id()]);
-    // A Retry to the unpinned suite is then a protocol error.
+    // A Retry to the unpinned suite (enabled here) is `key-mismatch`, and
+    // answered with Reject 5 (auth-failed).
     let err = state
         .handle(&Retry { suite: 1 }.encode(), &TestVerifier, &mut rng)
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, HandshakeError::UnpinnedSuite { suite: 1 }),
+        "{err:?}"
+    );
+    assert_eq!(err.reject_reason(), Some(RejectReason::AuthFailed));
+    // A Retry to a suite this node does not enable stays a protocol error.
+    let (state, _) =
+        Initiator::start_offering(i_cfg.clone(), BOB, &[Suite::Mlkem1024Mldsa87], &mut rng)
+            .unwrap();
+    let err = state
+        .handle(&Retry { suite: 0x0303 }.encode(), &TestVerifier, &mut rng)
         .err()
         .unwrap();
     assert!(matches!(err, HandshakeError::Protocol(_)), "{err:?}");
