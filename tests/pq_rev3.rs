@@ -407,6 +407,63 @@ async fn a_retry_to_a_suite_the_peer_is_not_pinned_under_is_key_mismatch() {
     .await;
 }
 
+/// 100,001 first-use pins in the database (one over the limit): the node
+/// starts, the next new peer gets a PQ session, unpinned, and `pins_full`
+/// is counted once (§8.3 rev 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_pin_store_never_stops_a_node_and_new_peers_run_unpinned() {
+    bounded(async {
+        let (da, db) = (tempdir(), tempdir());
+        let t0 = std::time::Instant::now();
+        {
+            let state = pqnode_keys::db::StateDb::open(da.path(), false).expect("database");
+            let pins = state.pins(pqnode_keys::db::DEFAULT_FIRST_USE_LIMIT);
+            let written = pins
+                .import_first_use_batch(
+                    (0..100_001u64).map(|i| {
+                        let mut fp = [0u8; 32];
+                        fp[..8].copy_from_slice(&i.to_be_bytes());
+                        (
+                            libp2p::PeerId::random(),
+                            Suite::Kyber1024Dilithium5,
+                            pqnode_keys::Fingerprint::from_array(fp),
+                        )
+                    }),
+                    now(),
+                )
+                .expect("pins written");
+            assert_eq!(written, 100_001);
+            assert_eq!(pins.counts().expect("counts").first_use, 100_001);
+        }
+        let written = t0.elapsed();
+        let t1 = std::time::Instant::now();
+        let a = start(da.path(), Opts::default()).await;
+        eprintln!(
+            "100,001 pins written in {written:?}; the node started on them in {:?}",
+            t1.elapsed()
+        );
+        let b = start(db.path(), Opts::default()).await;
+        a.connect(&b).await;
+        a.pq.wait_for_session(&b.peer_id, WAIT)
+            .await
+            .expect("a PQ session with a new peer");
+        assert!(
+            a.until(WAIT, |n| n.pq.metrics().pins_full.get() >= 1).await,
+            "pins_full counted"
+        );
+        assert_eq!(a.pq.metrics().pins_full.get(), 1);
+        assert!(!a.pq.is_pinned(&b.peer_id), "the new peer runs unpinned");
+        let sent =
+            a.pq.send(b.peer_id, b"over pq".to_vec())
+                .await
+                .expect("sent");
+        assert_eq!(sent.security, Security::Pq);
+        b.stop().await;
+        a.stop().await;
+    })
+    .await;
+}
+
 /// A peer that opens PQ streams and never finishes a handshake holds at
 /// most one slot: an honest peer still gets a session within 2 s, and the
 /// abusive one is disconnected and counted.

@@ -502,6 +502,48 @@ impl PinDb {
         Ok(update)
     }
 
+    /// First-use pins carried over from elsewhere (an older store, a
+    /// backup), many at once in one write transaction: counted against the
+    /// first-use limit like any first-use pin, but never refused by it (the
+    /// limit only stops *new* pins). An existing pin of the same (peer,
+    /// suite) is replaced. Returns how many were written.
+    pub fn import_first_use_batch(
+        &self,
+        pins: impl IntoIterator<Item = (PeerId, Suite, Fingerprint)>,
+        now: u64,
+    ) -> Result<usize, PinError> {
+        let path = self.path().to_path_buf();
+        let err = redb_err(&path);
+        let txn = self.db.inner.db.begin_write().map_err(|e| err(&e))?;
+        let mut written = 0usize;
+        {
+            let mut table = txn.open_table(PINS).map_err(|e| err(&e))?;
+            let mut meta = txn.open_table(META).map_err(|e| err(&e))?;
+            let mut added = 0u64;
+            for (peer, suite, fingerprint) in pins {
+                let pin = Pin {
+                    fingerprint,
+                    source: PinSource::FirstUse,
+                    pinned_at: now,
+                };
+                let old = table
+                    .insert(&key(&peer, Some(suite))[..], &value(&pin)[..])
+                    .map_err(|e| err(&e))?
+                    .map(|v| decode_value(&path, v.value()))
+                    .transpose()?;
+                if !old.as_ref().is_some_and(limited) {
+                    added += 1;
+                }
+                written += 1;
+            }
+            let n = first_use(&meta, &path)?;
+            meta.insert(META_FIRST_USE, n.saturating_add(added))
+                .map_err(|e| err(&e))?;
+        }
+        txn.commit().map_err(|e| err(&e))?;
+        Ok(written)
+    }
+
     /// An operator pin (config `trusted_peers`, `pqnode pins add`): never
     /// limited or evicted; replaces the pin of the same (peer, suite).
     pub fn add_operator(
