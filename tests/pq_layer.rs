@@ -16,7 +16,7 @@ use pqnode_crypto::Suite;
 use pqnode_crypto::channel::KeyUpdatePolicy;
 use pqnode_crypto::handshake::{
     Credential, HandshakeConfig, Initiator, InitiatorStep, RecordRejected, RecordVerifier,
-    messages::MAX_MESSAGE_LEN,
+    Responder, ResponderStep, messages::MAX_MESSAGE_LEN,
 };
 use pqnode_crypto::rng::system_rng;
 use pqnode_crypto::sign::{SigningKey, VerifyingKey};
@@ -586,6 +586,102 @@ async fn a_fin_with_a_bad_signature_gets_reject_5_and_pins_nothing() {
             a.pq.pins().pins_of(&h.peer_id).expect("pins").is_empty(),
             "no pin written for a peer whose Fin failed"
         );
+        a.stop().await;
+    })
+    .await;
+}
+
+/// §5 rev 3, the initiator's side: A's Fin is answered with Reject 5 while
+/// messages to that peer are queued (the peer reads nothing, so the stream's
+/// window is full). The session ends, the peer is refused as
+/// `rejected-by-peer`, and every queued message fails with an error saying
+/// that the peer rejected the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reject_after_fin_fails_the_queued_messages_with_a_clear_error() {
+    bounded(async {
+        let (da, dh) = (tempdir(), tempdir());
+        let a = start(
+            da.path(),
+            Opts {
+                listener_open_delay: Duration::from_millis(200),
+                ..Opts::default()
+            },
+        )
+        .await;
+        let own = KeyStore::open_or_create(dh.path(), StoreOptions::default()).expect("store");
+        let mut own_for_record = KeyStore::open(dh.path(), StoreOptions::default()).expect("store");
+        let cfg = hostile_config(&own, &mut own_for_record, false);
+        let h = pqsupport::raw_peer(own.identity().clone(), a.full_addr()).await;
+        let mut incoming = h
+            .control
+            .clone()
+            .expect("control")
+            .accept(PQ_PROTOCOL)
+            .expect("accept");
+        let (from, mut s) = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut incoming))
+            .await
+            .expect("A opens the PQ stream")
+            .expect("stream");
+        assert_eq!(from, a.peer_id);
+        let mut rng = system_rng();
+        let init = read_frame(&mut s, 1, MAX_MESSAGE_LEN).await.expect("Init");
+        let responder = Responder::start(cfg, &a.peer_id.to_bytes()).expect("responder");
+        let ResponderStep::Resp { resp, .. } = responder.handle(&init, &mut rng).expect("Resp")
+        else {
+            panic!("no Retry expected")
+        };
+        write_frame(&mut s, &resp).await.expect("write Resp");
+        read_frame(&mut s, 1, MAX_MESSAGE_LEN).await.expect("Fin");
+        a.pq.wait_for_session(&h.peer_id, WAIT)
+            .await
+            .expect("A holds a session after its Fin");
+
+        // Queue messages until the session's queue is full: the peer reads
+        // nothing, so A's writer is stuck on the stream's window.
+        let mut queued = Vec::new();
+        loop {
+            let mut send = Box::pin(a.pq.send(h.peer_id, vec![7u8; 64 << 10]));
+            match futures::poll!(&mut send) {
+                std::task::Poll::Pending => queued.push(send),
+                std::task::Poll::Ready(Err(SendError::Busy { .. })) => break,
+                std::task::Poll::Ready(other) => panic!("unexpected at once: {other:?}"),
+            }
+            assert!(queued.len() <= 1000, "the session queue never filled");
+        }
+        let refused = a.pq.metrics().refused_count("rejected-by-peer");
+        write_frame(&mut s, &[5, 5]).await.expect("write Reject 5");
+
+        let mut failed = 0;
+        let pending = queued.len();
+        for send in queued {
+            match tokio::time::timeout(WAIT, send)
+                .await
+                .expect("every send ends")
+            {
+                // Written before the window filled (delivery receipts,
+                // PROTOCOL.md rev 4, will tell these apart).
+                Ok(_) => {}
+                Err(SendError::SessionEnded { reason, .. }) => {
+                    assert!(
+                        reason.contains("rejected the session after our Fin"),
+                        "{reason}"
+                    );
+                    failed += 1;
+                }
+                Err(e) => panic!("unclear error for a queued message: {e}"),
+            }
+        }
+        assert!(
+            failed >= 32,
+            "only {failed} of {pending} queued messages failed"
+        );
+        assert!(
+            a.until(WAIT, |n| n.pq.metrics().refused_count("rejected-by-peer")
+                > refused)
+                .await,
+            "refused as rejected-by-peer"
+        );
+        assert!(a.pq.session(&h.peer_id).is_none());
         a.stop().await;
     })
     .await;

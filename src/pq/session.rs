@@ -113,7 +113,7 @@ pub(crate) fn start(
     let (sealer, opener) = established.channel.split();
     let (r, w) = stream.split();
     let started = Instant::now();
-    let cancel = CancellationToken::new();
+    let cancel = SessionEnd::default();
     let span = tracing::info_span!("pq_session", peer = %peer, suite = %suite, session = %info.id);
     spawn_on(
         inner,
@@ -234,30 +234,19 @@ async fn writer(
     mut rx: mpsc::Receiver<WriterCmd>,
     started: Instant,
     stats: Arc<SessionStats>,
-    cancel: CancellationToken,
+    cancel: SessionEnd,
 ) {
     let mut buf = Vec::with_capacity(WRITE_CHUNK + MAX_FRAME);
     let limit = inner.limits.rehandshake_bytes;
+    // Why the session failed, if it did: every message still queued then
+    // fails with it.
+    let mut failed: Option<String> = None;
     loop {
         let cmd = tokio::select! {
             biased;
-            _ = cancel.cancelled() => {
-                // The peer rejected the session or it broke: fail what is queued.
-                rx.close();
-                while let Some(cmd) = rx.recv().await {
-                    match cmd {
-                        WriterCmd::Send { ack, .. } => {
-                            let _ = ack.send(Err(SendError::SessionEnded {
-                                peer,
-                                reason: "the session ended".into(),
-                            }));
-                        }
-                        WriterCmd::Close { done } => {
-                            let _ = done.send(());
-                        }
-                    }
-                }
-                return;
+            _ = cancel.ended() => {
+                failed = Some(cancel.reason());
+                break;
             }
             cmd = rx.recv() => cmd,
         };
@@ -268,14 +257,28 @@ async fn writer(
             WriterCmd::Send { body, ack } => {
                 let msg_id = inner.next_message_id.fetch_add(1, Ordering::Relaxed);
                 let now_ms = started.elapsed().as_millis() as u64;
-                let result =
-                    write_message(&mut sealer, &mut w, &mut buf, msg_id, &body, now_ms).await;
-                let failed = result.is_err();
-                if !failed {
-                    stats.add_sent(body.len() as u64, limit);
+                // A write stuck on a peer that stopped reading is abandoned
+                // when the session ends.
+                let result = tokio::select! {
+                    biased;
+                    _ = cancel.ended() => Err(cancel.reason()),
+                    r = write_message(&mut sealer, &mut w, &mut buf, msg_id, &body, now_ms) => r,
+                }
+                // The connection may close (the peer is being disconnected)
+                // before this task sees the end: say why, not "closed".
+                .map_err(|e| {
+                    if cancel.is_ended() {
+                        cancel.reason()
+                    } else {
+                        e
+                    }
+                });
+                match &result {
+                    Ok(()) => stats.add_sent(body.len() as u64, limit),
+                    Err(reason) => failed = Some(reason.clone()),
                 }
                 let _ = ack.send(result.map_err(|reason| SendError::SessionEnded { peer, reason }));
-                if failed {
+                if failed.is_some() {
                     break;
                 }
             }
@@ -286,9 +289,59 @@ async fn writer(
             }
         }
     }
+    if let Some(reason) = failed {
+        // The peer rejected the session or it broke: fail what is queued,
+        // saying why.
+        rx.close();
+        while let Some(cmd) = rx.recv().await {
+            match cmd {
+                WriterCmd::Send { ack, .. } => {
+                    let _ = ack.send(Err(SendError::SessionEnded {
+                        peer,
+                        reason: reason.clone(),
+                    }));
+                }
+                WriterCmd::Close { done } => {
+                    let _ = done.send(());
+                }
+            }
+        }
+        return;
+    }
     // The session was replaced or ended: what was queued is written; tell
     // the peer, best effort.
     close(&mut sealer, &mut w).await;
+}
+
+/// How a session ended, shared by its reader (which finds out) and its
+/// writer (which fails what is queued with the reason).
+#[derive(Clone, Default)]
+struct SessionEnd {
+    token: CancellationToken,
+    reason: Arc<std::sync::OnceLock<String>>,
+}
+
+impl SessionEnd {
+    /// Ends the session for `reason` (the first reason given stays).
+    fn end(&self, reason: impl Into<String>) {
+        let _ = self.reason.set(reason.into());
+        self.token.cancel();
+    }
+
+    fn is_ended(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    async fn ended(&self) {
+        self.token.cancelled().await;
+    }
+
+    fn reason(&self) -> String {
+        self.reason
+            .get()
+            .cloned()
+            .unwrap_or_else(|| "the session ended".to_owned())
+    }
 }
 
 async fn write_message(
@@ -344,7 +397,7 @@ struct Reader {
     suite: Suite,
     local_initiated: bool,
     stats: Arc<SessionStats>,
-    cancel: CancellationToken,
+    cancel: SessionEnd,
     /// The replaced session's reader: wait for it before delivering.
     previous_done: Option<watch::Receiver<bool>>,
     done: watch::Sender<bool>,
@@ -384,19 +437,26 @@ impl Reader {
                 }
             }
             ReadEnd::Rejected(reason) => {
-                self.cancel.cancel();
+                self.cancel.end(format!(
+                    "the peer rejected the session after our Fin (Reject {}): not delivered",
+                    reason.name()
+                ));
                 tracing::warn!(peer = %peer, reason = reason.name(), "the peer rejected our Fin; session ended");
                 self.count("rejected");
                 inner.refuse(peer, RefuseReason::RejectedByPeer).await;
             }
             ReadEnd::PartialTimeout => {
-                self.cancel.cancel();
+                self.cancel.end(
+                    "the session ended: a partial message from the peer did not complete in time",
+                );
                 self.count("partial-timeout");
                 tracing::warn!(peer = %peer, "a partial message did not complete in time; session ended");
                 inner.refuse(peer, RefuseReason::SessionError).await;
             }
             ReadEnd::Violation(reason, detail) => {
-                self.cancel.cancel();
+                self.cancel.end(format!(
+                    "the session ended on a record-layer error ({reason})"
+                ));
                 self.count(reason);
                 tracing::warn!(peer = %peer, reason, error = %detail, "PQ session ended by a record-layer error");
                 inner.refuse(peer, RefuseReason::SessionError).await;
