@@ -1,4 +1,4 @@
-//! The pin database (`pqnode.redb`) with 1,000,000 pins beside one holding
+//! The pin database (`state.redb`) with 1,000,000 pins beside one holding
 //! a single pin: what a handshake and a start ask of it must not slow down
 //! measurably as it grows (issue 7, PROTOCOL.md §8.3 rev 3).
 //!

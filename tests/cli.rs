@@ -435,7 +435,7 @@ fn keys_and_pins_find_the_data_directory_like_run() {
             "{args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(data.join("pqnode.redb").exists());
+        assert!(data.join("state.redb").exists());
     }
 }
 

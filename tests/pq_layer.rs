@@ -397,7 +397,7 @@ async fn a_pinned_peer_returning_without_pq_is_refused() {
 
         // B again without PQ, and with its pins lost: now A meets a pinned
         // peer offering no PQ and refuses it.
-        for f in ["pqnode.redb", "pins.json"] {
+        for f in ["state.redb", "pins.json"] {
             let _ = std::fs::remove_file(db.path().join(f));
         }
         let b = start(

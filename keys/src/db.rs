@@ -1,4 +1,4 @@
-//! The node's state database: one redb file (`pqnode.redb`, mode 0600) in
+//! The node's state database: one redb file (`state.redb`, mode 0600) in
 //! the data directory, written transactionally. It holds the pins of
 //! PROTOCOL.md §8.3 (rev 3: per PeerId across suites) and the peer cache,
 //! and will hold Kademlia records; key files stay files.
@@ -13,7 +13,9 @@
 //! - `peers_v1`: the peer cache ([`crate::peercache`]).
 //!
 //! On first open an existing `pins.json` (the earlier store) is imported
-//! once and kept untouched.
+//! once, in one transaction, and then renamed `pins.json.imported` (its
+//! bytes untouched); a corrupt one stops the open, naming it, and is left
+//! as it is.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,7 +29,9 @@ use crate::fsutil::{self, FsError};
 use crate::pins::{PINS_FILE, Pin, PinError, PinSource, PinStore, PinUpdate};
 
 /// File name of the database in the data directory.
-pub const DB_FILE: &str = "pqnode.redb";
+pub const DB_FILE: &str = "state.redb";
+/// What an imported `pins.json` is renamed to.
+pub const PINS_IMPORTED_FILE: &str = "pins.json.imported";
 /// First-use pins kept at most (PROTOCOL.md §9 rev 3).
 pub const DEFAULT_FIRST_USE_LIMIT: u64 = 100_000;
 /// Schema version written in `meta_v1`.
@@ -165,7 +169,7 @@ fn prepare_file(path: &Path, insecure: bool) -> Result<(), DbError> {
 }
 
 impl StateDb {
-    /// Opens or creates `<data_dir>/pqnode.redb`; imports `pins.json` once.
+    /// Opens or creates `<data_dir>/state.redb`; imports `pins.json` once.
     pub fn open(data_dir: &Path, insecure_permissions: bool) -> Result<StateDb, DbError> {
         fsutil::ensure_private_dir(data_dir, insecure_permissions)?;
         let path = data_dir.join(DB_FILE);
@@ -173,6 +177,25 @@ impl StateDb {
         let err = redb_err(&path);
         // `create` opens an existing database or initialises an empty file.
         let db = Database::create(&path).map_err(|e| err(&e))?;
+        // A newer schema is refused before any write transaction touches
+        // the file.
+        {
+            let txn = db.begin_read().map_err(|e| err(&e))?;
+            let found = match txn.open_table(META) {
+                Ok(meta) => meta
+                    .get(META_SCHEMA)
+                    .map_err(|e| err(&e))?
+                    .map(|v| v.value()),
+                Err(redb::TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(err(&e)),
+            };
+            if let Some(found) = found.filter(|f| *f > SCHEMA) {
+                return Err(DbError::Schema {
+                    path: path.clone(),
+                    found,
+                });
+            }
+        }
         let txn = db.begin_write().map_err(|e| err(&e))?;
         let imported;
         {
@@ -203,9 +226,12 @@ impl StateDb {
                 path: path.clone(),
             }),
         };
+        let json = data_dir.join(PINS_FILE);
         if !imported {
-            state.import_pins_json(&data_dir.join(PINS_FILE), insecure_permissions)?;
+            state.import_pins_json(&json, insecure_permissions)?;
         }
+        // Also after an import that a crash interrupted before the rename.
+        set_aside_imported(&json)?;
         Ok(state)
     }
 
@@ -265,10 +291,29 @@ impl StateDb {
         }
         txn.commit().map_err(|e| err(&e))?;
         if let Some(old) = old {
-            tracing::info!(pins = old.len(), file = %json.display(), "imported pins.json into the state database (the file is kept)");
+            tracing::info!(pins = old.len(), file = %json.display(), "imported pins.json into the state database");
         }
         Ok(())
     }
+}
+
+/// Renames an imported `pins.json` to `pins.json.imported` (or
+/// `pins.json.imported.N` if that exists: nothing is overwritten).
+fn set_aside_imported(json: &Path) -> Result<(), DbError> {
+    if !fsutil::exists(json)? {
+        return Ok(());
+    }
+    let dir = json.parent().unwrap_or(Path::new("."));
+    let mut target = dir.join(PINS_IMPORTED_FILE);
+    let mut n = 1;
+    while fsutil::exists(&target)? {
+        n += 1;
+        target = dir.join(format!("{PINS_IMPORTED_FILE}.{n}"));
+    }
+    std::fs::rename(json, &target).map_err(fsutil::io_err("renaming", json))?;
+    fsutil::sync_dir(dir)?;
+    tracing::info!(from = %json.display(), to = %target.display(), "the imported pins.json was set aside");
+    Ok(())
 }
 
 /// One pin, as listed.
@@ -854,21 +899,33 @@ mod tests {
     }
 
     #[test]
-    fn pins_json_is_imported_once_and_kept_and_the_file_is_private() {
+    fn pins_json_is_imported_once_then_set_aside_and_the_file_is_private() {
         let dir = tempfile::tempdir().unwrap();
         let p = PeerId::random();
         {
             let mut old = PinStore::open(&dir.path().join(PINS_FILE), false).unwrap();
             old.preload(p, Some(K), fp(3), 1).unwrap();
         }
+        let original = std::fs::read(dir.path().join(PINS_FILE)).unwrap();
         let db = StateDb::open(dir.path(), false).unwrap();
         let pins = db.pins(10);
         assert_eq!(pins.pinned(&p, K).unwrap().unwrap().fingerprint, fp(3));
         pins.remove(&p, None).unwrap();
         drop((pins, db));
-        assert!(dir.path().join(PINS_FILE).exists(), "kept");
+        assert!(!dir.path().join(PINS_FILE).exists(), "set aside");
+        assert_eq!(
+            std::fs::read(dir.path().join(PINS_IMPORTED_FILE)).unwrap(),
+            original,
+            "renamed, bytes untouched"
+        );
+        // A pins.json that reappears (a crash between the import and the
+        // rename, a restored backup) is not imported again, only set aside,
+        // and the earlier one is not overwritten.
+        std::fs::write(dir.path().join(PINS_FILE), &original).unwrap();
         let db = StateDb::open(dir.path(), false).unwrap();
         assert!(!db.pins(10).is_pinned(&p).unwrap(), "not imported again");
+        assert!(!dir.path().join(PINS_FILE).exists());
+        assert!(dir.path().join(format!("{PINS_IMPORTED_FILE}.2")).exists());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -899,5 +956,43 @@ mod tests {
         fsutil::write_atomic(&dir.path().join(PINS_FILE), b"{nope").unwrap();
         let e = StateDb::open(dir.path(), false).unwrap_err();
         assert!(e.to_string().contains("pins.json"), "{e}");
+        assert_eq!(
+            std::fs::read(dir.path().join(PINS_FILE)).unwrap(),
+            b"{nope",
+            "left as it was"
+        );
+        assert!(!dir.path().join(PINS_IMPORTED_FILE).exists());
+    }
+
+    #[test]
+    fn a_database_of_a_newer_schema_is_refused_and_left_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(StateDb::open(dir.path(), false).unwrap());
+        let path = dir.path().join(DB_FILE);
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert(META_SCHEMA, SCHEMA + 1)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let e = StateDb::open(dir.path(), false).unwrap_err();
+        assert!(
+            matches!(e, DbError::Schema { found, .. } if found == SCHEMA + 1),
+            "{e}"
+        );
+        assert!(e.to_string().contains("this build reads 1"), "{e}");
+        // Not migrated or reset: the newer schema is still recorded.
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let schema = txn
+            .open_table(META)
+            .unwrap()
+            .get(META_SCHEMA)
+            .unwrap()
+            .map(|v| v.value());
+        assert_eq!(schema, Some(SCHEMA + 1));
     }
 }
