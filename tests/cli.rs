@@ -648,3 +648,103 @@ fn a_forced_regeneration_of_some_suites_is_refused() {
     assert!(err.contains("sig-mlkem1024-mldsa87.key"), "{err}");
     assert_eq!(key_dir_snapshot(&dir), before);
 }
+
+/// `pqnode pins …` for the data directory `dir`, through the API at `api`
+/// when given (the node runs); the output.
+fn pins(dir: &std::path::Path, api: Option<&str>, args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("pins").args(args).arg("--data-dir").arg(dir);
+    if let Some(api) = api {
+        cmd.args(["--api", api]);
+    }
+    output(cmd.env("RUST_LOG", "warn"))
+}
+
+/// Issue 21: `pqnode pins` against a running node (through its API) and a
+/// stopped one (the database) gives the same output; `add` of another key
+/// for a connected peer disconnects it as `key-mismatch`.
+#[test]
+fn pins_commands_agree_running_or_stopped_and_a_new_pin_disconnects_a_mismatched_peer() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = RunningBin::start(da.path());
+    let a_addr = format!(
+        "/ip4/127.0.0.1/tcp/{}",
+        a.line("Listening on /ip4/127.0.0.1/tcp/")
+    );
+    let api = a.line("API: http://").to_owned();
+    let b = RunningBin::start_with(db.path(), &["--peer", &a_addr]);
+    let b_id = b.line("PeerId: ").to_owned();
+
+    // A pins B on first use once their handshake is done.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = pins(da.path(), Some(&api), &["list", "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if String::from_utf8_lossy(&out.stdout).contains(&b_id) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "A never pinned B");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Another key for B's suite: B is disconnected as key-mismatch at once.
+    let other = "00".repeat(32);
+    let out = pins(
+        da.path(),
+        Some(&api),
+        &["add", &b_id, &other, "--suite", "kyber1024-dilithium5"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let peers: serde_json::Value = serde_json::from_str(&a.get("/api/peers")).unwrap();
+        let refused = peers["refused"].as_array().is_some_and(|l| {
+            l.iter()
+                .any(|p| p["peerId"] == b_id.as_str() && p["reason"] == "key-mismatch")
+        });
+        if refused {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B was not refused: {peers}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let running = pins(da.path(), Some(&api), &["list"]);
+    assert!(
+        running.status.success(),
+        "{}",
+        String::from_utf8_lossy(&running.stderr)
+    );
+    b.terminate();
+    a.terminate();
+    let stopped = pins(da.path(), None, &["list"]);
+    assert!(
+        stopped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stopped.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&running.stdout),
+        String::from_utf8_lossy(&stopped.stdout),
+        "the same list running and stopped"
+    );
+    assert!(String::from_utf8_lossy(&stopped.stdout).contains(&b_id));
+
+    // Removed on the stopped node's database.
+    let out = pins(da.path(), None, &["remove", &b_id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = pins(da.path(), None, &["list"]);
+    assert!(!String::from_utf8_lossy(&after.stdout).contains(&b_id));
+}

@@ -175,7 +175,7 @@ pub async fn add(
         .map_err(|e| AppError::BadRequest(format!("`fingerprint`: {e}")))?;
     let s = req.suite.as_deref().map(suite).transpose()?;
     let pins = state.pq.pins().clone();
-    blocking(move || {
+    let added = blocking(move || {
         let now = unix_now();
         pins.add_operator(&p, s, fingerprint, now).map_err(db_err)?;
         tracing::info!(peer = %p, suite = s.map(|s| s.name()).unwrap_or("any"), %fingerprint, "operator pin added through the API");
@@ -187,7 +187,11 @@ pub async fn add(
             pinned_at: now,
         }))
     })
-    .await
+    .await?;
+    // A connected peer whose session key the new pin does not allow is
+    // disconnected now, not at its next handshake.
+    state.pq.enforce_pins(p).await;
+    Ok(added)
 }
 
 /// `DELETE /api/pins/{peerId}[?suite=S]`.

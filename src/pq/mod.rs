@@ -242,6 +242,8 @@ pub struct SessionInfo {
     /// public name of the session (its keys derive from the whole
     /// transcript, so a new session has a new id and new keys).
     pub id: String,
+    /// SHA-256 of the PQ signing key the peer authenticated with.
+    pub peer_key: pqnode_keys::Fingerprint,
 }
 
 pub(crate) enum WriterCmd {
@@ -467,6 +469,41 @@ impl PqLayer {
     /// Number of open PQ sessions.
     pub fn session_count(&self) -> usize {
         self.inner.table().counts().pq as usize
+    }
+
+    /// After an operator pin for `peer` (§8.3): a live session under a key
+    /// that the pins no longer allow ends, and the peer is refused as
+    /// `key-mismatch`. Returns whether it was.
+    pub async fn enforce_pins(&self, peer: PeerId) -> bool {
+        let Some(session) = self.session(&peer) else {
+            return false;
+        };
+        let pins = self.inner.verifier.pins().clone();
+        let suite = session.suite;
+        let allowed = tokio::task::spawn_blocking(move || pins.pins_of(&peer)).await;
+        let pins = match allowed {
+            Ok(Ok(pins)) => pins,
+            Ok(Err(e)) => {
+                tracing::error!(peer = %peer, error = %e, "cannot read pins; refusing the peer rather than keep an unchecked session");
+                self.inner.refuse(peer, RefuseReason::KeyMismatch).await;
+                return true;
+            }
+            Err(_) => return false,
+        };
+        let applying = pins
+            .iter()
+            .find(|(s, _)| *s == Some(suite))
+            .or_else(|| pins.iter().find(|(s, _)| s.is_none()));
+        let mismatch = match applying {
+            Some((_, pin)) => pin.fingerprint != session.peer_key,
+            // Pinned only under other suites (rev 3).
+            None => !pins.is_empty(),
+        };
+        if mismatch {
+            tracing::warn!(peer = %peer, suite = %suite, "the session's key does not match the new pin");
+            self.inner.refuse(peer, RefuseReason::KeyMismatch).await;
+        }
+        mismatch
     }
 
     /// Peers refused since start.

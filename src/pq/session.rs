@@ -56,6 +56,7 @@ pub(crate) fn start(
         local_initiated,
         since: SystemTime::now(),
         id: hex::encode(&established.transcript_hash[..8]),
+        peer_key: pqnode_keys::Fingerprint::of(&established.peer_key),
     };
     let previous_done = {
         let mut table = inner.table();
