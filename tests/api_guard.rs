@@ -151,6 +151,13 @@ async fn api_requests_cannot_fill_the_node_command_channel() {
         let r = http(node.api_addr(), "GET", "/api/peers", None, None).await;
         assert_eq!(r.status, 503, "{}", r.body);
         assert_eq!(r.json()["error"]["code"], "busy");
+        assert!(
+            r.headers
+                .to_ascii_lowercase()
+                .contains("\r\nretry-after: 1"),
+            "{}",
+            r.headers
+        );
         // Health still answers (p2p reported as not answering).
         let r = http(node.api_addr(), "GET", "/api/health", None, None).await;
         assert!(r.status == 200 || r.status == 503, "{}", r.body);

@@ -378,7 +378,7 @@ async fn dht_records_are_validated_before_they_are_stored() {
         let value = signed.envelope_bytes().to_vec();
 
         // Forged: the same record under another peer's key; a flipped bit;
-        // a malformed key.
+        // a malformed key; a key outside /pqnode/record/ (rev 3: refused).
         let other = PeerId::random();
         let mut flipped = value.clone();
         let last = flipped.len() - 1;
@@ -387,6 +387,7 @@ async fn dht_records_are_validated_before_they_are_stored() {
             kad::Record::new(dht_key(suite, &other), value.clone()),
             kad::Record::new(dht_key(suite, &owner), flipped),
             kad::Record::new(b"/pqnode/record/1/x".to_vec(), value.clone()),
+            kad::Record::new(b"/ipfs/anything".to_vec(), value.clone()),
         ];
         for record in forged {
             stock_kad_put(peer, addr.clone(), record).await;
@@ -395,7 +396,7 @@ async fn dht_records_are_validated_before_they_are_stored() {
         eventually(move || async move {
             let m = http(api, "GET", "/metrics", None, None).await;
             m.body
-                .contains("pqnode_node_dht_records_rejected_total 3")
+                .contains("pqnode_node_dht_records_rejected_total 4")
                 .then_some(())
         })
         .await;

@@ -88,9 +88,9 @@ fn parse_rest(rest: &[u8]) -> Result<RecordKey, DhtRecordError> {
 }
 
 /// Decides whether an incoming record may be stored. `existing` is the value
-/// already stored under the key, if any; `now` is unix seconds. Records
-/// outside [`RECORD_PREFIX`] are accepted as plain Kademlia records (the
-/// store's own size and count limits apply).
+/// already stored under the key, if any; `now` is unix seconds. Keys
+/// outside [`RECORD_PREFIX`] are refused (`ForeignKey`, PROTOCOL.md §9 rev
+/// 3): this DHT stores PQ peer records only.
 pub fn validate_dht_record(
     key: &[u8],
     value: &[u8],
