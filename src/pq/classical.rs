@@ -54,7 +54,9 @@ pub(crate) async fn accept_loop(inner: Arc<Inner>, mut incoming: IncomingStreams
             continue;
         }
         let Ok(permit) = inner.classical_permits.clone().try_acquire_owned() else {
-            tracing::warn!(peer = %peer, "too many classical message streams; dropping one");
+            if let Some(suppressed) = inner.may_log(peer, "classical-streams-full") {
+                tracing::warn!(peer = %peer, suppressed, "too many classical message streams; dropping one");
+            }
             continue;
         };
         let inner2 = inner.clone();
@@ -66,26 +68,30 @@ pub(crate) async fn accept_loop(inner: Arc<Inner>, mut incoming: IncomingStreams
             }
             if verdict.0 != ClassicalStream::Accept {
                 inner2.metrics.refuse("classical-stream");
-                if inner2.may_log(peer, "classical-refused") {
-                    tracing::warn!(peer = %peer, "classical message stream refused: the peer is pinned, has a PQ session, or its PQ status is open");
+                if let Some(suppressed) = inner2.may_log(peer, "classical-refused") {
+                    tracing::warn!(peer = %peer, suppressed, "classical message stream refused: the peer is pinned, has a PQ session, or its PQ status is open");
                 }
                 let _ = tokio::time::timeout(Duration::from_secs(1), stream.close()).await;
                 return;
             }
             let mut reassembler = Reassembler::new(inner2.limits.max_message_size);
             loop {
-                let frame =
-                    match tokio::time::timeout(IDLE, read_frame(&mut stream, HEADER_LEN, MAX_BODY))
-                        .await
-                    {
-                        Ok(Ok(f)) => f,
-                        Ok(Err(FrameError::Closed)) => break,
-                        Ok(Err(e)) => {
-                            tracing::warn!(peer = %peer, error = %e, "bad classical message frame");
-                            break;
+                let frame = match tokio::time::timeout(
+                    IDLE,
+                    read_frame(&mut stream, HEADER_LEN, MAX_BODY),
+                )
+                .await
+                {
+                    Ok(Ok(f)) => f,
+                    Ok(Err(FrameError::Closed)) => break,
+                    Ok(Err(e)) => {
+                        if let Some(suppressed) = inner2.may_log(peer, "classical-bad-frame") {
+                            tracing::warn!(peer = %peer, error = %e, suppressed, "bad classical message frame");
                         }
-                        Err(_) => break,
-                    };
+                        break;
+                    }
+                    Err(_) => break,
+                };
                 match reassembler.push(&frame) {
                     Ok(Some((_, message))) => {
                         inner2
@@ -95,7 +101,9 @@ pub(crate) async fn accept_loop(inner: Arc<Inner>, mut incoming: IncomingStreams
                     }
                     Ok(None) => {}
                     Err(e) => {
-                        tracing::warn!(peer = %peer, error = %e, "bad classical message fragment");
+                        if let Some(suppressed) = inner2.may_log(peer, "classical-bad-fragment") {
+                            tracing::warn!(peer = %peer, error = %e, suppressed, "bad classical message fragment");
+                        }
                         break;
                     }
                 }

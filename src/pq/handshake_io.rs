@@ -214,8 +214,8 @@ pub(crate) async fn accept_loop(inner: Arc<Inner>, mut incoming: IncomingStreams
             Admission::Busy => {
                 inner.metrics.handshake_failed("peer-busy");
                 let abusive = inner.table().handshake_failed(&peer, now);
-                if inner.may_log(peer, "busy") {
-                    tracing::warn!(peer = %peer, "PQ handshake beyond the per-peer limits: rejecting (busy)");
+                if let Some(suppressed) = inner.may_log(peer, "busy") {
+                    tracing::warn!(peer = %peer, suppressed, "PQ handshake beyond the per-peer limits: rejecting (busy)");
                 }
                 reject_busy(&inner, stream);
                 if abusive {
@@ -238,8 +238,8 @@ pub(crate) async fn accept_loop(inner: Arc<Inner>, mut incoming: IncomingStreams
         let Ok(permit) = inner.inbound_permits.clone().try_acquire_owned() else {
             inner.table().inbound_done(&peer);
             inner.metrics.handshake_failed("busy");
-            if inner.may_log(peer, "global-busy") {
-                tracing::warn!(peer = %peer, "too many concurrent inbound PQ handshakes: rejecting (busy)");
+            if let Some(suppressed) = inner.may_log(peer, "global-busy") {
+                tracing::warn!(peer = %peer, suppressed, "too many concurrent inbound PQ handshakes: rejecting (busy)");
             }
             reject_busy(&inner, stream);
             continue;
@@ -551,8 +551,8 @@ async fn failed(
 ) -> FailureAction {
     let reason = e.name();
     inner.metrics.handshake_failed(reason);
-    if inner.may_log(peer, "handshake-failed") {
-        tracing::warn!(peer = %peer, reason, initiator = local_initiated, record = e.record_reason().unwrap_or(""), error = %e, "PQ handshake failed");
+    if let Some(suppressed) = inner.may_log(peer, "handshake-failed") {
+        tracing::warn!(peer = %peer, reason, initiator = local_initiated, record = e.record_reason().unwrap_or(""), error = %e, suppressed, "PQ handshake failed");
     }
     let pinned = inner.verifier.is_pinned(&peer);
     let action = policy::on_handshake_failure(inner.policy, pinned, e.outcome());

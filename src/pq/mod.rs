@@ -848,30 +848,40 @@ fn spawn_on(inner: &Arc<Inner>, fut: impl std::future::Future<Output = ()> + Sen
 }
 
 /// At most one identical log line per peer per 10 s (§9 rev 3); the rest
-/// are counted. Bounded: forgets everything when full.
+/// are counted, and the next line that gets through says how many were left
+/// out. Bounded: forgets everything when full.
 #[derive(Default)]
 struct LogLimiter {
-    last: std::collections::HashMap<(PeerId, &'static str), std::time::Instant>,
+    /// Per (peer, kind): the last line logged and the lines left out since.
+    last: std::collections::HashMap<(PeerId, &'static str), (std::time::Instant, u64)>,
 }
 
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 const LOG_LIMITER_MAX: usize = 4096;
 
 impl LogLimiter {
-    fn allow(&mut self, peer: PeerId, what: &'static str) -> bool {
-        let now = std::time::Instant::now();
-        if self.last.len() >= LOG_LIMITER_MAX {
+    /// `Some(n)`: log now, `n` such lines were left out since the last one;
+    /// `None`: leave this one out.
+    fn allow(&mut self, peer: PeerId, what: &'static str, now: std::time::Instant) -> Option<u64> {
+        if self.last.len() >= LOG_LIMITER_MAX && !self.last.contains_key(&(peer, what)) {
             self.last
-                .retain(|_, t| now.duration_since(*t) < LOG_INTERVAL);
+                .retain(|_, (t, _)| now.duration_since(*t) < LOG_INTERVAL);
             if self.last.len() >= LOG_LIMITER_MAX {
                 self.last.clear();
             }
         }
-        match self.last.get(&(peer, what)) {
-            Some(t) if now.duration_since(*t) < LOG_INTERVAL => false,
-            _ => {
-                self.last.insert((peer, what), now);
-                true
+        match self.last.get_mut(&(peer, what)) {
+            Some((t, left_out)) if now.duration_since(*t) < LOG_INTERVAL => {
+                *left_out += 1;
+                None
+            }
+            Some((t, left_out)) => {
+                *t = now;
+                Some(std::mem::take(left_out))
+            }
+            None => {
+                self.last.insert((peer, what), (now, 0));
+                Some(0)
             }
         }
     }
@@ -891,10 +901,13 @@ impl Inner {
         lock(&self.handshake).is_some()
     }
 
-    /// Whether a line about `peer` of kind `what` may be logged now.
-    fn may_log(&self, peer: PeerId, what: &'static str) -> bool {
-        let ok = lock(&self.log_limiter).allow(peer, what);
-        if !ok {
+    /// Whether a line about `peer` of kind `what` may be logged now:
+    /// `Some(n)` with the number of such lines left out since the last one
+    /// (log it as `suppressed = n`), `None` to leave this one out (counted
+    /// in `pqnode_pq_log_suppressed`).
+    fn may_log(&self, peer: PeerId, what: &'static str) -> Option<u64> {
+        let ok = lock(&self.log_limiter).allow(peer, what, std::time::Instant::now());
+        if ok.is_none() {
             self.metrics.log_suppressed.inc();
         }
         ok
@@ -970,8 +983,8 @@ impl Inner {
                 _ => {}
             }
         }
-        if self.may_log(peer, "refused") {
-            tracing::warn!(peer = %peer, reason = reason.as_str(), "peer refused; disconnecting");
+        if let Some(suppressed) = self.may_log(peer, "refused") {
+            tracing::warn!(peer = %peer, reason = reason.as_str(), suppressed, "peer refused; disconnecting");
         }
         if let Err(e) = self.node.disconnect(peer).await {
             tracing::debug!(peer = %peer, error = %e, "disconnect failed");
@@ -1087,5 +1100,44 @@ impl ConnectionObserver for Observer {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// §9 rev 3: a peer that causes 10,000 identical lines within 10 s gets
+    /// one logged; the next one after the interval says 9,999 were left out.
+    #[test]
+    fn a_flood_of_identical_lines_is_one_line_and_a_count() {
+        let mut limiter = LogLimiter::default();
+        let (peer, other) = (PeerId::random(), PeerId::random());
+        let t0 = std::time::Instant::now();
+        let logged = (0..10_000u64)
+            .filter(|i| {
+                limiter
+                    .allow(peer, "bad-frame", t0 + Duration::from_micros(*i))
+                    .is_some()
+            })
+            .count();
+        assert_eq!(logged, 1);
+        // Another peer, or another kind of line, is not held back.
+        assert_eq!(limiter.allow(other, "bad-frame", t0), Some(0));
+        assert_eq!(limiter.allow(peer, "refused", t0), Some(0));
+        // After the interval: logged again, with what was left out.
+        let later = t0 + LOG_INTERVAL + Duration::from_millis(1);
+        assert_eq!(limiter.allow(peer, "bad-frame", later), Some(9_999));
+        assert_eq!(limiter.allow(peer, "bad-frame", later), None);
+    }
+
+    #[test]
+    fn the_log_limiter_is_bounded() {
+        let mut limiter = LogLimiter::default();
+        let t0 = std::time::Instant::now();
+        for _ in 0..(LOG_LIMITER_MAX + 10) {
+            limiter.allow(PeerId::random(), "x", t0);
+        }
+        assert!(limiter.last.len() <= LOG_LIMITER_MAX);
     }
 }
