@@ -374,6 +374,7 @@ impl App {
             exposure: api::Exposure {
                 bind: api_addr,
                 remote: config.api_allow_remote,
+                allowed_hosts: config.api_allowed_hosts.clone().into(),
             },
             node_queries: Arc::new(tokio::sync::Semaphore::new(api::MAX_NODE_QUERIES)),
             peer_cache: PeerCache::new(db.clone()),

@@ -66,9 +66,23 @@ async fn remote_mode_needs_the_token_on_every_endpoint() {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(dir.path());
         config.api_allow_remote = true;
+        config.api_allowed_hosts = vec!["node.example.org".to_owned()];
         let node = start_node(&config).await;
         let api = node.api_addr();
         let token = node.state().token.expose().to_owned();
+        // The configured public name is accepted; any other name still gets
+        // 421, the token notwithstanding (DNS rebinding).
+        for (host, status) in [("node.example.org", 200), ("attacker.example", 421)] {
+            let r = http_raw(
+                api,
+                &format!(
+                    "GET /api/health HTTP/1.1\r\nHost: {host}:{}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n",
+                    api.port()
+                ),
+            )
+            .await;
+            assert_eq!(r.status, status, "Host {host}: {}", r.body);
+        }
         for path in [
             "/api/health",
             "/api/health/live",

@@ -4,9 +4,10 @@
 //!   to `127.0.0.1:7777` under a name the attacker controls. Such a request
 //!   carries that name in `Host`, so only the bind address, `localhost` and
 //!   loopback addresses are accepted; anything else gets 421. With
-//!   `api_allow_remote` and an unspecified bind address (`0.0.0.0`, `::`)
-//!   the machine's names are unknown, so any `Host` is accepted there: the
-//!   token, required on every endpoint in that mode, is what protects it.
+//!   `api_allow_remote`, the names in `api_allowed_hosts` are accepted too,
+//!   and on an unspecified bind address (`0.0.0.0`, `::`) any IP literal
+//!   (a page whose origin is an IP address is same-origin with the API
+//!   there, so it cannot rebind): other names still get 421.
 //! - **Token everywhere** when `api_allow_remote` is set: reads too need
 //!   `Authorization: Bearer <token>`.
 
@@ -23,12 +24,15 @@ use super::auth::bearer_matches;
 use super::error::AppError;
 
 /// Where the API listens and who may reach it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Exposure {
     /// The bound socket address.
     pub bind: SocketAddr,
     /// `api_allow_remote`: any address, token on every endpoint.
     pub remote: bool,
+    /// `api_allowed_hosts` (lower case): names accepted in `Host` when
+    /// `remote`.
+    pub allowed_hosts: std::sync::Arc<[String]>,
 }
 
 /// The host part of a `Host` value (`name`, `name:port`, `[v6]:port`).
@@ -48,19 +52,27 @@ fn host_part(value: &str) -> Option<&str> {
 }
 
 /// Whether a request naming `host` may be served.
-pub fn host_allowed(host: Option<&str>, exposure: Exposure) -> bool {
-    if exposure.remote && exposure.bind.ip().is_unspecified() {
-        return true;
-    }
+pub fn host_allowed(host: Option<&str>, exposure: &Exposure) -> bool {
     let Some(name) = host.and_then(host_part) else {
         return false;
     };
+    let name = name.strip_suffix('.').unwrap_or(name);
     if name.eq_ignore_ascii_case("localhost") {
         return true;
     }
     match name.parse::<IpAddr>() {
-        Ok(ip) => ip.is_loopback() || ip == exposure.bind.ip(),
-        Err(_) => false,
+        Ok(ip) => {
+            ip.is_loopback()
+                || ip == exposure.bind.ip()
+                || (exposure.remote && exposure.bind.ip().is_unspecified())
+        }
+        Err(_) => {
+            exposure.remote
+                && exposure
+                    .allowed_hosts
+                    .iter()
+                    .any(|h| h.eq_ignore_ascii_case(name))
+        }
     }
 }
 
@@ -76,7 +88,7 @@ fn host_of(req: &Request) -> Option<String> {
 /// the API is exposed remotely.
 pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let host = host_of(&req);
-    if !host_allowed(host.as_deref(), state.exposure) {
+    if !host_allowed(host.as_deref(), &state.exposure) {
         return AppError::MisdirectedHost(host.unwrap_or_default()).into_response();
     }
     if state.exposure.remote && !bearer_matches(req.headers(), &state.token) {
@@ -93,6 +105,7 @@ mod tests {
         Exposure {
             bind: SocketAddr::from(([127, 0, 0, 1], port)),
             remote: false,
+            allowed_hosts: std::sync::Arc::from(vec!["node.example.org".to_owned()]),
         }
     }
 
@@ -108,7 +121,7 @@ mod tests {
             "[::1]:7777",
             "[::1]",
         ] {
-            assert!(host_allowed(Some(ok), e), "{ok} should pass");
+            assert!(host_allowed(Some(ok), &e), "{ok} should pass");
         }
         for bad in [
             "attacker.example:7777",
@@ -119,25 +132,43 @@ mod tests {
             "::1",
             "127.0.0.1:77x",
             "",
+            // allowed names count only when the API is exposed remotely
+            "node.example.org",
         ] {
-            assert!(!host_allowed(Some(bad), e), "{bad} should fail");
+            assert!(!host_allowed(Some(bad), &e), "{bad} should fail");
         }
-        assert!(!host_allowed(None, e), "a missing Host fails");
+        assert!(!host_allowed(None, &e), "a missing Host fails");
     }
 
     #[test]
     fn remote_exposure() {
+        let names: std::sync::Arc<[String]> =
+            std::sync::Arc::from(vec!["node.example.org".to_owned()]);
         let specific = Exposure {
             bind: "192.0.2.10:7777".parse().unwrap(),
             remote: true,
+            allowed_hosts: names.clone(),
         };
-        assert!(host_allowed(Some("192.0.2.10:7777"), specific));
-        assert!(host_allowed(Some("localhost"), specific));
-        assert!(!host_allowed(Some("attacker.example"), specific));
+        assert!(host_allowed(Some("192.0.2.10:7777"), &specific));
+        assert!(host_allowed(Some("localhost"), &specific));
+        assert!(host_allowed(Some("NODE.example.org:7777"), &specific));
+        assert!(host_allowed(Some("node.example.org."), &specific));
+        assert!(!host_allowed(Some("attacker.example"), &specific));
+        assert!(!host_allowed(Some("192.0.2.11:7777"), &specific));
         let any = Exposure {
             bind: "0.0.0.0:7777".parse().unwrap(),
             remote: true,
+            allowed_hosts: names,
         };
-        assert!(host_allowed(Some("node.example.org:7777"), any));
+        assert!(host_allowed(Some("node.example.org:7777"), &any));
+        assert!(
+            host_allowed(Some("198.51.100.7:7777"), &any),
+            "IP literals on a wildcard bind"
+        );
+        assert!(host_allowed(Some("[2001:db8::7]:7777"), &any));
+        assert!(
+            !host_allowed(Some("attacker.example:7777"), &any),
+            "a rebinding name gets 421 even on a wildcard bind"
+        );
     }
 }

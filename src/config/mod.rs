@@ -24,6 +24,7 @@
 //! listen = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]
 //! api = "127.0.0.1:7777"                   # a loopback address unless api_allow_remote
 //! api_allow_remote = false                  # true: any address, and every endpoint needs the token
+//! api_allowed_hosts = []                    # with api_allow_remote: DNS names accepted in `Host`
 //! publish_private_addrs = false             # true: our records may carry loopback/private addresses,
 //!                                           # and they count as reachable (a LAN: Kademlia server mode)
 //! private = false                           # true: records carry no addresses, nothing announced on gossip,
@@ -80,6 +81,33 @@ use pqnode_crypto::Suite;
 
 /// At most this many `peers` may be configured (each is redialled).
 pub const MAX_PEERS: usize = 256;
+/// Most names in `api_allowed_hosts`.
+pub const MAX_ALLOWED_HOSTS: usize = 32;
+
+/// A DNS name for `api_allowed_hosts`: letters, digits, `-` and `.`, at
+/// most 253 characters, no port, compared in lower case.
+fn parse_host_name(name: &str) -> Result<String, String> {
+    let lower = name.trim().to_ascii_lowercase();
+    let valid = !lower.is_empty()
+        && lower.len() <= 253
+        && lower
+            .split('.')
+            .all(|l| !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-'))
+        && lower
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if !valid {
+        return Err(format!(
+            "{name:?} is not a DNS name (letters, digits, '-' and '.', no port)"
+        ));
+    }
+    if lower.parse::<std::net::IpAddr>().is_ok() {
+        return Err(format!(
+            "{name:?} is an address, not a name: addresses need no entry"
+        ));
+    }
+    Ok(lower)
+}
 
 /// Every key a configuration may set, with its environment variable.
 pub const KEYS: &[(&str, &str)] = &[
@@ -87,6 +115,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("listen", "PQNODE_LISTEN"),
     ("api", "PQNODE_API"),
     ("api_allow_remote", "PQNODE_API_ALLOW_REMOTE"),
+    ("api_allowed_hosts", "PQNODE_API_ALLOWED_HOSTS"),
     ("publish_private_addrs", "PQNODE_PUBLISH_PRIVATE_ADDRS"),
     ("private", "PQNODE_PRIVATE"),
     ("peers", "PQNODE_PEERS"),
@@ -373,6 +402,12 @@ pub struct Config {
     /// endpoint then requires the bearer token, reads included. Default
     /// `false`.
     pub api_allow_remote: bool,
+    /// `api_allowed_hosts`: with `api_allow_remote`, the DNS names (lower
+    /// case, without port) a request's `Host` may carry besides the bind
+    /// address, IP literals on a wildcard bind, `localhost` and loopback
+    /// addresses; anything else gets 421 (DNS rebinding). At most
+    /// [`MAX_ALLOWED_HOSTS`]. Default none.
+    pub api_allowed_hosts: Vec<String>,
     /// `publish_private_addrs`: let our signed records carry loopback,
     /// private (RFC 1918, fc00::/7) and link-local addresses. Default
     /// `false`: such addresses are left out of what we publish.
@@ -436,6 +471,7 @@ impl Default for Config {
             ],
             api: SocketAddr::from(([127, 0, 0, 1], 7777)),
             api_allow_remote: false,
+            api_allowed_hosts: Vec::new(),
             publish_private_addrs: false,
             private: false,
             peers: Vec::new(),
@@ -593,6 +629,28 @@ impl Config {
                     c.api
                 ),
             ));
+        }
+        if let Some((o, raw)) = layers.get("api_allowed_hosts") {
+            let names = as_list("api_allowed_hosts", &o, raw)?;
+            if !names.is_empty() && !c.api_allow_remote {
+                return Err(invalid(
+                    "api_allowed_hosts",
+                    &o,
+                    "names are only accepted with api_allow_remote = true (--api-allow-remote); \
+                     a loopback API answers loopback names only",
+                ));
+            }
+            if names.len() > MAX_ALLOWED_HOSTS {
+                return Err(invalid(
+                    "api_allowed_hosts",
+                    &o,
+                    format!("{} names given, at most {MAX_ALLOWED_HOSTS}", names.len()),
+                ));
+            }
+            c.api_allowed_hosts = names
+                .iter()
+                .map(|n| parse_host_name(n).map_err(|r| invalid("api_allowed_hosts", &o, r)))
+                .collect::<Result<_, _>>()?;
         }
         if let Some((o, raw)) = layers.get("private") {
             c.private = as_bool("private", &o, raw)?;

@@ -174,6 +174,41 @@ fn a_remote_api_address_needs_api_allow_remote() {
 }
 
 #[test]
+fn api_allowed_hosts_are_names_and_need_api_allow_remote() {
+    let err = Config::from_toml_str("api_allowed_hosts = [\"node.example.org\"]").unwrap_err();
+    assert_eq!(err.key(), Some("api_allowed_hosts"));
+    assert!(err.to_string().contains("api_allow_remote"), "{err}");
+    let remote = "api = \"0.0.0.0:7777\"\napi_allow_remote = true\n";
+    let c = Config::from_toml_str(&format!(
+        "{remote}api_allowed_hosts = [\"Node.Example.org\", \"other.example\"]"
+    ))
+    .unwrap();
+    assert_eq!(c.api_allowed_hosts, ["node.example.org", "other.example"]);
+    for bad in [
+        "node.example.org:7777",
+        "192.0.2.1",
+        "bad_name",
+        "-x.example",
+        "",
+    ] {
+        let err =
+            Config::from_toml_str(&format!("{remote}api_allowed_hosts = [{bad:?}]")).unwrap_err();
+        assert_eq!(err.key(), Some("api_allowed_hosts"), "{bad}: {err}");
+    }
+    let c = Config::load_from(
+        None,
+        env(&[
+            ("PQNODE_API", "0.0.0.0:7777"),
+            ("PQNODE_API_ALLOW_REMOTE", "true"),
+            ("PQNODE_API_ALLOWED_HOSTS", "a.example, b.example"),
+        ]),
+        &Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(c.api_allowed_hosts, ["a.example", "b.example"]);
+}
+
+#[test]
 fn bootstrap_list_and_min_connected() {
     let c = Config::load_from(
         None,
