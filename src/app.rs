@@ -377,6 +377,7 @@ impl App {
                 allowed_hosts: config.api_allowed_hosts.clone().into(),
             },
             node_queries: Arc::new(tokio::sync::Semaphore::new(api::MAX_NODE_QUERIES)),
+            node_writes: Arc::new(tokio::sync::Semaphore::new(api::MAX_NODE_WRITES)),
             peer_cache: PeerCache::new(db.clone()),
             records: records.clone(),
         };

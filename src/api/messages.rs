@@ -160,7 +160,7 @@ pub async fn send(
         // Known but not connected: dial it from the peer cache, wait for
         // its PQ session (10 s at most in all), and send then.
         Err(SendError::NotConnected { .. }) => {
-            let _permit = state.node_permit().await?;
+            let _permit = state.node_write_permit().await?;
             match discovery::connect_known(&state.node, &state.peer_cache, &state.records, pq, to)
                 .await
             {

@@ -75,16 +75,23 @@ pub struct AppState {
     pub exposure: Exposure,
     /// Permits for requests that query the swarm ([`MAX_NODE_QUERIES`]).
     pub node_queries: Arc<Semaphore>,
+    /// The [`MAX_NODE_WRITES`] permits of requests that change state.
+    pub node_writes: Arc<Semaphore>,
     /// The peer cache (to reach known peers that are not connected).
     pub peer_cache: pqnode_keys::peercache::PeerCache,
     /// Records of other peers learned from gossip and the DHT.
     pub records: crate::discovery::book::RecordBook,
 }
 
-/// API requests that may wait on the swarm at once: well below the node's
-/// command channel ([`crate::node::COMMAND_CAPACITY`]), so the PQ layer's
-/// own commands always find room.
+/// API reads that may wait on the swarm at once: with
+/// [`MAX_NODE_WRITES`], well below the node's command channel
+/// ([`crate::node::COMMAND_CAPACITY`]), so the PQ layer's own commands
+/// always find room.
 pub const MAX_NODE_QUERIES: usize = 32;
+/// Authenticated requests that change state (dial a peer, send to a peer
+/// that must be dialled first) have permits of their own: a flood of
+/// unauthenticated reads cannot starve them.
+pub const MAX_NODE_WRITES: usize = 8;
 /// How long a request waits for a permit before it is answered `busy`.
 const NODE_QUERY_WAIT: Duration = Duration::from_secs(1);
 
@@ -93,6 +100,15 @@ impl AppState {
     /// the node several times; `Busy` when none frees up in 1 s.
     pub async fn node_permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, NodeError> {
         tokio::time::timeout(NODE_QUERY_WAIT, self.node_queries.acquire())
+            .await
+            .map_err(|_| NodeError::Busy)?
+            .map_err(|_| NodeError::Stopped)
+    }
+
+    /// One of the [`MAX_NODE_WRITES`] permits, for an authenticated request
+    /// that changes state; `Busy` when none frees up in 1 s.
+    pub async fn node_write_permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, NodeError> {
+        tokio::time::timeout(NODE_QUERY_WAIT, self.node_writes.acquire())
             .await
             .map_err(|_| NodeError::Busy)?
             .map_err(|_| NodeError::Stopped)

@@ -297,9 +297,6 @@ pub async fn connect(
         .address
         .parse()
         .map_err(|e| AppError::BadRequest(format!("address: not a multiaddr: {e}")))?;
-    Ok(Json(
-        state
-            .node_query(|n| async move { n.dial(addr).await })
-            .await?,
-    ))
+    let _permit = state.node_write_permit().await?;
+    Ok(Json(state.node.dial(addr).await?))
 }
