@@ -50,6 +50,8 @@ pub struct NodeMetrics {
     pub connected_peers: Gauge,
     /// Inbound connections denied by the per-IP limits, by reason.
     pub ip_limit_denied: Family<IpDenyLabels, Counter>,
+    /// IPs forgotten by the full per-IP rate table (least recently seen).
+    pub ip_limit_evicted: Counter,
     /// Incoming DHT records rejected by validation.
     pub dht_records_rejected: Counter,
     /// Incoming DHT records validated and stored.
@@ -62,6 +64,7 @@ impl NodeMetrics {
         let m = NodeMetrics {
             connected_peers: Gauge::default(),
             ip_limit_denied: Family::default(),
+            ip_limit_evicted: Counter::default(),
             dht_records_rejected: Counter::default(),
             dht_records_stored: Counter::default(),
         };
@@ -75,6 +78,11 @@ impl NodeMetrics {
             "ip_limit_denied",
             "Inbound connections denied by the per-IP limits",
             m.ip_limit_denied.clone(),
+        );
+        r.register(
+            "ip_limit_evicted",
+            "IPs forgotten by the full per-IP rate table, least recently seen first",
+            m.ip_limit_evicted.clone(),
         );
         r.register(
             "dht_records_rejected",

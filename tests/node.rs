@@ -181,6 +181,53 @@ async fn wait_for_connected_peers(node: &pqnode::app::App, n: u32) {
     .await;
 }
 
+/// A full per-IP rate table still admits a connection from a new address:
+/// it forgets the least recently seen IP and counts that (issue 17).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_per_ip_table_admits_a_new_address_and_counts_the_eviction() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(dir.path());
+        config.limits.max_tracked_ips = 2;
+        let node = start_node(&config).await;
+        let port = node
+            .listen_addrs()
+            .iter()
+            .find_map(|a| {
+                a.iter().find_map(|p| match p {
+                    Protocol::Tcp(port) => Some(port),
+                    _ => None,
+                })
+            })
+            .expect("a TCP port");
+        let target = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        // Four source addresses of 127/8 into a table of two.
+        let mut held = Vec::new();
+        for n in 2..=5u8 {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket
+                .bind(std::net::SocketAddr::from(([127, 0, 0, n], 0)))
+                .unwrap();
+            held.push(socket.connect(target).await.expect("accepted"));
+        }
+        let api = node.api_addr();
+        let metrics = eventually(move || async move {
+            let m = http(api, "GET", "/metrics", None, None).await.body;
+            m.contains("pqnode_node_ip_limit_evicted_total 2")
+                .then_some(m)
+        })
+        .await;
+        assert!(
+            !metrics.contains("pqnode_node_ip_limit_denied_total{"),
+            "no address was denied"
+        );
+        drop(held);
+        node.shutdown(Duration::from_secs(5)).await.unwrap();
+    })
+    .await
+    .expect("test timed out");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_ip_limit_denies_the_ninth_concurrent_connection() {
     tokio::time::timeout(TEST_TIMEOUT, async {

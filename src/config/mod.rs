@@ -52,6 +52,7 @@
 //! max_pending_outgoing = 128
 //! max_connections_per_ip = 8                # concurrent inbound, per remote IP (IPv6: per /64)
 //! max_new_connections_per_ip_per_minute = 30
+//! max_tracked_ips = 65536                  # IPs whose rate is tracked; when full the least recently seen is forgotten
 //! max_concurrent_handshakes = 64
 //! handshake_timeout_secs = 10
 //! max_message_size = 1048576
@@ -154,6 +155,7 @@ pub const KEYS: &[(&str, &str)] = &[
         "limits.max_new_connections_per_ip_per_minute",
         "PQNODE_LIMITS_MAX_NEW_CONNECTIONS_PER_IP_PER_MINUTE",
     ),
+    ("limits.max_tracked_ips", "PQNODE_LIMITS_MAX_TRACKED_IPS"),
     (
         "limits.max_concurrent_handshakes",
         "PQNODE_LIMITS_MAX_CONCURRENT_HANDSHAKES",
@@ -340,6 +342,10 @@ pub struct Limits {
     /// `limits.max_new_connections_per_ip_per_minute`: new inbound connections
     /// per remote IP per minute. Default 30.
     pub max_new_connections_per_ip_per_minute: u32,
+    /// `limits.max_tracked_ips`: distinct IPs (IPv6: /64s) whose connection
+    /// rate is tracked at once; when full, the least recently seen is
+    /// forgotten (counted in `pqnode_node_ip_limit_evicted`). Default 65,536.
+    pub max_tracked_ips: u32,
     /// `limits.max_concurrent_handshakes`: concurrent inbound PQ handshakes
     /// (beyond: Reject busy). Default 64.
     pub max_concurrent_handshakes: u32,
@@ -373,6 +379,7 @@ impl Default for Limits {
             max_pending_outgoing: 128,
             max_connections_per_ip: 8,
             max_new_connections_per_ip_per_minute: 30,
+            max_tracked_ips: 65_536,
             max_concurrent_handshakes: 64,
             handshake_timeout: Duration::from_secs(10),
             max_message_size: 1024 * 1024,
@@ -786,6 +793,9 @@ impl Config {
         }
         if let Some(n) = u32_limit("limits.max_new_connections_per_ip_per_minute", 1, 1_000_000)? {
             l.max_new_connections_per_ip_per_minute = n;
+        }
+        if let Some(n) = u32_limit("limits.max_tracked_ips", 1, 4_194_304)? {
+            l.max_tracked_ips = n;
         }
         if let Some(n) = u32_limit("limits.max_concurrent_handshakes", 1, 100_000)? {
             l.max_concurrent_handshakes = n;

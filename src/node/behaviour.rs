@@ -157,7 +157,7 @@ fn behaviour(
             ip_limits::IpLimits {
                 max_concurrent: limits.max_connections_per_ip,
                 max_per_minute: limits.max_new_connections_per_ip_per_minute,
-                ..ip_limits::IpLimits::default()
+                max_tracked_ips: limits.max_tracked_ips as usize,
             },
             Some(metrics.clone()),
         ),

@@ -177,6 +177,12 @@ impl Behaviour {
                 limit: self.limits.max_per_minute,
             });
         }
+        if !self.rate.contains_key(&ip) && self.rate.len() >= self.limits.max_tracked_ips.max(1) {
+            // The insert below forgets the least recently seen IP.
+            if let Some(m) = &self.metrics {
+                m.ip_limit_evicted.inc();
+            }
+        }
         self.rate.insert(ip, next);
         Ok(())
     }
