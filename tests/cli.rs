@@ -437,6 +437,19 @@ fn keys_and_pins_find_the_data_directory_like_run() {
         );
         assert!(data.join("state.redb").exists());
     }
+
+    // `pqnode run --config F` runs as the node `keys show --config F` shows.
+    let shown: serde_json::Value = serde_json::from_str(&by_config).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--listen", "/ip4/127.0.0.1/tcp/0"])
+        .args(["--api", "127.0.0.1:0", "--mdns", "false", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .env_remove("PQNODE_DATA_DIR")
+        .env_remove("PQNODE_KEY_PASSPHRASE");
+    let node = RunningBin::start_cmd(cmd);
+    assert_eq!(node.line("PeerId: "), shown["peerId"].as_str().unwrap());
+    node.terminate();
 }
 
 #[test]
