@@ -50,12 +50,39 @@ pub fn hkdf_extract(salt: &[u8], ikm: &[u8]) -> Secret<PRK_LEN> {
     out
 }
 
-/// HKDF-SHA512 expand of `prk` with the concatenation of `info` parts into `okm`.
+/// HKDF-SHA512 expand (RFC 5869 §2.3) of `prk` with the concatenation of
+/// `info` parts into `okm`. Written out rather than taken from the `hkdf`
+/// crate, whose expand keeps each block T(i) — key material — in a buffer it
+/// never wipes: here every T(i) and HMAC output is wiped after use, and the
+/// HMAC states wipe themselves (the `zeroize` feature of `hmac`/`sha2`).
+/// Checked against the `hkdf` crate and Wycheproof's HKDF-SHA512 vectors.
 pub fn hkdf_expand(prk: &[u8], info: &[&[u8]], okm: &mut [u8]) -> Result<(), CryptoError> {
-    let hk =
-        Hkdf::<Sha512>::from_prk(prk).map_err(|_| CryptoError::Primitive("HKDF (short PRK)"))?;
-    hk.expand_multi_info(info, okm)
-        .map_err(|_| CryptoError::Primitive("HKDF (output too long)"))
+    const HASH_LEN: usize = 64;
+    if prk.len() < HASH_LEN {
+        return Err(CryptoError::Primitive("HKDF (short PRK)"));
+    }
+    if okm.len() > 255 * HASH_LEN {
+        return Err(CryptoError::Primitive("HKDF (output too long)"));
+    }
+    let keyed = <Hmac<Sha512> as KeyInit>::new_from_slice(prk)
+        .map_err(|_| CryptoError::Primitive("HKDF (PRK)"))?;
+    let mut previous = zeroize::Zeroizing::new([0u8; HASH_LEN]);
+    for (i, chunk) in okm.chunks_mut(HASH_LEN).enumerate() {
+        let mut mac = keyed.clone();
+        if i > 0 {
+            mac.update(&previous[..]);
+        }
+        for part in info {
+            mac.update(part);
+        }
+        // At most 255 blocks (checked above).
+        mac.update(&[(i + 1) as u8]);
+        let mut block = mac.finalize().into_bytes();
+        previous.copy_from_slice(&block);
+        chunk.copy_from_slice(&block[..chunk.len()]);
+        zeroize::Zeroize::zeroize(&mut block[..]);
+    }
+    Ok(())
 }
 
 fn expand<const N: usize>(prk: &[u8], info: &[&[u8]]) -> Result<Secret<N>, CryptoError> {
@@ -141,12 +168,42 @@ pub fn next_traffic_secret(ts: &Secret<PRK_LEN>) -> Result<Secret<PRK_LEN>, Cryp
 mod tests {
     use super::*;
 
+    /// Every type that holds a secret of the key schedule or the record
+    /// layer, and how it is wiped:
+    /// - HMAC-SHA512 (our HKDF expand, HMAC-SHA512-256): its keyed state is
+    ///   two SHA-512 cores, `ZeroizeOnDrop` with the `zeroize` feature of
+    ///   `sha2` (asserted here); our expand wipes each output block itself;
+    /// - the HKDF-Extract PRK: `hkdf`'s copy is wiped in `hkdf_extract`, ours
+    ///   is a [`Secret`] (`ZeroizeOnDrop`, asserted);
+    /// - X25519: `StaticSecret` and `SharedSecret` (asserted);
+    /// - ChaCha20-Poly1305: the cipher holding the key (asserted, the
+    ///   `zeroize` feature of `chacha20poly1305`).
     #[test]
-    fn hmac_and_hash_states_wipe_themselves() {
-        // HMAC-SHA512 (and so HKDF) keeps its keyed state in two SHA-512
-        // cores; with the `zeroize` feature they wipe themselves on drop.
+    fn secret_holding_states_wipe_themselves() {
         fn zeroized_on_drop<T: zeroize::ZeroizeOnDrop>() {}
         zeroized_on_drop::<sha2::block_api::Sha512VarCore>();
+        zeroized_on_drop::<Secret<PRK_LEN>>();
+        zeroized_on_drop::<x25519_dalek::StaticSecret>();
+        zeroized_on_drop::<x25519_dalek::SharedSecret>();
+        zeroized_on_drop::<chacha20poly1305::ChaCha20Poly1305>();
+    }
+
+    #[test]
+    fn hkdf_expand_agrees_with_the_hkdf_crate() {
+        let prk = hkdf_extract(b"salt", b"input keying material");
+        for len in [0usize, 1, 32, 63, 64, 65, 128, 200, 255 * 64] {
+            let mut ours = vec![0u8; len];
+            hkdf_expand(prk.expose(), &[b"pq", b"node"], &mut ours).unwrap();
+            let mut theirs = vec![0u8; len];
+            Hkdf::<Sha512>::from_prk(prk.expose())
+                .unwrap()
+                .expand_multi_info(&[b"pq", b"node"], &mut theirs)
+                .unwrap();
+            assert_eq!(ours, theirs, "{len} bytes");
+        }
+        let mut too_long = vec![0u8; 255 * 64 + 1];
+        assert!(hkdf_expand(prk.expose(), &[], &mut too_long).is_err());
+        assert!(hkdf_expand(&[0u8; 63], &[], &mut [0u8; 8]).is_err());
     }
 
     #[test]
