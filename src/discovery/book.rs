@@ -33,8 +33,23 @@ pub const MAX_RECORDS: usize = 1000;
 pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// Records [`sweep`] looks up per round, at once.
 pub const SWEEP_BATCH: usize = 4;
-/// A peer whose record was not found is looked up again after this.
+/// A peer whose record was not found is looked up again after this, the
+/// first time (it may have joined a moment ago and not published yet)...
+pub const NOT_FOUND_RETRY_FIRST: Duration = Duration::from_secs(10);
+/// ... doubling after each miss up to this.
 pub const NOT_FOUND_RETRY: Duration = Duration::from_secs(300);
+
+/// How long after its `misses`-th miss in a row a peer is looked up again.
+pub fn not_found_retry(misses: u32) -> Duration {
+    let doublings = misses.saturating_sub(1).min(16);
+    NOT_FOUND_RETRY_FIRST
+        .saturating_mul(1 << doublings)
+        .min(NOT_FOUND_RETRY)
+}
+
+/// Peers whose record was not found: when each is due again, and its misses
+/// in a row.
+type Missed = HashMap<PeerId, (Instant, u32)>;
 
 /// The verified records of other peers. Cheap to clone.
 #[derive(Clone)]
@@ -202,7 +217,7 @@ pub async fn fetch_record(
 /// Every [`SWEEP_EVERY`] until `stop`: looks up the records of up to
 /// [`SWEEP_BATCH`] peers the node knows of (routing table, peer cache) but
 /// has none for. A peer whose record was not found waits
-/// [`NOT_FOUND_RETRY`].
+/// [`not_found_retry`]: 10 s, doubling to [`NOT_FOUND_RETRY`].
 pub async fn sweep(
     node: NodeHandle,
     book: RecordBook,
@@ -214,7 +229,7 @@ pub async fn sweep(
         return;
     }
     let me = node.peer_id();
-    let mut missed: HashMap<PeerId, Instant> = HashMap::new();
+    let mut missed: Missed = HashMap::new();
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -236,7 +251,7 @@ async fn sweep_round(
     book: &RecordBook,
     cache: &PeerCache,
     suites: &[Suite],
-    missed: &mut HashMap<PeerId, Instant>,
+    missed: &mut Missed,
     me: PeerId,
 ) {
     let mut known: Vec<PeerId> = match node.routing_table().await {
@@ -250,7 +265,10 @@ async fn sweep_round(
         known.extend(cached.into_iter().map(|c| c.peer));
     }
     let now = Instant::now();
-    missed.retain(|_, at| now.duration_since(*at) < NOT_FOUND_RETRY);
+    // Forget a peer found meanwhile, or not looked up for a long while.
+    missed.retain(|p, (due, _)| {
+        !book.contains(p) && now.saturating_duration_since(*due) < NOT_FOUND_RETRY
+    });
     if missed.len() >= MAX_RECORDS {
         missed.clear();
     }
@@ -258,15 +276,20 @@ async fn sweep_round(
     known.dedup();
     let batch: Vec<PeerId> = known
         .into_iter()
-        .filter(|p| *p != me && !missed.contains_key(p) && !book.contains(p))
+        .filter(|p| {
+            *p != me && !book.contains(p) && missed.get(p).is_none_or(|(due, _)| now >= *due)
+        })
         .take(SWEEP_BATCH)
         .collect();
     let lookups = batch
         .iter()
         .map(|peer| async move { (*peer, fetch_record(node, book, cache, *peer, suites).await) });
     for (peer, r) in futures::future::join_all(lookups).await {
-        if !matches!(r, Ok(Some(_))) {
-            missed.insert(peer, now);
+        if matches!(r, Ok(Some(_))) {
+            missed.remove(&peer);
+        } else {
+            let misses = missed.get(&peer).map_or(0, |(_, n)| *n) + 1;
+            missed.insert(peer, (now + not_found_retry(misses), misses));
         }
     }
 }
@@ -274,6 +297,15 @@ async fn sweep_round(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_record_is_looked_up_again_soon_then_less_often() {
+        assert_eq!(not_found_retry(1), Duration::from_secs(10));
+        assert_eq!(not_found_retry(2), Duration::from_secs(20));
+        assert_eq!(not_found_retry(5), Duration::from_secs(160));
+        assert_eq!(not_found_retry(6), NOT_FOUND_RETRY);
+        assert_eq!(not_found_retry(u32::MAX), NOT_FOUND_RETRY);
+    }
 
     fn rec(peer: PeerId, suite: Suite, seq: u64, issued_at: u64) -> LearnedRecord {
         LearnedRecord {
