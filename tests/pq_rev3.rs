@@ -15,14 +15,13 @@ use pqnode::pq::{PQ_PROTOCOL, Security, SendError};
 use pqnode_crypto::Suite;
 use pqnode_crypto::channel::KeyUpdatePolicy;
 use pqnode_crypto::handshake::{
-    Credential, HandshakeConfig, Initiator, RecordRejected, RecordVerifier,
+    Credential, HandshakeConfig, Initiator,
     messages::{FirstToResponder, MAX_MESSAGE_LEN, Retry},
 };
 use pqnode_crypto::rng::system_rng;
-use pqnode_crypto::sign::{SigningKey, VerifyingKey};
-use pqnode_keys::record::{self, VerifyContext};
+use pqnode_crypto::sign::SigningKey;
 use pqnode_keys::store::{KeyStore, StoreOptions};
-use pqsupport::{Opts, TEST_TIMEOUT, recv, start, tempdir};
+use pqsupport::{Opts, Permissive, TEST_TIMEOUT, recv, start, tempdir};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -220,27 +219,6 @@ async fn a_pinned_peer_switching_suites_is_refused_and_the_pin_is_unchanged() {
         a.stop().await;
     })
     .await;
-}
-
-/// Verifies records the way an honest peer would, without pins.
-struct Permissive;
-
-impl RecordVerifier for Permissive {
-    fn verify_record(
-        &self,
-        bytes: &[u8],
-        peer: &[u8],
-        suite: Suite,
-    ) -> Result<VerifyingKey, RecordRejected> {
-        let mut ctx = VerifyContext::new(now(), &Suite::ALL);
-        ctx.expected_peer = libp2p::PeerId::from_bytes(peer).ok();
-        ctx.negotiated_suite = Some(suite);
-        record::verify(bytes, &ctx)
-            .map(|r| r.sig_pk().clone())
-            .map_err(|e| RecordRejected {
-                reason: e.name().into(),
-            })
-    }
 }
 
 /// Whoever holds B's Ed25519 key presents a fresh PQ key for the suite B is
