@@ -256,17 +256,35 @@ where
     swarm
         .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("addr"))
         .expect("listen");
-    swarm.dial(target).expect("dial");
+    swarm.dial(target.clone()).expect("dial");
     tokio::spawn(async move {
+        // A dial that fails before any connection (a loaded machine) is
+        // retried a few times; every failure is printed, so a test that
+        // still finds no connection says why.
+        let mut redials = 3;
+        let mut ever_connected = false;
         loop {
             match swarm.select_next_some().await {
                 SwarmEvent::ConnectionEstablished { .. } => {
+                    ever_connected = true;
                     connected.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 }
                 SwarmEvent::ConnectionClosed {
-                    num_established: 0, ..
+                    num_established,
+                    cause,
+                    ..
                 } => {
-                    connected.store(0, std::sync::atomic::Ordering::SeqCst);
+                    eprintln!("test peer: connection closed ({cause:?})");
+                    if num_established == 0 {
+                        connected.store(0, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+                SwarmEvent::OutgoingConnectionError { error, .. } => {
+                    eprintln!("test peer: dial failed: {error}");
+                    if !ever_connected && redials > 0 {
+                        redials -= 1;
+                        let _ = swarm.dial(target.clone());
+                    }
                 }
                 _ => {}
             }
