@@ -4,48 +4,15 @@
 //! deliver one message through a PQ session (fragmentation, sealing, the
 //! stream, opening, reassembly, the inbox).
 //!
-//! Completion is observed by polling with `yield_now`, so the numbers include
-//! up to a few microseconds of observation delay, never a timer tick.
+//! Completion is observed by polling (see `support`).
+
+mod support;
 
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use libp2p::PeerId;
-use libp2p::multiaddr::Protocol;
-use pqnode::app::{App, AppOptions};
-use pqnode::config::Config;
-
-const LIMIT: Duration = Duration::from_secs(20);
-
-async fn node(dir: &std::path::Path) -> App {
-    let config = Config::from_toml_str(&format!(
-        r#"
-        data_dir = "{}"
-        listen = ["/ip4/127.0.0.1/tcp/0"]
-        api = "127.0.0.1:0"
-        mdns = false
-        [limits]
-        max_new_connections_per_ip_per_minute = 100000
-        max_connections_per_ip = 1000
-        "#,
-        dir.display()
-    ))
-    .expect("config");
-    App::start(&config, AppOptions::default())
-        .await
-        .expect("node")
-}
-
-async fn spin_until(mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + LIMIT;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "benchmark step did not finish within {LIMIT:?}"
-        );
-        tokio::task::yield_now().await;
-    }
-}
+use support::{dial_addr, dial_to_session, node, spin_until};
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -61,7 +28,7 @@ fn bench(c: &mut Criterion) {
     let (pa, pb) = (a.pq().clone(), b.pq().clone());
     let b_id: PeerId = b.node().peer_id();
     let a_id: PeerId = a.node().peer_id();
-    let b_addr = b.listen_addrs()[0].clone().with(Protocol::P2p(b_id));
+    let b_addr = dial_addr(&b);
 
     let mut g = c.benchmark_group("node/dial-to-pq-session");
     g.sample_size(20);
@@ -72,59 +39,7 @@ fn bench(c: &mut Criterion) {
             rt.block_on(async {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    // Start from no connection at all, on both sides, for 50 ms
-                    // in a row (AutoNAT dial-backs may reconnect the two nodes:
-                    // then disconnect again).
-                    let t = loop {
-                        let deadline = Instant::now() + LIMIT;
-                        let mut quiet_since: Option<Instant> = None;
-                        loop {
-                            assert!(
-                                Instant::now() < deadline,
-                                "the nodes never stayed disconnected"
-                            );
-                            let a_sees = a
-                                .node()
-                                .peers()
-                                .await
-                                .expect("peers")
-                                .iter()
-                                .any(|p| p.peer_id == b_id);
-                            let b_sees = b
-                                .node()
-                                .peers()
-                                .await
-                                .expect("peers")
-                                .iter()
-                                .any(|p| p.peer_id == a_id);
-                            if a_sees
-                                || b_sees
-                                || pa.session(&b_id).is_some()
-                                || pb.session(&a_id).is_some()
-                            {
-                                let _ = a.node().disconnect(b_id).await;
-                                let _ = b.node().disconnect(a_id).await;
-                                quiet_since = None;
-                            } else if quiet_since.get_or_insert_with(Instant::now).elapsed()
-                                >= Duration::from_millis(50)
-                            {
-                                break;
-                            }
-                            tokio::time::sleep(Duration::from_millis(2)).await;
-                        }
-                        let t = Instant::now();
-                        match a.node().dial(b_addr.clone()).await {
-                            Ok(outcome) if !outcome.already_connected => break t,
-                            // Refused by the limits right after a close, or a
-                            // dial-back got there first: not timed, try again.
-                            _ => {
-                                retries += 1;
-                                assert!(retries < 1000, "dials keep failing");
-                            }
-                        }
-                    };
-                    spin_until(|| pa.session(&b_id).is_some() && pb.session(&a_id).is_some()).await;
-                    total += t.elapsed();
+                    total += dial_to_session(&a, &b, &mut retries).await;
                 }
                 total
             })

@@ -13,12 +13,22 @@
 //! - `open`: `StateDb::open` plus `counts()` on an existing database, as
 //!   `App::start` does.
 //!
+//!
+//! And the same through a whole node started as `pqnode run` starts it, on an
+//! empty data directory and on the one holding the million pins:
+//!
+//! - `node-start`: `App::start` until it returns (listening, API bound);
+//! - `node-handshake`: that node dials another, from no connection to a PQ
+//!   session on both sides.
+//!
 //! `cargo bench --bench pins`. The million-pin database is built first
 //! (operator pins in batches of 100,000) in the system's temporary
 //! directory, and removed at the end.
 
+mod support;
+
 use std::hint::black_box;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use libp2p::PeerId;
@@ -146,6 +156,7 @@ fn bench_pins(c: &mut Criterion) {
     // A start: the database is closed and opened again.
     let mut g = c.benchmark_group("pins/open");
     g.sample_size(20).measurement_time(Duration::from_secs(10));
+    let mut dirs = Vec::new();
     for f in fixtures {
         let Fixture {
             label,
@@ -162,8 +173,78 @@ fn bench_pins(c: &mut Criterion) {
                 black_box(db.pins(FIRST_USE_LIMIT).counts().expect("counts"))
             })
         });
+        dirs.push((label, dir));
     }
     g.finish();
+
+    // The same through a whole node: an empty data directory against the
+    // one holding a million pins.
+    let empty = tempfile::tempdir().expect("temporary directory");
+    let million = &dirs[1].1;
+    let nodes = [("0-pins", empty.path()), ("1M-pins", million.path())];
+    bench_nodes(c, &nodes);
+}
+
+/// `App::start` on each data directory, and a dial to an established PQ
+/// session on both sides by a node on it.
+fn bench_nodes(c: &mut Criterion, dirs: &[(&'static str, &std::path::Path)]) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+
+    // Start: self-test, keys, the database, the swarm listening, the API
+    // bound. Each node is shut down again, untimed.
+    let mut g = c.benchmark_group("pins/node-start");
+    g.sample_size(10).measurement_time(Duration::from_secs(15));
+    for (label, dir) in dirs {
+        g.bench_function(BenchmarkId::from_parameter(label), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let t = Instant::now();
+                        let app = support::node(dir).await;
+                        total += t.elapsed();
+                        app.shutdown(Duration::from_secs(4)).await.expect("stop");
+                    }
+                    total
+                })
+            })
+        });
+    }
+    g.finish();
+
+    // Handshake: the node on `dir` dials a node on an empty directory, from
+    // no connection to a PQ session on both sides (TCP, Noise, Yamux, the PQ
+    // handshake, pin lookups on both sides). The first-use pin is written
+    // by the first dial; later ones look it up.
+    let mut g = c.benchmark_group("pins/node-handshake");
+    g.sample_size(20).measurement_time(Duration::from_secs(10));
+    let mut retries = 0u32;
+    for (label, dir) in dirs {
+        let other = tempfile::tempdir().expect("temporary directory");
+        let (a, b) =
+            rt.block_on(async { (support::node(dir).await, support::node(other.path()).await) });
+        g.bench_function(BenchmarkId::from_parameter(label), |bench| {
+            bench.iter_custom(|iters| {
+                rt.block_on(async {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        total += support::dial_to_session(&a, &b, &mut retries).await;
+                    }
+                    total
+                })
+            })
+        });
+        rt.block_on(async {
+            let _ = a.shutdown(Duration::from_secs(4)).await;
+            let _ = b.shutdown(Duration::from_secs(4)).await;
+        });
+    }
+    g.finish();
+    println!("pins/node-handshake: {retries} refused dials retried (not timed)");
 }
 
 criterion_group!(benches, bench_pins);
