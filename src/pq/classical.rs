@@ -85,6 +85,9 @@ pub(crate) async fn accept_loop(inner: Arc<Inner>, mut incoming: IncomingStreams
                     Ok(Ok(f)) => f,
                     Ok(Err(FrameError::Closed)) => break,
                     Ok(Err(e)) => {
+                        if matches!(e, FrameError::BadLength { .. }) {
+                            inner2.metrics.malformed("frame");
+                        }
                         if let Some(suppressed) = inner2.may_log(peer, "classical-bad-frame") {
                             tracing::warn!(peer = %peer, error = %e, suppressed, "bad classical message frame");
                         }
@@ -101,6 +104,7 @@ pub(crate) async fn accept_loop(inner: Arc<Inner>, mut incoming: IncomingStreams
                     }
                     Ok(None) => {}
                     Err(e) => {
+                        inner2.metrics.malformed("fragment");
                         if let Some(suppressed) = inner2.may_log(peer, "classical-bad-fragment") {
                             tracing::warn!(peer = %peer, error = %e, suppressed, "bad classical message fragment");
                         }

@@ -74,6 +74,10 @@ pub struct PqMetrics {
     pub rehandshakes: Counter,
     /// Identical log lines about one peer suppressed (§9 rev 3).
     pub log_suppressed: Counter,
+    /// Malformed inbound messages dropped, by what was wrong (`frame`: a
+    /// length outside the allowed range; `fragment`: a bad fragment header
+    /// or sequence).
+    pub malformed_messages: Family<ReasonLabels, Counter>,
 }
 
 impl PqMetrics {
@@ -99,6 +103,7 @@ impl PqMetrics {
             pins_full: Counter::default(),
             rehandshakes: Counter::default(),
             log_suppressed: Counter::default(),
+            malformed_messages: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("pq");
         r.register("sessions", "PQ sessions established", m.pq_sessions.clone());
@@ -179,7 +184,21 @@ impl PqMetrics {
             "Repeated log lines about one peer that were not written",
             m.log_suppressed.clone(),
         );
+        r.register(
+            "malformed_messages",
+            "Malformed inbound messages dropped, by what was wrong",
+            m.malformed_messages.clone(),
+        );
         m
+    }
+
+    /// Counts a malformed inbound message.
+    pub fn malformed(&self, reason: &str) {
+        self.malformed_messages
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts a refusal.
