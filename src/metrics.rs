@@ -56,6 +56,9 @@ pub struct NodeMetrics {
     pub dht_records_rejected: Counter,
     /// Incoming DHT records validated and stored.
     pub dht_records_stored: Counter,
+    /// Incoming DHT records byte-identical to the stored one, accepted
+    /// without verifying them again (also counted as stored).
+    pub dht_records_identical: Counter,
 }
 
 impl NodeMetrics {
@@ -67,6 +70,7 @@ impl NodeMetrics {
             ip_limit_evicted: Counter::default(),
             dht_records_rejected: Counter::default(),
             dht_records_stored: Counter::default(),
+            dht_records_identical: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("node");
         r.register(
@@ -93,6 +97,11 @@ impl NodeMetrics {
             "dht_records_stored",
             "Incoming DHT records validated and stored",
             m.dht_records_stored.clone(),
+        );
+        r.register(
+            "dht_records_identical",
+            "Incoming DHT records identical to the stored one, stored without verifying again",
+            m.dht_records_identical.clone(),
         );
         m
     }

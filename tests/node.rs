@@ -463,3 +463,85 @@ async fn dht_records_are_validated_before_they_are_stored() {
     .await
     .expect("test timed out");
 }
+
+/// A value byte-identical to the stored one is stored again without being
+/// verified again, but only until the record's own signed expiry: after it,
+/// re-sending the same bytes removes the record instead of keeping it alive
+/// (issue 17, §9 rev 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identical_dht_value_is_not_verified_again_nor_kept_past_its_expiry() {
+    use pqnode_crypto::Suite;
+    use pqnode_keys::record::{RecordParams, build, dht_key};
+
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(dir.path());
+        config.role = pqnode::config::Role::Bootstrap;
+        let node = start_node(&config).await;
+        let addr = without_p2p(&tcp_addr(&node));
+        let peer = node.node().peer_id();
+        let api = node.api_addr();
+        let records = || async {
+            let r = http(api, "GET", "/api/dht/nodes", None, None).await;
+            r.json()["records"].as_u64().unwrap()
+        };
+        let metrics_show = |line: &'static str| async move {
+            eventually(move || async move {
+                let m = http(api, "GET", "/metrics", None, None).await;
+                m.body.contains(line).then_some(())
+            })
+            .await
+        };
+
+        // A signed record valid for 3 more seconds.
+        let suite = Suite::Mlkem1024Mldsa87;
+        let identity = libp2p::identity::Keypair::generate_ed25519();
+        let owner = identity.public().to_peer_id();
+        let signing = pqnode_crypto::sign::SigningKey::generate(suite).unwrap();
+        let unix_now = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+        };
+        let now = unix_now();
+        let expires_at = now + 3;
+        let value = build(
+            &identity,
+            &signing,
+            None,
+            &RecordParams {
+                seq: 1,
+                issued_at: now,
+                expires_at,
+                addrs: &[],
+            },
+        )
+        .unwrap()
+        .envelope_bytes()
+        .to_vec();
+        let record = kad::Record::new(dht_key(suite, &owner), value);
+
+        assert!(stock_kad_put(peer, addr.clone(), record.clone()).await);
+        metrics_show("pqnode_node_dht_records_stored_total 1").await;
+        assert!(stock_kad_put(peer, addr.clone(), record.clone()).await);
+        metrics_show("pqnode_node_dht_records_identical_total 1").await;
+        metrics_show("pqnode_node_dht_records_stored_total 2").await;
+        assert_eq!(records().await, 1);
+
+        // Past its signed expiry, the same bytes again: removed.
+        eventually(|| async { (unix_now() > expires_at).then_some(()) }).await;
+        stock_kad_put(peer, addr.clone(), record).await;
+        metrics_show("pqnode_node_dht_records_rejected_total 1").await;
+        assert_eq!(records().await, 0, "the expired record is gone");
+        let m = http(api, "GET", "/metrics", None, None).await.body;
+        assert!(
+            m.contains("pqnode_node_dht_records_identical_total 1"),
+            "{m}"
+        );
+
+        node.shutdown(Duration::from_secs(5)).await.unwrap();
+    })
+    .await
+    .expect("test timed out");
+}

@@ -961,18 +961,33 @@ impl EventLoop {
         verdict: Result<(), super::records::DhtRecordError>,
     ) {
         match verdict {
-            Ok(()) => match self.swarm.behaviour_mut().kad.store_mut().put(record) {
-                Ok(()) => {
-                    self.metrics.dht_records_stored.inc();
+            Ok(()) => {
+                // Kept no longer than the record's own signed expiry.
+                let mut record = record;
+                if let Some(expires_at) =
+                    super::records::stored_expiry(record.key.as_ref(), &record.value)
+                {
+                    let left = expires_at.saturating_sub(pqnode_keys::time::unix_now());
+                    let cap = Instant::now() + Duration::from_secs(left);
+                    record.expires = Some(record.expires.map_or(cap, |e| e.min(cap)));
                 }
-                Err(e) => {
-                    self.metrics.dht_records_rejected.inc();
-                    tracing::debug!(peer = %source, error = %e, "DHT record not stored");
-                }
-            },
+                self.store_record(source, record);
+            }
             Err(e) => {
                 self.metrics.dht_records_rejected.inc();
                 tracing::debug!(peer = %source, error = %e, "DHT record rejected");
+            }
+        }
+    }
+
+    fn store_record(&mut self, source: PeerId, record: kad::Record) {
+        match self.swarm.behaviour_mut().kad.store_mut().put(record) {
+            Ok(()) => {
+                self.metrics.dht_records_stored.inc();
+            }
+            Err(e) => {
+                self.metrics.dht_records_rejected.inc();
+                tracing::debug!(peer = %source, error = %e, "DHT record not stored");
             }
         }
     }
@@ -995,9 +1010,26 @@ impl EventLoop {
                     .get(&record.key)
                     .map(|r| r.value.clone());
                 // A value identical to the stored one was verified when it
-                // was stored (§9 rev 3): accept it without verifying again.
+                // was stored (§9 rev 3): accept it without verifying again,
+                // unless its signed expiry has passed since (then it is
+                // dropped: re-sending it must not keep it alive).
                 if existing.as_deref() == Some(&record.value[..]) {
-                    self.on_validated_record(source, record, Ok(()));
+                    let now = pqnode_keys::time::unix_now();
+                    match super::records::stored_expiry(record.key.as_ref(), &record.value) {
+                        Some(expires_at) if expires_at > now => {
+                            self.metrics.dht_records_identical.inc();
+                            self.on_validated_record(source, record, Ok(()));
+                        }
+                        _ => {
+                            self.swarm
+                                .behaviour_mut()
+                                .kad
+                                .store_mut()
+                                .remove(&record.key);
+                            self.metrics.dht_records_rejected.inc();
+                            tracing::debug!(peer = %source, "DHT record expired; removed, not stored again");
+                        }
+                    }
                     return;
                 }
                 let Ok(permit) = self.verify_permits.clone().try_acquire_owned() else {

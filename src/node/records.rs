@@ -116,6 +116,17 @@ pub fn validate_dht_record(
     Ok(())
 }
 
+/// The signed expiry (`expires_at`, Unix seconds) of a value stored under
+/// `key`, read without verifying it again: it was verified when it was
+/// stored. `None` when the key is not a record key or the value does not
+/// decode.
+pub fn stored_expiry(key: &[u8], value: &[u8]) -> Option<u64> {
+    let RecordKey { suite, .. } = parse_record_key(key)?.ok()?;
+    record::decode(value, &[suite])
+        .ok()
+        .map(|d| d.body().expires_at)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
