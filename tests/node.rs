@@ -545,3 +545,160 @@ async fn an_identical_dht_value_is_not_verified_again_nor_kept_past_its_expiry()
     .await
     .expect("test timed out");
 }
+
+/// Ten connections from ten addresses of one IPv6 /64 hit the per-IP limit
+/// of eight, while an address of another /64 is still admitted (issue 17).
+///
+/// IPv6 has one loopback address, so the test needs addresses of its own:
+/// it runs itself again inside a network namespace it creates
+/// (`unshare --net`; as a user namespace's root when not run as root), puts
+/// `fd00:64::1`–`fd00:64::10` and `fd00:65::1` on that namespace's loopback
+/// interface with `ip`, and talks only there.
+#[test]
+fn ten_connections_from_one_ipv6_64_hit_the_per_ip_limit() {
+    const INSIDE: &str = "PQNODE_TEST_INSIDE_NETNS";
+    const NAME: &str = "ten_connections_from_one_ipv6_64_hit_the_per_ip_limit";
+    if std::env::var_os(INSIDE).is_none() {
+        let root = std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+        let mut cmd = std::process::Command::new("timeout");
+        cmd.args([
+            "--kill-after=5",
+            &(TEST_TIMEOUT.as_secs() + 30).to_string(),
+            "unshare",
+        ]);
+        if !root {
+            cmd.args(["--user", "--map-root-user"]);
+        }
+        let out = cmd
+            .arg("--net")
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+            .env(INSIDE, "1")
+            .output()
+            .expect("run `timeout` and `unshare` (coreutils, util-linux)");
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "the test in its network namespace: {}\n{stdout}\n{stderr}",
+            out.status
+        );
+        return;
+    }
+
+    // Inside the namespace: loopback up, the test's addresses on it.
+    let ip = |args: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .expect("run `ip` (iproute2)");
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ip(&["link", "set", "lo", "up"]);
+    let same_64: Vec<std::net::Ipv6Addr> = (1..=10u16)
+        .map(|n| std::net::Ipv6Addr::new(0xfd00, 0x64, 0, 0, 0, 0, 0, n))
+        .collect();
+    let other_64 = std::net::Ipv6Addr::new(0xfd00, 0x65, 0, 0, 0, 0, 0, 1);
+    for a in same_64.iter().chain([&other_64]) {
+        ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{a}/128"),
+            "dev",
+            "lo",
+            "nodad",
+        ]);
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        tokio::time::timeout(TEST_TIMEOUT, async {
+            let dir = tempfile::tempdir().unwrap();
+            let mut config = test_config(dir.path());
+            config.listen = vec!["/ip6/::1/tcp/0".parse().unwrap()];
+            config.limits.max_connections_per_ip = 8;
+            config.limits.max_new_connections_per_ip_per_minute = 1000;
+            let node = start_node(&config).await;
+            let port = node
+                .listen_addrs()
+                .iter()
+                .find_map(|a| {
+                    a.iter().find_map(|p| match p {
+                        Protocol::Tcp(port) => Some(port),
+                        _ => None,
+                    })
+                })
+                .expect("a TCP port");
+            let target = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+
+            // Each client opens libp2p's first negotiation; an admitted
+            // connection is answered, a denied one is closed unanswered.
+            let mut held = Vec::new();
+            let mut answered = Vec::new();
+            for source in same_64.iter().chain([&other_64]) {
+                let (stream, admitted) = connect_from(*source, target).await;
+                held.push(stream);
+                answered.push(admitted);
+            }
+            assert_eq!(
+                answered,
+                [
+                    true, true, true, true, true, true, true, true, false, false, true
+                ],
+                "eight of fd00:64::/64 admitted, its 9th and 10th address denied, \
+                 fd00:65::1 admitted"
+            );
+            let r = http(node.api_addr(), "GET", "/metrics", None, None).await;
+            assert!(
+                r.body
+                    .contains("pqnode_node_ip_limit_denied_total{reason=\"concurrent\"} 2"),
+                "{}",
+                r.body
+            );
+            drop(held);
+            node.shutdown(Duration::from_secs(5)).await.unwrap();
+        })
+        .await
+        .expect("test timed out")
+    });
+}
+
+/// A TCP connection from `source` to `target` that sends multistream-select's
+/// header; whether the node answered (admitted) or closed it (denied).
+async fn connect_from(
+    source: std::net::Ipv6Addr,
+    target: std::net::SocketAddr,
+) -> (tokio::net::TcpStream, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v6().unwrap();
+    socket
+        .bind(std::net::SocketAddr::from((source, 0)))
+        .unwrap_or_else(|e| panic!("bind {source}: {e}"));
+    let mut stream = socket
+        .connect(target)
+        .await
+        .unwrap_or_else(|e| panic!("connect from {source}: {e}"));
+    stream
+        .write_all(b"\x13/multistream/1.0.0\n")
+        .await
+        .unwrap_or_else(|e| panic!("write from {source}: {e}"));
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut byte))
+        .await
+        .unwrap_or_else(|_| panic!("the node neither answered nor closed {source}"));
+    (stream, matches!(read, Ok(n) if n > 0))
+}
