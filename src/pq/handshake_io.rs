@@ -23,8 +23,9 @@ use tracing::Instrument;
 use super::framing::{FrameError, read_frame, write_frame};
 use super::policy::{self, FailureAction, HandshakeOutcome, NoPq, RefuseReason};
 use super::state::{Admission, RETRY_MAX};
+use super::transition::Event;
 use super::verifier::SuiteRule;
-use super::{Inner, PQ_PROTOCOL, PqStatus, session, spawn_on};
+use super::{Inner, PQ_PROTOCOL, session, spawn_on};
 
 /// Why a handshake over a stream failed.
 #[derive(Debug, thiserror::Error)]
@@ -173,26 +174,13 @@ fn reject_busy(inner: &Arc<Inner>, mut stream: Stream) {
 
 /// Marks `peer` negotiating unless its status is already settled.
 fn mark_negotiating(inner: &Arc<Inner>, peer: &PeerId) {
-    let open = inner
-        .table()
-        .get(peer)
-        .is_some_and(|e| !e.status.is_settled());
-    if open {
-        inner.set_status(peer, PqStatus::Negotiating);
-    }
+    inner.apply(peer, Event::HandshakeStarted);
 }
 
 /// After a handshake that did not settle anything: back to unknown (unless
 /// another handshake runs or a session exists).
 fn unmark_negotiating(inner: &Arc<Inner>, peer: &PeerId) {
-    let back = {
-        let t = inner.table();
-        t.get(peer)
-            .is_some_and(|e| e.status == PqStatus::Negotiating && !e.inbound_hs && !e.outbound_hs)
-    };
-    if back {
-        inner.set_status(peer, PqStatus::Unknown);
-    }
+    inner.apply(peer, Event::HandshakesEnded);
 }
 
 /// Accepts inbound PQ streams, bounded globally and per peer.

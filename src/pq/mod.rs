@@ -33,6 +33,7 @@ pub mod policy;
 mod session;
 pub mod setup;
 pub mod state;
+pub mod transition;
 pub mod verifier;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -56,6 +57,7 @@ pub use metrics::PqMetrics;
 use policy::{ConnectionAction, RefuseReason, SendDecision, SendRefusal};
 use state::{PeerLimits, PeerTable};
 pub use state::{PeerSnapshot, PqStatus};
+use transition::Event;
 pub use verifier::PeerVerifier;
 
 /// The PQ stream protocol.
@@ -929,16 +931,19 @@ impl Inner {
             .inc();
     }
 
-    /// Sets `peer`'s status and refreshes the counts in the status snapshot.
-    fn set_status(&self, peer: &PeerId, status: PqStatus) {
+    /// Applies `event` to `peer`'s status under the table's one lock (see
+    /// [`transition`]) and refreshes the counts in the status snapshot.
+    /// Returns whether the status changed.
+    fn apply(&self, peer: &PeerId, event: Event) -> bool {
         let counts = {
             let mut table = self.table();
-            if !table.set_status(peer, status) {
-                return;
+            if table.apply(peer, &event).is_none() {
+                return false;
             }
             table.counts()
         };
         self.publish_counts(counts);
+        true
     }
 
     fn publish_counts(&self, c: state::Counts) {
@@ -951,27 +956,29 @@ impl Inner {
     }
 
     fn label_classical(&self, peer: PeerId, reason: policy::ClassicalReason) {
-        let was = self.table().get(&peer).map(|e| e.status.clone());
-        if was == Some(PqStatus::Classical(reason)) {
+        // Not while a PQ session exists, nor once refused (`transition`).
+        if !self.apply(&peer, Event::NoPq(reason)) {
             return;
         }
-        self.set_status(&peer, PqStatus::Classical(reason));
         self.metrics.classical_sessions.inc();
         tracing::info!(peer = %peer, reason = reason.as_str(), "peer has no PQ session: labelled classical");
     }
 
     /// Refuses `peer`: counts it under `reason` and closes its connections.
     async fn refuse(self: &Arc<Self>, peer: PeerId, reason: RefuseReason) {
-        let already = matches!(
-            self.table().get(&peer).map(|e| &e.status),
-            Some(PqStatus::Refused(_))
-        );
-        self.set_status(&peer, PqStatus::Refused(reason));
-        if let Some(e) = self.table().get_mut(&peer) {
-            // Its writer closes; its reader ends with the connection.
-            e.session = None;
+        // Refused once (its first reason stays), its session dropped with
+        // it: its writer closes, its reader ends with the connection. A peer
+        // that left meanwhile is still counted.
+        let (counts, first) = {
+            let mut table = self.table();
+            let connected = table.get(&peer).is_some();
+            let changed = table.apply(&peer, &Event::Refused(reason)).is_some();
+            (changed.then(|| table.counts()), changed || !connected)
+        };
+        if let Some(counts) = counts {
+            self.publish_counts(counts);
         }
-        if !already {
+        if first {
             self.metrics.refuse(reason.as_str());
             match reason {
                 RefuseReason::Downgrade => {

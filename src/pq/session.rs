@@ -29,6 +29,7 @@ use super::inbox::Security;
 use super::metrics::{ReasonLabels, SuiteLabels};
 use super::policy::RefuseReason;
 use super::state::{PqStatus, Session, SessionStats};
+use super::transition::Event;
 use super::{Inner, SESSION_QUEUE, SendError, SessionInfo, WriterCmd, handshake_io, spawn_on};
 
 /// Flush the write buffer once it holds this much.
@@ -58,7 +59,7 @@ pub(crate) fn start(
         id: hex::encode(&established.transcript_hash[..8]),
         peer_key: pqnode_keys::Fingerprint::of(&established.peer_key),
     };
-    let previous_done = {
+    let (previous_done, counts) = {
         let mut table = inner.table();
         let Some(entry) = table.get_mut(&peer) else {
             drop(table);
@@ -101,9 +102,11 @@ pub(crate) fn start(
             tx,
             reader_done: done_rx,
         });
-        previous
+        // The status changes under the same lock as the session.
+        table.apply(&peer, &Event::SessionEstablished(info.clone()));
+        (previous, table.counts())
     };
-    inner.set_status(&peer, PqStatus::Pq(info.clone()));
+    inner.publish_counts(counts);
     inner
         .metrics
         .pq_sessions
@@ -159,20 +162,23 @@ fn close_stream(inner: &Arc<Inner>, stream: Stream) {
 
 /// Removes `peer`'s session if it is session `id`. Returns whether it was.
 fn end(inner: &Arc<Inner>, peer: &PeerId, id: u64) -> bool {
-    let removed = {
+    let counts = {
         let mut table = inner.table();
         match table.get_mut(peer) {
             Some(e) if e.session.as_ref().is_some_and(|s| s.id == id) => {
                 e.session = None;
-                true
+                // Under the same lock: a newer session cannot slip in
+                // between and lose its status.
+                table.apply(peer, &Event::SessionEnded);
+                Some(table.counts())
             }
-            _ => false,
+            _ => None,
         }
     };
-    if removed {
-        inner.set_status(peer, PqStatus::Unknown);
+    if let Some(counts) = counts {
+        inner.publish_counts(counts);
     }
-    removed
+    counts.is_some()
 }
 
 fn is_current(inner: &Arc<Inner>, peer: &PeerId, id: u64) -> bool {

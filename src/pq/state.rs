@@ -23,6 +23,7 @@ use pqnode_crypto::Suite;
 use tokio::sync::{Notify, mpsc, watch};
 
 use super::policy::{ClassicalReason, RefuseReason, StatusKind};
+use super::transition::{self, Event};
 use super::{SessionInfo, WriterCmd};
 
 /// A peer's PQ status.
@@ -322,20 +323,24 @@ impl PeerTable {
         None
     }
 
-    /// Sets `peer`'s status (if it is connected) and publishes it.
-    pub fn set_status(&mut self, peer: &PeerId, status: PqStatus) -> bool {
-        let Some(e) = self.peers.get_mut(peer) else {
-            return false;
-        };
-        if matches!(status, PqStatus::Refused(_)) && !matches!(e.status, PqStatus::Refused(_)) {
+    /// Applies `event` to `peer`'s status, if it is connected and
+    /// [`transition::next`] allows a change; publishes and returns the new
+    /// status. `HandshakesEnded` applies only once no handshake with the
+    /// peer is in flight; a refusal drops the peer's session.
+    pub fn apply(&mut self, peer: &PeerId, event: &Event) -> Option<PqStatus> {
+        let e = self.peers.get_mut(peer)?;
+        if *event == Event::HandshakesEnded && (e.inbound_hs || e.outbound_hs) {
+            return None;
+        }
+        let to = transition::next(&e.status, event)?;
+        if matches!(to, PqStatus::Refused(_)) {
             self.refused_total += 1;
+            e.session = None;
         }
-        if e.status != status {
-            e.since = SystemTime::now();
-        }
-        e.status = status.clone();
-        e.watch.send_replace(status);
-        true
+        e.since = SystemTime::now();
+        e.status = to.clone();
+        e.watch.send_replace(to.clone());
+        Some(to)
     }
 
     /// A receiver of `peer`'s status, if it is connected.
@@ -581,10 +586,15 @@ mod tests {
         t.connected(p, true);
         let rx = t.watch(&p).unwrap();
         assert_eq!(*rx.borrow(), PqStatus::Unknown);
-        t.set_status(&p, PqStatus::Negotiating);
+        t.apply(&p, &Event::HandshakeStarted);
         assert_eq!(*rx.borrow(), PqStatus::Negotiating);
-        t.set_status(&p, PqStatus::Refused(RefuseReason::Policy));
-        t.set_status(&p, PqStatus::Refused(RefuseReason::Policy));
+        t.apply(&p, &Event::Refused(RefuseReason::Policy));
+        assert_eq!(
+            t.apply(&p, &Event::Refused(RefuseReason::KeyMismatch)),
+            None,
+            "refused once, for its first reason"
+        );
+        assert_eq!(*rx.borrow(), PqStatus::Refused(RefuseReason::Policy));
         assert_eq!(t.counts().refused_total, 1);
         t.connection_closed(&p, 0);
         assert!(rx.has_changed().is_err(), "sender gone with the peer");
