@@ -38,6 +38,8 @@ pub struct Opts {
     pub listener_open_delay: Duration,
     pub rehandshake_after: Duration,
     pub rehandshake_bytes: u64,
+    /// `limits.max_connections_per_ip` (every test peer is on 127.0.0.1).
+    pub max_connections_per_ip: u32,
 }
 
 impl Default for Opts {
@@ -52,6 +54,7 @@ impl Default for Opts {
             listener_open_delay: Duration::from_secs(5),
             rehandshake_after: Duration::from_secs(3600),
             rehandshake_bytes: 4 << 30,
+            max_connections_per_ip: 100,
         }
     }
 }
@@ -101,7 +104,7 @@ pub fn config(dir: &Path, opts: &Opts) -> Config {
     config.limits.max_concurrent_handshakes = opts.max_handshakes;
     config.limits.handshake_timeout = opts.handshake_timeout;
     config.limits.max_new_connections_per_ip_per_minute = 1000;
-    config.limits.max_connections_per_ip = 100;
+    config.limits.max_connections_per_ip = opts.max_connections_per_ip;
     config.limits.max_established_per_peer = 4;
     config
 }
