@@ -268,7 +268,7 @@ async fn a_stolen_identity_with_a_fresh_key_for_the_other_suite_is_refused() {
             key_update: KeyUpdatePolicy::default(),
         });
         let before = a.pq.metrics().refused_count("key-mismatch");
-        let h = pqsupport::raw_peer(identity, a.full_addr()).await;
+        let (h, _listing) = pqsupport::raw_peer_listing_pq(identity, a.full_addr()).await;
         let mut s = h
             .control
             .clone()
@@ -338,13 +338,9 @@ async fn a_retry_to_a_suite_the_peer_is_not_pinned_under_is_key_mismatch() {
             a.pq.metrics().refused_count("key-mismatch"),
             a.pq.metrics().key_mismatch.get(),
         );
-        let thief = pqsupport::raw_peer(identity, a.full_addr()).await;
-        let mut incoming = thief
-            .control
-            .clone()
-            .expect("control")
-            .accept(PQ_PROTOCOL)
-            .expect("accept");
+        // Listing PQ from the start: A opens the stream after its listener
+        // delay, never finding the protocol missing (a downgrade).
+        let (_thief, mut incoming) = pqsupport::raw_peer_listing_pq(identity, a.full_addr()).await;
         let (from, mut stream) =
             tokio::time::timeout(WAIT, futures::StreamExt::next(&mut incoming))
                 .await

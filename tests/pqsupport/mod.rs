@@ -11,6 +11,7 @@ use futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, kad, noise, ping, tcp, yamux};
+use libp2p_stream::IncomingStreams;
 use pqnode::app::{App, AppOptions};
 use pqnode::config::{Config, PqPolicy};
 use pqnode::node::NodeHandle;
@@ -315,6 +316,39 @@ pub async fn raw_peer(key: Keypair, target: Multiaddr) -> Peer {
         connected,
         task,
     }
+}
+
+/// A raw peer that also accepts `/pqnode/pq/1.0.0` (and never reads what
+/// arrives there), so identify lists the protocol from the first exchange.
+/// The node then waits its listener delay (5 s) before it probes the peer
+/// itself, instead of probing at once: a test that speaks the protocol by
+/// hand as a pinned peer is not raced by the node's probe finding no PQ and
+/// refusing it as a downgrade.
+pub async fn raw_peer_listing_pq(key: Keypair, target: Multiaddr) -> (Peer, IncomingStreams) {
+    let peer_id = key.public().to_peer_id();
+    let swarm = swarm_with(key, |k| RawBehaviour {
+        stream: libp2p_stream::Behaviour::new(),
+        identify: identify::Behaviour::new(identify::Config::new(
+            "/ipfs/id/1.0.0".into(),
+            k.public(),
+        )),
+        ping: ping::Behaviour::default(),
+    });
+    let mut control = swarm.behaviour().stream.new_control();
+    let incoming = control
+        .accept(pqnode::pq::PQ_PROTOCOL)
+        .expect("accept the PQ protocol");
+    let connected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let task = drive(swarm, target, connected.clone()).await;
+    (
+        Peer {
+            peer_id,
+            control: Some(control),
+            connected,
+            task,
+        },
+        incoming,
+    )
 }
 
 /// A stock peer connected to `target` (it dials).
