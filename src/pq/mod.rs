@@ -14,8 +14,13 @@
 //!   the `preferred` policy, never to a pinned peer, never while a peer's
 //!   status is still open.
 //! - [`state`] owns every peer's status (one table, one lock, fed by
-//!   connection events that cannot be lost); [`policy`] decides (§8) as pure
+//!   connection events that cannot be lost); every change goes through
+//!   [`transition`]'s one function; [`policy`] decides (§8) as pure
 //!   functions.
+//! - One file per job: `connection` (connection events → outcomes),
+//!   `handshake_io` (handshake streams), `session` (a session's reader and
+//!   writer, re-handshakes), `send` and `classical` (delivery), [`inbox`],
+//!   [`verifier`] (records and pins), [`metrics`], `limits`, `log_limit`.
 //! - Limits (§9): concurrent handshakes globally and per peer, inbound
 //!   handshakes per peer per minute, a 10 s handshake deadline, bounded
 //!   inboxes, message sizes and partial messages.
@@ -24,12 +29,16 @@
 //! never on the swarm's event loop; the handshake semaphores bound them.
 
 mod classical;
+mod connection;
 pub mod fragment;
 pub mod framing;
 mod handshake_io;
 pub mod inbox;
+mod limits;
+mod log_limit;
 pub mod metrics;
 pub mod policy;
+mod send;
 mod session;
 pub mod setup;
 pub mod state;
@@ -51,10 +60,14 @@ use crate::config::PqPolicy;
 use crate::node::{ConnectionObserver, Direction, NodeEvent, NodeHandle};
 use crate::status::SharedCryptoStatus;
 
+use connection::Observer;
 pub use fragment::PartialBudget;
 pub use inbox::{InboundMessage, Inbox, Security};
+pub use limits::{PqLimits, PqSetup};
+use log_limit::LogLimiter;
 pub use metrics::PqMetrics;
 use policy::{ConnectionAction, RefuseReason, SendDecision, SendRefusal};
+pub use send::{Delivery, SendError};
 use state::{PeerLimits, PeerTable};
 pub use state::{PeerSnapshot, PqStatus};
 use transition::Event;
@@ -79,157 +92,6 @@ const MAX_TASKS: usize = 32_768;
 /// A listener opens the PQ stream itself this long after an inbound
 /// connection when identify never told it anything.
 const NO_IDENTIFY_PROBE: Duration = Duration::from_secs(10);
-
-/// Limits of the PQ layer (§9).
-#[derive(Debug, Clone)]
-pub struct PqLimits {
-    /// Concurrent inbound handshakes (and, separately, outbound ones).
-    pub max_concurrent_handshakes: usize,
-    /// Deadline of a whole handshake.
-    pub handshake_timeout: Duration,
-    /// Largest application message.
-    pub max_message_size: usize,
-    /// Undelivered messages kept per peer.
-    pub inbox_per_peer: usize,
-    /// Peers with sessions, inboxes or labels (the connection limit).
-    pub max_peers: usize,
-    /// How long a listener waits for the dialler to open the PQ stream
-    /// after identify listed the protocol.
-    pub listener_open_delay: Duration,
-    /// Bytes of undelivered messages kept in all inboxes together; beyond
-    /// it the oldest are dropped and counted.
-    pub inbox_max_bytes: usize,
-    /// Per-peer handshake limits (rev 3).
-    pub per_peer: PeerLimits,
-    /// A partial message must complete within this (rev 3: 30 s).
-    pub partial_message_timeout: Duration,
-    /// All partial messages together (rev 3: 256 MiB).
-    pub partial_max_bytes: usize,
-    /// Re-handshake after this long (§5.1: 1 h).
-    pub rehandshake_after: Duration,
-    /// Re-handshake after this many bytes in either direction (§5.1: 4 GiB).
-    pub rehandshake_bytes: u64,
-}
-
-impl Default for PqLimits {
-    fn default() -> Self {
-        PqLimits {
-            max_concurrent_handshakes: 64,
-            handshake_timeout: Duration::from_secs(10),
-            max_message_size: 1 << 20,
-            inbox_per_peer: 1024,
-            max_peers: 2000,
-            listener_open_delay: Duration::from_secs(5),
-            inbox_max_bytes: 256 << 20,
-            per_peer: PeerLimits::default(),
-            partial_message_timeout: Duration::from_secs(30),
-            partial_max_bytes: 256 << 20,
-            rehandshake_after: Duration::from_secs(3600),
-            rehandshake_bytes: 4 << 30,
-        }
-    }
-}
-
-/// Everything the PQ layer needs to start.
-#[derive(Debug)]
-pub struct PqSetup {
-    /// The operator's policy.
-    pub policy: PqPolicy,
-    /// The handshake credentials, or `None` when PQ is unavailable locally
-    /// (or disabled).
-    pub handshake: Option<Arc<HandshakeConfig>>,
-    /// Why PQ is unavailable, when `handshake` is `None` and the policy is
-    /// not `disabled`.
-    pub unavailable_reason: Option<String>,
-    /// Refuse peers whose key is not pinned (closed networks).
-    pub allow_unpinned: bool,
-    /// The pins.
-    pub pins: PinDb,
-    /// Limits.
-    pub limits: PqLimits,
-}
-
-/// Why a message could not be sent.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum SendError {
-    /// Larger than the configured maximum.
-    #[error("message of {size} bytes exceeds the maximum of {max}")]
-    TooLarge {
-        /// Its size.
-        size: usize,
-        /// The maximum.
-        max: usize,
-    },
-    /// No PQ session and the policy forbids classical delivery.
-    #[error("no PQ session with {peer} and the policy is `required`: refusing to send classically")]
-    PqRequired {
-        /// The peer.
-        peer: PeerId,
-    },
-    /// The peer is pinned (it proved PQ before) but has no PQ session now.
-    #[error("{peer} is pinned to a PQ key but has no PQ session: refusing to send classically")]
-    PinnedWithoutSession {
-        /// The peer.
-        peer: PeerId,
-    },
-    /// The peer's PQ status did not settle in time (a handshake in flight).
-    #[error(
-        "the PQ handshake with {peer} has not finished: not sending until it has a PQ session or is known to lack PQ"
-    )]
-    StatusPending {
-        /// The peer.
-        peer: PeerId,
-    },
-    /// The peer was refused.
-    #[error("{peer} was refused ({reason}): not sending")]
-    Refused {
-        /// The peer.
-        peer: PeerId,
-        /// Why it was refused.
-        reason: &'static str,
-    },
-    /// Not connected (connect to it first).
-    #[error("{peer} is not connected; connect to it first")]
-    NotConnected {
-        /// The peer.
-        peer: PeerId,
-    },
-    /// The stream could not be opened.
-    #[error("cannot reach {peer}: {reason}")]
-    Unreachable {
-        /// The peer.
-        peer: PeerId,
-        /// Why.
-        reason: String,
-    },
-    /// The session ended before the message was written.
-    #[error("the session with {peer} ended: {reason}")]
-    SessionEnded {
-        /// The peer.
-        peer: PeerId,
-        /// Why.
-        reason: String,
-    },
-    /// The session's queue is full.
-    #[error("the session with {peer} is busy")]
-    Busy {
-        /// The peer.
-        peer: PeerId,
-    },
-    /// The layer is shutting down.
-    #[error("the node is shutting down")]
-    ShuttingDown,
-}
-
-/// How a message was delivered to the network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Delivery {
-    /// `pq` or `classical`.
-    pub security: Security,
-    /// The suite, for PQ.
-    pub suite: Option<Suite>,
-}
 
 /// A snapshot of one PQ session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -583,120 +445,6 @@ impl PqLayer {
         }
     }
 
-    /// Sends `body` to `peer`: over its PQ session, or classically where
-    /// §8.2 allows it. Rev 3: while the peer's PQ status is open this waits
-    /// (at most the handshake timeout, `limits.handshake_timeout_secs`) and
-    /// never sends classically.
-    pub async fn send(&self, peer: PeerId, body: Vec<u8>) -> Result<Delivery, SendError> {
-        let inner = &self.inner;
-        if inner.shutting_down.load(Ordering::Relaxed) {
-            return Err(SendError::ShuttingDown);
-        }
-        if body.len() > inner.limits.max_message_size {
-            return Err(SendError::TooLarge {
-                size: body.len(),
-                max: inner.limits.max_message_size,
-            });
-        }
-        // Rev 3 (§5): an open status is waited for up to the handshake
-        // timeout, then the send is refused, never made classical.
-        let deadline = tokio::time::Instant::now() + inner.limits.handshake_timeout;
-        loop {
-            let (status, rx) = {
-                let table = inner.table();
-                match table.get(&peer) {
-                    Some(e) => ((true, e.status.clone()), table.watch(&peer)),
-                    None => {
-                        let status = table
-                            .recent_refusal(&peer)
-                            .map_or(PqStatus::Unknown, PqStatus::Refused);
-                        ((false, status), None)
-                    }
-                }
-            };
-            let (connected, status) = status;
-            let pinned = !matches!(status, PqStatus::Pq(_)) && inner.verifier.is_pinned(&peer);
-            match policy::send_decision(inner.policy, connected, pinned, status.kind()) {
-                SendDecision::Pq => match self.send_pq(peer, &body).await {
-                    // Replaced by a re-handshake between the lookup and the
-                    // send: use the new session.
-                    Err(SendError::SessionEnded { .. }) if self.session(&peer).is_some() => {
-                        continue;
-                    }
-                    r => return r,
-                },
-                SendDecision::Classical => {
-                    classical::send(inner, peer, &body).await?;
-                    inner.count_sent(Security::Classical);
-                    inner.touch(&peer);
-                    return Ok(Delivery {
-                        security: Security::Classical,
-                        suite: None,
-                    });
-                }
-                SendDecision::Wait => {
-                    let Some(mut rx) = rx else {
-                        continue;
-                    };
-                    // Until it changes (or the peer disconnects: then the
-                    // next round answers "not connected").
-                    if tokio::time::timeout_at(deadline, rx.changed())
-                        .await
-                        .is_err()
-                    {
-                        return Err(SendError::StatusPending { peer });
-                    }
-                }
-                SendDecision::Refuse(r) => return Err(refusal(peer, r)),
-            }
-        }
-    }
-
-    async fn send_pq(&self, peer: PeerId, body: &[u8]) -> Result<Delivery, SendError> {
-        let inner = &self.inner;
-        let session = inner
-            .table()
-            .get(&peer)
-            .and_then(|e| e.session.as_ref().map(|s| (s.tx.clone(), s.info.suite)));
-        let Some((tx, suite)) = session else {
-            return Err(SendError::SessionEnded {
-                peer,
-                reason: "no session".into(),
-            });
-        };
-        let (ack, done) = oneshot::channel();
-        tx.try_send(WriterCmd::Send {
-            body: body.to_vec(),
-            ack,
-        })
-        .map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => SendError::Busy { peer },
-            mpsc::error::TrySendError::Closed(_) => SendError::SessionEnded {
-                peer,
-                reason: "session closed".into(),
-            },
-        })?;
-        match tokio::time::timeout(SEND_TIMEOUT, done).await {
-            Ok(Ok(Ok(()))) => {
-                inner.count_sent(Security::Pq);
-                inner.touch(&peer);
-                Ok(Delivery {
-                    security: Security::Pq,
-                    suite: Some(suite),
-                })
-            }
-            Ok(Ok(Err(e))) => Err(e),
-            Ok(Err(_)) => Err(SendError::SessionEnded {
-                peer,
-                reason: "session closed".into(),
-            }),
-            Err(_) => Err(SendError::SessionEnded {
-                peer,
-                reason: "write timed out".into(),
-            }),
-        }
-    }
-
     /// The suites of the current credentials, in preference order (empty
     /// when PQ is off).
     pub fn suites(&self) -> Vec<Suite> {
@@ -818,19 +566,6 @@ impl crate::discovery::trim::TrimPolicy for PqLayer {
     }
 }
 
-fn refusal(peer: PeerId, r: SendRefusal) -> SendError {
-    match r {
-        SendRefusal::NotConnected => SendError::NotConnected { peer },
-        SendRefusal::PqRequired => SendError::PqRequired { peer },
-        SendRefusal::PinnedWithoutSession => SendError::PinnedWithoutSession { peer },
-        SendRefusal::StatusUnknown => SendError::StatusPending { peer },
-        SendRefusal::Refused(reason) => SendError::Refused {
-            peer,
-            reason: reason.as_str(),
-        },
-    }
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -847,46 +582,6 @@ fn spawn_on(inner: &Arc<Inner>, fut: impl std::future::Future<Output = ()> + Sen
         return;
     }
     tasks.spawn(fut);
-}
-
-/// At most one identical log line per peer per 10 s (§9 rev 3); the rest
-/// are counted, and the next line that gets through says how many were left
-/// out. Bounded: forgets everything when full.
-#[derive(Default)]
-struct LogLimiter {
-    /// Per (peer, kind): the last line logged and the lines left out since.
-    last: std::collections::HashMap<(PeerId, &'static str), (std::time::Instant, u64)>,
-}
-
-const LOG_INTERVAL: Duration = Duration::from_secs(10);
-const LOG_LIMITER_MAX: usize = 4096;
-
-impl LogLimiter {
-    /// `Some(n)`: log now, `n` such lines were left out since the last one;
-    /// `None`: leave this one out.
-    fn allow(&mut self, peer: PeerId, what: &'static str, now: std::time::Instant) -> Option<u64> {
-        if self.last.len() >= LOG_LIMITER_MAX && !self.last.contains_key(&(peer, what)) {
-            self.last
-                .retain(|_, (t, _)| now.duration_since(*t) < LOG_INTERVAL);
-            if self.last.len() >= LOG_LIMITER_MAX {
-                self.last.clear();
-            }
-        }
-        match self.last.get_mut(&(peer, what)) {
-            Some((t, left_out)) if now.duration_since(*t) < LOG_INTERVAL => {
-                *left_out += 1;
-                None
-            }
-            Some((t, left_out)) => {
-                *t = now;
-                Some(std::mem::take(left_out))
-            }
-            None => {
-                self.last.insert((peer, what), (now, 0));
-                Some(0)
-            }
-        }
-    }
 }
 
 impl Inner {
@@ -920,231 +615,5 @@ impl Inner {
         if let Some(e) = self.table().get_mut(peer) {
             e.last_message = Some(std::time::Instant::now());
         }
-    }
-
-    fn count_sent(&self, security: Security) {
-        self.metrics
-            .messages_sent
-            .get_or_create(&metrics::SecurityLabels {
-                security: security.as_str(),
-            })
-            .inc();
-    }
-
-    /// Applies `event` to `peer`'s status under the table's one lock (see
-    /// [`transition`]) and refreshes the counts in the status snapshot.
-    /// Returns whether the status changed.
-    fn apply(&self, peer: &PeerId, event: Event) -> bool {
-        let counts = {
-            let mut table = self.table();
-            if table.apply(peer, &event).is_none() {
-                return false;
-            }
-            table.counts()
-        };
-        self.publish_counts(counts);
-        true
-    }
-
-    fn publish_counts(&self, c: state::Counts) {
-        self.metrics.open_sessions.set(c.pq as i64);
-        self.status.update(|s| {
-            s.sessions.pq = c.pq;
-            s.sessions.classical = c.classical;
-            s.sessions.refused = c.refused_total;
-        });
-    }
-
-    fn label_classical(&self, peer: PeerId, reason: policy::ClassicalReason) {
-        // Not while a PQ session exists, nor once refused (`transition`).
-        if !self.apply(&peer, Event::NoPq(reason)) {
-            return;
-        }
-        self.metrics.classical_sessions.inc();
-        tracing::info!(peer = %peer, reason = reason.as_str(), "peer has no PQ session: labelled classical");
-    }
-
-    /// Refuses `peer`: counts it under `reason` and closes its connections.
-    async fn refuse(self: &Arc<Self>, peer: PeerId, reason: RefuseReason) {
-        // Refused once (its first reason stays), its session dropped with
-        // it: its writer closes, its reader ends with the connection. A peer
-        // that left meanwhile is still counted.
-        let (counts, first) = {
-            let mut table = self.table();
-            let connected = table.get(&peer).is_some();
-            let changed = table.apply(&peer, &Event::Refused(reason)).is_some();
-            (changed.then(|| table.counts()), changed || !connected)
-        };
-        if let Some(counts) = counts {
-            self.publish_counts(counts);
-        }
-        if first {
-            self.metrics.refuse(reason.as_str());
-            match reason {
-                RefuseReason::Downgrade => {
-                    self.metrics.downgrade_refused.inc();
-                }
-                RefuseReason::KeyMismatch => {
-                    self.metrics.key_mismatch.inc();
-                }
-                _ => {}
-            }
-        }
-        if let Some(suppressed) = self.may_log(peer, "refused") {
-            tracing::warn!(peer = %peer, reason = reason.as_str(), suppressed, "peer refused; disconnecting");
-        }
-        if let Err(e) = self.node.disconnect(peer).await {
-            tracing::debug!(peer = %peer, error = %e, "disconnect failed");
-        }
-    }
-
-    /// The remote offers no PQ session (§8.1, §8.3).
-    async fn no_pq(self: &Arc<Self>, peer: PeerId, why: policy::NoPq) {
-        let pinned = self.verifier.is_pinned(&peer);
-        match policy::on_no_pq(self.policy, pinned, why) {
-            policy::NoPqAction::LabelClassical(reason) => self.label_classical(peer, reason),
-            policy::NoPqAction::Refuse(reason) => self.refuse(peer, reason).await,
-        }
-    }
-
-    /// A connection was established: decide (§5, §8) off the event loop.
-    async fn on_connected(self: &Arc<Self>, peer: PeerId, we_dialled: bool) {
-        let local_pq = self.pq_enabled();
-        let pinned = self.verifier.is_pinned(&peer);
-        match policy::on_connection(self.policy, local_pq, pinned, we_dialled) {
-            ConnectionAction::Initiate => handshake_io::spawn_initiator(self, peer),
-            ConnectionAction::AwaitInitiator => {
-                let inner = self.clone();
-                spawn_on(self, async move {
-                    tokio::time::sleep(NO_IDENTIFY_PROBE).await;
-                    inner.initiate_if_open(peer);
-                });
-            }
-            ConnectionAction::LabelClassical(reason) => self.label_classical(peer, reason),
-            ConnectionAction::Refuse(reason) => self.refuse(peer, reason).await,
-        }
-    }
-
-    /// identify told us about `peer` (a hint for when to open the stream,
-    /// never proof of anything, rev 3).
-    fn on_identified(self: &Arc<Self>, peer: PeerId, lists_pq: bool) {
-        if !self.pq_enabled() {
-            return;
-        }
-        if lists_pq {
-            // Give the dialler its chance to open the stream first.
-            let inner = self.clone();
-            spawn_on(self, async move {
-                tokio::time::sleep(inner.limits.listener_open_delay).await;
-                inner.initiate_if_open(peer);
-            });
-        } else {
-            // Only a failed negotiation proves it lacks PQ: probe now.
-            self.initiate_if_open(peer);
-        }
-    }
-
-    /// Opens the PQ stream to `peer` when it is connected, its status is
-    /// still open and no handshake runs either way.
-    fn initiate_if_open(self: &Arc<Self>, peer: PeerId) {
-        let open = {
-            let t = self.table();
-            t.get(&peer).is_some_and(|e| !e.status.is_settled()) && !t.handshake_in_flight(&peer)
-        };
-        if open {
-            handshake_io::spawn_initiator(self, peer);
-        }
-    }
-}
-
-/// Hands the node's connection events to the PQ state.
-struct Observer(Arc<Inner>);
-
-impl ConnectionObserver for Observer {
-    fn on_node_event(&self, event: &NodeEvent) {
-        let inner = &self.0;
-        match event {
-            NodeEvent::ConnectionEstablished {
-                peer_id, direction, ..
-            } => {
-                let peer = *peer_id;
-                let we_dialled = *direction == Direction::Outbound;
-                if !inner.table().connected(peer, we_dialled) {
-                    tracing::warn!(peer = %peer, "PQ peer table full; refusing the peer");
-                    let inner = inner.clone();
-                    spawn_on(&inner.clone(), async move {
-                        inner.metrics.refuse("table-full");
-                        let _ = inner.node.disconnect(peer).await;
-                    });
-                    return;
-                }
-                let inner2 = inner.clone();
-                spawn_on(inner, async move {
-                    inner2.on_connected(peer, we_dialled).await;
-                });
-            }
-            NodeEvent::ConnectionClosed {
-                peer_id,
-                remaining_established,
-                ..
-            } => {
-                let (removed, counts) = {
-                    let mut t = inner.table();
-                    let removed = t.connection_closed(peer_id, *remaining_established);
-                    (removed, t.counts())
-                };
-                if removed.is_some() {
-                    inner.publish_counts(counts);
-                }
-                // Dropping the entry drops the session's writer handle: the
-                // writer sends its close frame and ends.
-                drop(removed);
-            }
-            NodeEvent::Identified {
-                peer_id, protocols, ..
-            } => {
-                inner.on_identified(*peer_id, protocols.contains(&PQ_PROTOCOL));
-            }
-            _ => {}
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// §9 rev 3: a peer that causes 10,000 identical lines within 10 s gets
-    /// one logged; the next one after the interval says 9,999 were left out.
-    #[test]
-    fn a_flood_of_identical_lines_is_one_line_and_a_count() {
-        let mut limiter = LogLimiter::default();
-        let (peer, other) = (PeerId::random(), PeerId::random());
-        let t0 = std::time::Instant::now();
-        let logged = (0..10_000u64)
-            .filter(|i| {
-                limiter
-                    .allow(peer, "bad-frame", t0 + Duration::from_micros(*i))
-                    .is_some()
-            })
-            .count();
-        assert_eq!(logged, 1);
-        // Another peer, or another kind of line, is not held back.
-        assert_eq!(limiter.allow(other, "bad-frame", t0), Some(0));
-        assert_eq!(limiter.allow(peer, "refused", t0), Some(0));
-        // After the interval: logged again, with what was left out.
-        let later = t0 + LOG_INTERVAL + Duration::from_millis(1);
-        assert_eq!(limiter.allow(peer, "bad-frame", later), Some(9_999));
-        assert_eq!(limiter.allow(peer, "bad-frame", later), None);
-    }
-
-    #[test]
-    fn the_log_limiter_is_bounded() {
-        let mut limiter = LogLimiter::default();
-        let t0 = std::time::Instant::now();
-        for _ in 0..(LOG_LIMITER_MAX + 10) {
-            limiter.allow(PeerId::random(), "x", t0);
-        }
-        assert!(limiter.last.len() <= LOG_LIMITER_MAX);
     }
 }

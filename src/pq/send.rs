@@ -1,0 +1,226 @@
+//! Sending messages: over the peer's PQ session, or classically where §8.2
+//! allows it, and why a message could not be sent.
+
+use super::*;
+
+/// Why a message could not be sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// Larger than the configured maximum.
+    #[error("message of {size} bytes exceeds the maximum of {max}")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// No PQ session and the policy forbids classical delivery.
+    #[error("no PQ session with {peer} and the policy is `required`: refusing to send classically")]
+    PqRequired {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// The peer is pinned (it proved PQ before) but has no PQ session now.
+    #[error("{peer} is pinned to a PQ key but has no PQ session: refusing to send classically")]
+    PinnedWithoutSession {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// The peer's PQ status did not settle in time (a handshake in flight).
+    #[error(
+        "the PQ handshake with {peer} has not finished: not sending until it has a PQ session or is known to lack PQ"
+    )]
+    StatusPending {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// The peer was refused.
+    #[error("{peer} was refused ({reason}): not sending")]
+    Refused {
+        /// The peer.
+        peer: PeerId,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// Not connected (connect to it first).
+    #[error("{peer} is not connected; connect to it first")]
+    NotConnected {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// The stream could not be opened.
+    #[error("cannot reach {peer}: {reason}")]
+    Unreachable {
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        reason: String,
+    },
+    /// The session ended before the message was written.
+    #[error("the session with {peer} ended: {reason}")]
+    SessionEnded {
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        reason: String,
+    },
+    /// The session's queue is full.
+    #[error("the session with {peer} is busy")]
+    Busy {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// The layer is shutting down.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}
+
+/// How a message was delivered to the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// `pq` or `classical`.
+    pub security: Security,
+    /// The suite, for PQ.
+    pub suite: Option<Suite>,
+}
+
+impl PqLayer {
+    /// Sends `body` to `peer`: over its PQ session, or classically where
+    /// §8.2 allows it. Rev 3: while the peer's PQ status is open this waits
+    /// (at most the handshake timeout, `limits.handshake_timeout_secs`) and
+    /// never sends classically.
+    pub async fn send(&self, peer: PeerId, body: Vec<u8>) -> Result<Delivery, SendError> {
+        let inner = &self.inner;
+        if inner.shutting_down.load(Ordering::Relaxed) {
+            return Err(SendError::ShuttingDown);
+        }
+        if body.len() > inner.limits.max_message_size {
+            return Err(SendError::TooLarge {
+                size: body.len(),
+                max: inner.limits.max_message_size,
+            });
+        }
+        // Rev 3 (§5): an open status is waited for up to the handshake
+        // timeout, then the send is refused, never made classical.
+        let deadline = tokio::time::Instant::now() + inner.limits.handshake_timeout;
+        loop {
+            let (status, rx) = {
+                let table = inner.table();
+                match table.get(&peer) {
+                    Some(e) => ((true, e.status.clone()), table.watch(&peer)),
+                    None => {
+                        let status = table
+                            .recent_refusal(&peer)
+                            .map_or(PqStatus::Unknown, PqStatus::Refused);
+                        ((false, status), None)
+                    }
+                }
+            };
+            let (connected, status) = status;
+            let pinned = !matches!(status, PqStatus::Pq(_)) && inner.verifier.is_pinned(&peer);
+            match policy::send_decision(inner.policy, connected, pinned, status.kind()) {
+                SendDecision::Pq => match self.send_pq(peer, &body).await {
+                    // Replaced by a re-handshake between the lookup and the
+                    // send: use the new session.
+                    Err(SendError::SessionEnded { .. }) if self.session(&peer).is_some() => {
+                        continue;
+                    }
+                    r => return r,
+                },
+                SendDecision::Classical => {
+                    classical::send(inner, peer, &body).await?;
+                    inner.count_sent(Security::Classical);
+                    inner.touch(&peer);
+                    return Ok(Delivery {
+                        security: Security::Classical,
+                        suite: None,
+                    });
+                }
+                SendDecision::Wait => {
+                    let Some(mut rx) = rx else {
+                        continue;
+                    };
+                    // Until it changes (or the peer disconnects: then the
+                    // next round answers "not connected").
+                    if tokio::time::timeout_at(deadline, rx.changed())
+                        .await
+                        .is_err()
+                    {
+                        return Err(SendError::StatusPending { peer });
+                    }
+                }
+                SendDecision::Refuse(r) => return Err(refusal(peer, r)),
+            }
+        }
+    }
+
+    pub(super) async fn send_pq(&self, peer: PeerId, body: &[u8]) -> Result<Delivery, SendError> {
+        let inner = &self.inner;
+        let session = inner
+            .table()
+            .get(&peer)
+            .and_then(|e| e.session.as_ref().map(|s| (s.tx.clone(), s.info.suite)));
+        let Some((tx, suite)) = session else {
+            return Err(SendError::SessionEnded {
+                peer,
+                reason: "no session".into(),
+            });
+        };
+        let (ack, done) = oneshot::channel();
+        tx.try_send(WriterCmd::Send {
+            body: body.to_vec(),
+            ack,
+        })
+        .map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SendError::Busy { peer },
+            mpsc::error::TrySendError::Closed(_) => SendError::SessionEnded {
+                peer,
+                reason: "session closed".into(),
+            },
+        })?;
+        match tokio::time::timeout(SEND_TIMEOUT, done).await {
+            Ok(Ok(Ok(()))) => {
+                inner.count_sent(Security::Pq);
+                inner.touch(&peer);
+                Ok(Delivery {
+                    security: Security::Pq,
+                    suite: Some(suite),
+                })
+            }
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err(SendError::SessionEnded {
+                peer,
+                reason: "session closed".into(),
+            }),
+            Err(_) => Err(SendError::SessionEnded {
+                peer,
+                reason: "write timed out".into(),
+            }),
+        }
+    }
+}
+
+pub(super) fn refusal(peer: PeerId, r: SendRefusal) -> SendError {
+    match r {
+        SendRefusal::NotConnected => SendError::NotConnected { peer },
+        SendRefusal::PqRequired => SendError::PqRequired { peer },
+        SendRefusal::PinnedWithoutSession => SendError::PinnedWithoutSession { peer },
+        SendRefusal::StatusUnknown => SendError::StatusPending { peer },
+        SendRefusal::Refused(reason) => SendError::Refused {
+            peer,
+            reason: reason.as_str(),
+        },
+    }
+}
+
+impl Inner {
+    pub(super) fn count_sent(&self, security: Security) {
+        self.metrics
+            .messages_sent
+            .get_or_create(&metrics::SecurityLabels {
+                security: security.as_str(),
+            })
+            .inc();
+    }
+}
