@@ -21,10 +21,10 @@ use pqnode_keys::time::unix_now;
 use tracing::Instrument;
 
 use super::framing::{FrameError, read_frame, write_frame};
+use super::policy::SuiteRule;
 use super::policy::{self, FailureAction, HandshakeOutcome, NoPq, RefuseReason};
 use super::state::{Admission, RETRY_MAX};
 use super::transition::Event;
-use super::verifier::SuiteRule;
 use super::{Inner, PQ_PROTOCOL, session, spawn_on};
 
 /// Why a handshake over a stream failed.

@@ -1,7 +1,10 @@
 //! The decisions of PROTOCOL.md §8 as pure functions returning enums: may a
 //! message go classically, is a connection refused, and why. No I/O, no
-//! locks; the PQ layer (`state.rs`, `mod.rs`) calls them with what it knows
-//! and acts on the answer. Tested table by table below.
+//! locks; the PQ layer (`connection.rs`, `send.rs`, `handshake_io.rs`, the
+//! verifier) calls them with what it knows and acts on the answer. Tested
+//! table by table in `policy/tests.rs`.
+
+use pqnode_crypto::Suite;
 
 use crate::config::PqPolicy;
 
@@ -289,314 +292,36 @@ pub fn classical_stream(policy: PqPolicy, pinned: bool, status: StatusKind) -> C
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use PqPolicy::{Disabled, Preferred, Required};
-
-    #[test]
-    fn connection_table() {
-        use ConnectionAction::*;
-        let rows = [
-            // policy, local pq, pinned, we dialled → action
-            (
-                Disabled,
-                true,
-                false,
-                true,
-                LabelClassical(ClassicalReason::Disabled),
-            ),
-            (
-                Disabled,
-                true,
-                true,
-                false,
-                LabelClassical(ClassicalReason::Disabled),
-            ),
-            (
-                Disabled,
-                false,
-                true,
-                true,
-                LabelClassical(ClassicalReason::Disabled),
-            ),
-            (Preferred, true, false, true, Initiate),
-            (Preferred, true, true, true, Initiate),
-            (Preferred, true, false, false, AwaitInitiator),
-            (Required, true, false, false, AwaitInitiator),
-            (Required, true, true, true, Initiate),
-            (
-                Preferred,
-                false,
-                false,
-                true,
-                LabelClassical(ClassicalReason::LocalUnavailable),
-            ),
-            (
-                Preferred,
-                false,
-                false,
-                false,
-                LabelClassical(ClassicalReason::LocalUnavailable),
-            ),
-            (
-                Preferred,
-                false,
-                true,
-                false,
-                Refuse(RefuseReason::Downgrade),
-            ),
-            (Required, false, true, true, Refuse(RefuseReason::Downgrade)),
-            (Required, false, false, true, Refuse(RefuseReason::Policy)),
-        ];
-        for (policy, local, pinned, dialled, want) in rows {
-            assert_eq!(
-                on_connection(policy, local, pinned, dialled),
-                want,
-                "{policy:?} local_pq={local} pinned={pinned} dialled={dialled}"
-            );
-        }
-    }
-
-    #[test]
-    fn no_pq_table() {
-        use NoPqAction::*;
-        let rows = [
-            (
-                Preferred,
-                false,
-                NoPq::ProtocolUnsupported,
-                LabelClassical(ClassicalReason::NoPqProtocol),
-            ),
-            (
-                Preferred,
-                false,
-                NoPq::NoCommonSuite,
-                LabelClassical(ClassicalReason::NoCommonSuite),
-            ),
-            (
-                Required,
-                false,
-                NoPq::ProtocolUnsupported,
-                Refuse(RefuseReason::Policy),
-            ),
-            (
-                Required,
-                false,
-                NoPq::NoCommonSuite,
-                Refuse(RefuseReason::Policy),
-            ),
-            (
-                Preferred,
-                true,
-                NoPq::ProtocolUnsupported,
-                Refuse(RefuseReason::Downgrade),
-            ),
-            (
-                Required,
-                true,
-                NoPq::ProtocolUnsupported,
-                Refuse(RefuseReason::Downgrade),
-            ),
-            (
-                Preferred,
-                true,
-                NoPq::NoCommonSuite,
-                Refuse(RefuseReason::KeyMismatch),
-            ),
-            (
-                Required,
-                true,
-                NoPq::NoCommonSuite,
-                Refuse(RefuseReason::KeyMismatch),
-            ),
-        ];
-        for (policy, pinned, why, want) in rows {
-            assert_eq!(
-                on_no_pq(policy, pinned, why),
-                want,
-                "{policy:?} {pinned} {why:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn handshake_failure_table() {
-        use FailureAction as F;
-        use HandshakeOutcome as H;
-        let rows = [
-            (
-                Preferred,
-                false,
-                H::NoCommonSuite,
-                F::NoPq(NoPqAction::LabelClassical(ClassicalReason::NoCommonSuite)),
-            ),
-            (
-                Preferred,
-                true,
-                H::NoCommonSuite,
-                F::NoPq(NoPqAction::Refuse(RefuseReason::KeyMismatch)),
-            ),
-            (
-                Required,
-                false,
-                H::NoCommonSuite,
-                F::NoPq(NoPqAction::Refuse(RefuseReason::Policy)),
-            ),
-            (
-                Preferred,
-                false,
-                H::KeyMismatch,
-                F::Refuse(RefuseReason::KeyMismatch),
-            ),
-            (
-                Preferred,
-                false,
-                H::Unpinned,
-                F::Refuse(RefuseReason::Unpinned),
-            ),
-            (
-                Preferred,
-                true,
-                H::AuthFailed,
-                F::Refuse(RefuseReason::AuthFailed),
-            ),
-            (
-                Preferred,
-                false,
-                H::BadMessage,
-                F::Refuse(RefuseReason::BadHandshake),
-            ),
-            (
-                Preferred,
-                false,
-                H::RejectedByPeer,
-                F::Refuse(RefuseReason::RejectedByPeer),
-            ),
-            (Preferred, true, H::PeerBusy, F::RetryLater),
-            (Required, false, H::Transient, F::RetryLater),
-            (Preferred, false, H::Local, F::RetryLater),
-        ];
-        for (policy, pinned, outcome, want) in rows {
-            assert_eq!(
-                on_handshake_failure(policy, pinned, outcome),
-                want,
-                "{policy:?} {pinned} {outcome:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn send_table() {
-        use SendDecision as D;
-        use StatusKind as S;
-        let classical = S::Classical(ClassicalReason::NoPqProtocol);
-        let rows = [
-            // policy, connected, pinned, status → decision
-            (Preferred, true, false, S::Pq, D::Pq),
-            (Preferred, true, true, S::Pq, D::Pq),
-            (Required, true, false, S::Pq, D::Pq),
-            (Preferred, true, false, S::Unknown, D::Wait),
-            (Preferred, true, false, S::Negotiating, D::Wait),
-            (Preferred, true, true, S::Unknown, D::Wait),
-            (Preferred, true, false, classical, D::Classical),
-            (
-                Disabled,
-                true,
-                false,
-                S::Classical(ClassicalReason::Disabled),
-                D::Classical,
-            ),
-            (
-                Preferred,
-                true,
-                true,
-                classical,
-                D::Refuse(SendRefusal::PinnedWithoutSession),
-            ),
-            (
-                Disabled,
-                true,
-                true,
-                S::Classical(ClassicalReason::Disabled),
-                D::Refuse(SendRefusal::PinnedWithoutSession),
-            ),
-            (
-                Required,
-                true,
-                false,
-                classical,
-                D::Refuse(SendRefusal::PqRequired),
-            ),
-            (
-                Preferred,
-                false,
-                false,
-                S::Unknown,
-                D::Refuse(SendRefusal::NotConnected),
-            ),
-            (
-                Preferred,
-                false,
-                false,
-                classical,
-                D::Refuse(SendRefusal::NotConnected),
-            ),
-            (
-                Preferred,
-                true,
-                false,
-                S::Refused(RefuseReason::Policy),
-                D::Refuse(SendRefusal::PqRequired),
-            ),
-            (
-                Preferred,
-                false,
-                false,
-                S::Refused(RefuseReason::KeyMismatch),
-                D::Refuse(SendRefusal::Refused(RefuseReason::KeyMismatch)),
-            ),
-        ];
-        for (policy, connected, pinned, status, want) in rows {
-            assert_eq!(
-                send_decision(policy, connected, pinned, status),
-                want,
-                "{policy:?} connected={connected} pinned={pinned} {status:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn classical_stream_table() {
-        use ClassicalStream::*;
-        let classical = StatusKind::Classical(ClassicalReason::NoPqProtocol);
-        let rows = [
-            (Preferred, false, classical, Accept),
-            (
-                Disabled,
-                false,
-                StatusKind::Classical(ClassicalReason::Disabled),
-                Accept,
-            ),
-            (Preferred, true, classical, Refuse),
-            (Preferred, true, StatusKind::Unknown, Refuse),
-            (Required, false, classical, Refuse),
-            (Preferred, false, StatusKind::Pq, Refuse),
-            (
-                Preferred,
-                false,
-                StatusKind::Refused(RefuseReason::Policy),
-                Refuse,
-            ),
-            (Preferred, false, StatusKind::Unknown, Wait),
-            (Preferred, false, StatusKind::Negotiating, Wait),
-        ];
-        for (policy, pinned, status, want) in rows {
-            assert_eq!(
-                classical_stream(policy, pinned, status),
-                want,
-                "{policy:?} {pinned} {status:?}"
-            );
-        }
-    }
+/// Which suites a peer may use with us, and which we offer it (§5 rev 3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SuiteRule {
+    /// Not pinned: every enabled suite.
+    Any,
+    /// Pinned: only these (pinned ∩ enabled, in our order; may be empty,
+    /// and then no handshake can succeed: the peer is refused).
+    Pinned(Vec<Suite>),
 }
+
+/// The suites to offer `peer` (and accept from it), from our `enabled`
+/// suites in preference order and the suites of its pins (`None`: an
+/// operator pin for every suite). A pinned peer gets only suites it is
+/// pinned under, so a thief of its identity cannot switch to a suite
+/// without a pin (§5, §8.3 rev 3).
+pub fn suites_to_offer(enabled: &[Suite], pins: &[Option<Suite>]) -> SuiteRule {
+    if pins.is_empty() {
+        return SuiteRule::Any;
+    }
+    if pins.contains(&None) {
+        return SuiteRule::Pinned(enabled.to_vec());
+    }
+    SuiteRule::Pinned(
+        enabled
+            .iter()
+            .copied()
+            .filter(|s| pins.contains(&Some(*s)))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests;

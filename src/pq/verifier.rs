@@ -21,6 +21,7 @@ use pqnode_keys::record::{self, CachedRecord, RecordError, VerifyContext};
 use pqnode_keys::time::unix_now;
 
 use super::metrics::PqMetrics;
+use super::policy::SuiteRule;
 
 /// Records cached per (peer, suite); bounded.
 pub const MAX_CACHED_RECORDS: usize = 4096;
@@ -42,15 +43,6 @@ pub struct Verified {
     pub rotated_from: Option<Fingerprint>,
     seq: u64,
     body: Vec<u8>,
-}
-
-/// Which suites a peer may use with us (§5 rev 3).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SuiteRule {
-    /// Not pinned: every enabled suite.
-    Any,
-    /// Pinned: only these (pinned ∩ enabled, in our order; may be empty).
-    Pinned(Vec<Suite>),
 }
 
 /// Verifies peer records against the cache and the pins; commits pins after
@@ -114,20 +106,8 @@ impl PeerVerifier {
                 reason: "pin-store".into(),
             }
         })?;
-        if pins.is_empty() {
-            return Ok(SuiteRule::Any);
-        }
-        if pins.iter().any(|(suite, _)| suite.is_none()) {
-            // A suite-less operator pin applies to every suite.
-            return Ok(SuiteRule::Pinned(self.enabled.clone()));
-        }
-        Ok(SuiteRule::Pinned(
-            self.enabled
-                .iter()
-                .copied()
-                .filter(|s| pins.iter().any(|(p, _)| *p == Some(*s)))
-                .collect(),
-        ))
+        let pinned: Vec<Option<Suite>> = pins.iter().map(|(suite, _)| *suite).collect();
+        Ok(super::policy::suites_to_offer(&self.enabled, &pinned))
     }
 
     /// A verifier for one handshake with `peer`.
