@@ -11,6 +11,7 @@ use futures::AsyncWriteExt;
 use libp2p::identity::Keypair;
 use pqnode::config::PqPolicy;
 use pqnode::pq::framing::{read_frame, write_frame};
+use pqnode::pq::policy::RefuseReason;
 use pqnode::pq::{PQ_PROTOCOL, Security, SendError};
 use pqnode_crypto::Suite;
 use pqnode_crypto::channel::KeyUpdatePolicy;
@@ -222,7 +223,7 @@ async fn stock_libp2p_peer_under_each_policy() {
             node.until(WAIT, |n| n.pq.refused_total() >= 1).await,
             "refused"
         );
-        assert_eq!(node.pq.metrics().refused_count("policy"), 1);
+        assert_eq!(node.pq.metrics().refused_count(RefuseReason::Policy), 1);
         assert!(
             node.until(WAIT, |_| !stock.is_connected()).await,
             "disconnected"
@@ -386,7 +387,7 @@ async fn a_pinned_peer_returning_without_pq_is_refused() {
             matches!(
                 err,
                 SendError::Refused {
-                    reason: "downgrade",
+                    reason: RefuseReason::Downgrade,
                     ..
                 }
             ),
@@ -413,7 +414,7 @@ async fn a_pinned_peer_returning_without_pq_is_refused() {
                 .await,
             "downgrade counted"
         );
-        assert_eq!(a.pq.metrics().refused_count("downgrade"), 1);
+        assert_eq!(a.pq.metrics().refused_count(RefuseReason::Downgrade), 1);
         assert_ne!(
             a.level(&b_id),
             Some("classical"),
@@ -425,7 +426,7 @@ async fn a_pinned_peer_returning_without_pq_is_refused() {
                 err,
                 SendError::PinnedWithoutSession { .. }
                     | SendError::Refused {
-                        reason: "downgrade",
+                        reason: RefuseReason::Downgrade,
                         ..
                     }
             ),
@@ -524,7 +525,10 @@ async fn a_fin_with_a_bad_signature_gets_reject_5_and_pins_nothing() {
             let m = n.pq.metrics();
             m.handshake_failure_count("mac") + m.handshake_failure_count("signature")
         };
-        let (refused, bad_fins) = (a.pq.metrics().refused_count("auth-failed"), failed(&a));
+        let (refused, bad_fins) = (
+            a.pq.metrics().refused_count(RefuseReason::AuthFailed),
+            failed(&a),
+        );
         let mut rng = system_rng();
         let (state, init) = Initiator::start(cfg, &a.peer_id.to_bytes(), &mut rng).expect("start");
         write_frame(&mut s, &init).await.expect("write Init");
@@ -553,7 +557,10 @@ async fn a_fin_with_a_bad_signature_gets_reject_5_and_pins_nothing() {
             "counted as a failed Fin"
         );
         assert!(
-            a.until(WAIT, |n| n.pq.metrics().refused_count("auth-failed")
+            a.until(WAIT, |n| n
+                .pq
+                .metrics()
+                .refused_count(RefuseReason::AuthFailed)
                 > refused)
                 .await,
             "refused as auth-failed"
@@ -625,7 +632,7 @@ async fn a_reject_after_fin_fails_the_queued_messages_with_a_clear_error() {
             }
             assert!(queued.len() <= 1000, "the session queue never filled");
         }
-        let refused = a.pq.metrics().refused_count("rejected-by-peer");
+        let refused = a.pq.metrics().refused_count(RefuseReason::RejectedByPeer);
         write_frame(&mut s, &[5, 5]).await.expect("write Reject 5");
 
         let mut failed = 0;
@@ -653,7 +660,10 @@ async fn a_reject_after_fin_fails_the_queued_messages_with_a_clear_error() {
             "only {failed} of {pending} queued messages failed"
         );
         assert!(
-            a.until(WAIT, |n| n.pq.metrics().refused_count("rejected-by-peer")
+            a.until(WAIT, |n| n
+                .pq
+                .metrics()
+                .refused_count(RefuseReason::RejectedByPeer)
                 > refused)
                 .await,
             "refused as rejected-by-peer"
@@ -787,7 +797,7 @@ async fn hostile_peers_are_refused_while_an_honest_peer_is_served() {
             a.pq.inbox().list(Some(h.peer_id), 0, 10).is_empty(),
             "nothing delivered"
         );
-        assert!(a.pq.metrics().refused_count("session-error") >= 1);
+        assert!(a.pq.metrics().refused_count(RefuseReason::SessionError) >= 1);
         check_honest(9).await;
         assert_eq!(
             a.pq.session(&c.peer_id).map(|s| s.suite),

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use pqnode::app::{App, AppOptions};
 use pqnode::config::Config;
 use pqnode::pq::framing::{read_frame, write_frame};
+use pqnode::pq::policy::RefuseReason;
 use pqnode::pq::{PQ_PROTOCOL, Security, SendError};
 use pqnode_crypto::Suite;
 use pqnode_crypto::channel::KeyUpdatePolicy;
@@ -181,7 +182,7 @@ async fn a_pinned_peer_switching_suites_is_refused_and_the_pin_is_unchanged() {
 
         // B again, same keys, only the other suite enabled. (B may dial A
         // itself from its peer cache as it starts.)
-        let before = a.pq.metrics().refused_count("key-mismatch");
+        let before = a.pq.metrics().refused_count(RefuseReason::KeyMismatch);
         let mismatches = a.pq.metrics().key_mismatch.get();
         let b = start(
             db.path(),
@@ -193,7 +194,10 @@ async fn a_pinned_peer_switching_suites_is_refused_and_the_pin_is_unchanged() {
         .await;
         let _ = a.handle.dial(b.full_addr()).await;
         assert!(
-            a.until(WAIT, |n| n.pq.metrics().refused_count("key-mismatch")
+            a.until(WAIT, |n| n
+                .pq
+                .metrics()
+                .refused_count(RefuseReason::KeyMismatch)
                 > before)
                 .await,
             "A refuses B as key-mismatch"
@@ -267,7 +271,7 @@ async fn a_stolen_identity_with_a_fresh_key_for_the_other_suite_is_refused() {
             }],
             key_update: KeyUpdatePolicy::default(),
         });
-        let before = a.pq.metrics().refused_count("key-mismatch");
+        let before = a.pq.metrics().refused_count(RefuseReason::KeyMismatch);
         let (h, _listing) = pqsupport::raw_peer_listing_pq(identity, a.full_addr()).await;
         let mut s = h
             .control
@@ -291,7 +295,10 @@ async fn a_stolen_identity_with_a_fresh_key_for_the_other_suite_is_refused() {
             "no session"
         );
         assert!(
-            a.until(WAIT, |n| n.pq.metrics().refused_count("key-mismatch")
+            a.until(WAIT, |n| n
+                .pq
+                .metrics()
+                .refused_count(RefuseReason::KeyMismatch)
                 > before)
                 .await
         );
@@ -335,7 +342,7 @@ async fn a_retry_to_a_suite_the_peer_is_not_pinned_under_is_key_mismatch() {
         let identity = stolen.identity().clone();
         drop(stolen);
         let (refused, mismatches) = (
-            a.pq.metrics().refused_count("key-mismatch"),
+            a.pq.metrics().refused_count(RefuseReason::KeyMismatch),
             a.pq.metrics().key_mismatch.get(),
         );
         // Listing PQ from the start: A opens the stream after its listener
@@ -368,7 +375,10 @@ async fn a_retry_to_a_suite_the_peer_is_not_pinned_under_is_key_mismatch() {
             .expect("A's answer");
         assert_eq!(answer, vec![5, 5], "Reject 5 (auth-failed)");
         assert!(
-            a.until(WAIT, |n| n.pq.metrics().refused_count("key-mismatch")
+            a.until(WAIT, |n| n
+                .pq
+                .metrics()
+                .refused_count(RefuseReason::KeyMismatch)
                 > refused)
                 .await,
             "A refuses the thief as key-mismatch"
@@ -471,7 +481,11 @@ async fn stalled_handshakes_cannot_exhaust_the_slots() {
             }
         }
         assert!(
-            a.until(WAIT, |n| n.pq.metrics().refused_count("abusive") >= 1)
+            a.until(WAIT, |n| n
+                .pq
+                .metrics()
+                .refused_count(RefuseReason::Abusive)
+                >= 1)
                 .await,
             "the abusive peer is refused and counted"
         );

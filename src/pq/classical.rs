@@ -67,7 +67,7 @@ pub(crate) async fn accept_loop(inner: Arc<Inner>, mut incoming: IncomingStreams
                 verdict = decide(&inner2, &peer);
             }
             if verdict.0 != ClassicalStream::Accept {
-                inner2.metrics.refuse("classical-stream");
+                inner2.metrics.classical_streams_refused.inc();
                 if let Some(suppressed) = inner2.may_log(peer, "classical-refused") {
                     tracing::warn!(peer = %peer, suppressed, "classical message stream refused: the peer is pinned, has a PQ session, or its PQ status is open");
                 }

@@ -52,7 +52,7 @@ impl Inner {
             self.publish_counts(counts);
         }
         if first {
-            self.metrics.refuse(reason.as_str());
+            self.metrics.refuse(reason);
             match reason {
                 RefuseReason::Downgrade => {
                     self.metrics.downgrade_refused.inc();
@@ -146,7 +146,7 @@ impl ConnectionObserver for Observer {
                     tracing::warn!(peer = %peer, "PQ peer table full; refusing the peer");
                     let inner = inner.clone();
                     spawn_on(&inner.clone(), async move {
-                        inner.metrics.refuse("table-full");
+                        inner.metrics.refuse(RefuseReason::TableFull);
                         let _ = inner.node.disconnect(peer).await;
                     });
                     return;

@@ -8,11 +8,20 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use super::policy::RefuseReason;
+
 /// A reason label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     /// Low-cardinality reason name.
     pub reason: String,
+}
+
+/// A refusal's reason label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    /// Why the peer was refused.
+    pub reason: RefuseReason,
 }
 
 /// A security-level label.
@@ -37,7 +46,10 @@ pub struct PqMetrics {
     /// Peers labelled classical (no PQ, under `preferred`/`disabled`).
     pub classical_sessions: Counter,
     /// Peers refused, by reason (`policy`, `downgrade`, `key-mismatch`, ...).
-    pub refused: Family<ReasonLabels, Counter>,
+    pub refused: Family<RefusedLabels, Counter>,
+    /// Inbound classical message streams refused: the peer is pinned, has a
+    /// PQ session, or its PQ status is open (§8.2).
+    pub classical_streams_refused: Counter,
     /// Pinned peers that came back without PQ.
     pub downgrade_refused: Counter,
     /// Peers refused as `key-mismatch` (§8.3): a key other than the pinned
@@ -87,6 +99,7 @@ impl PqMetrics {
             pq_sessions: Family::default(),
             classical_sessions: Counter::default(),
             refused: Family::default(),
+            classical_streams_refused: Counter::default(),
             downgrade_refused: Counter::default(),
             key_mismatch: Counter::default(),
             handshakes_started: Counter::default(),
@@ -113,6 +126,11 @@ impl PqMetrics {
             m.classical_sessions.clone(),
         );
         r.register("refused", "Peers refused, by reason", m.refused.clone());
+        r.register(
+            "classical_streams_refused",
+            "Inbound classical message streams refused (pinned peer, PQ session, or PQ status open)",
+            m.classical_streams_refused.clone(),
+        );
         r.register(
             "downgrade_refused",
             "Pinned peers refused for offering no PQ session",
@@ -202,12 +220,8 @@ impl PqMetrics {
     }
 
     /// Counts a refusal.
-    pub fn refuse(&self, reason: &str) {
-        self.refused
-            .get_or_create(&ReasonLabels {
-                reason: reason.to_owned(),
-            })
-            .inc();
+    pub fn refuse(&self, reason: RefuseReason) {
+        self.refused.get_or_create(&RefusedLabels { reason }).inc();
     }
 
     /// Counts a failed handshake.
@@ -221,12 +235,8 @@ impl PqMetrics {
     }
 
     /// Reads a refusal counter (tests, API).
-    pub fn refused_count(&self, reason: &str) -> u64 {
-        self.refused
-            .get_or_create(&ReasonLabels {
-                reason: reason.to_owned(),
-            })
-            .get()
+    pub fn refused_count(&self, reason: RefuseReason) -> u64 {
+        self.refused.get_or_create(&RefusedLabels { reason }).get()
     }
 
     /// Reads a handshake-failure counter (tests, API).

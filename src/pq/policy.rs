@@ -35,7 +35,7 @@ impl ClassicalReason {
 }
 
 /// Why a peer was refused (its connections closed).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RefuseReason {
     /// No PQ session under `required`.
     Policy,
@@ -55,6 +55,8 @@ pub enum RefuseReason {
     SessionError,
     /// It rejected our handshake (policy, authentication, bad message).
     RejectedByPeer,
+    /// The PQ layer's peer table was full (`limits.max_established`).
+    TableFull,
 }
 
 impl RefuseReason {
@@ -70,7 +72,24 @@ impl RefuseReason {
             RefuseReason::Abusive => "abusive",
             RefuseReason::SessionError => "session-error",
             RefuseReason::RejectedByPeer => "rejected-by-peer",
+            RefuseReason::TableFull => "table-full",
         }
+    }
+}
+
+impl std::fmt::Display for RefuseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The metric label is the reason's stable name (`key-mismatch`, …).
+impl prometheus_client::encoding::EncodeLabelValue for RefuseReason {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
     }
 }
 

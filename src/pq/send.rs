@@ -41,7 +41,7 @@ pub enum SendError {
         /// The peer.
         peer: PeerId,
         /// Why it was refused.
-        reason: &'static str,
+        reason: RefuseReason,
     },
     /// Not connected (connect to it first).
     #[error("{peer} is not connected; connect to it first")]
@@ -207,10 +207,7 @@ pub(super) fn refusal(peer: PeerId, r: SendRefusal) -> SendError {
         SendRefusal::PqRequired => SendError::PqRequired { peer },
         SendRefusal::PinnedWithoutSession => SendError::PinnedWithoutSession { peer },
         SendRefusal::StatusUnknown => SendError::StatusPending { peer },
-        SendRefusal::Refused(reason) => SendError::Refused {
-            peer,
-            reason: reason.as_str(),
-        },
+        SendRefusal::Refused(reason) => SendError::Refused { peer, reason },
     }
 }
 
