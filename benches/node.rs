@@ -12,7 +12,19 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use libp2p::PeerId;
-use support::{dial_addr, dial_to_session, node, spin_until};
+use support::{LIMIT, dial_addr, dial_to_session, node};
+
+/// Yields until `done`, failing the run after [`LIMIT`].
+async fn spin_until(mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + LIMIT;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "benchmark step did not finish within {LIMIT:?}"
+        );
+        tokio::task::yield_now().await;
+    }
+}
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()

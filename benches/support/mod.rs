@@ -2,8 +2,11 @@
 //! starts it (through `App`), on 127.0.0.1, and the timed dial from no
 //! connection to an established PQ session on both sides.
 //!
-//! Completion is observed by polling with `yield_now`, so the numbers include
-//! up to a few microseconds of observation delay, never a timer tick.
+//! A session is awaited through the PQ layer's status `watch` (no polling:
+//! a poller would contend for the layer's one peer-table lock and slow what
+//! it measures); a message's arrival is still observed by polling the inbox
+//! with `yield_now`, which adds at most a few microseconds, never a timer
+//! tick.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -38,18 +41,6 @@ pub async fn node(dir: &Path) -> App {
     App::start(&config(dir), AppOptions::default())
         .await
         .expect("node")
-}
-
-/// Yields until `done`, failing the run after [`LIMIT`].
-pub async fn spin_until(mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + LIMIT;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "benchmark step did not finish within {LIMIT:?}"
-        );
-        tokio::task::yield_now().await;
-    }
 }
 
 /// `b`'s first listen address with its PeerId.
@@ -115,6 +106,15 @@ pub async fn dial_to_session(a: &App, b: &App, retries: &mut u32) -> Duration {
             }
         }
     };
-    spin_until(|| a.pq().session(&b_id).is_some() && b.pq().session(&a_id).is_some()).await;
+    // Woken by each side's status change (a `watch`), not by polling: a
+    // poller would contend for the PQ layer's one peer-table lock.
+    let (on_a, on_b) = tokio::join!(
+        a.pq().wait_for_session(&b_id, LIMIT),
+        b.pq().wait_for_session(&a_id, LIMIT)
+    );
+    assert!(
+        on_a.is_some() && on_b.is_some(),
+        "no PQ session on both sides within {LIMIT:?}"
+    );
     t.elapsed()
 }
