@@ -571,6 +571,30 @@ async fn a_rehandshake_replaces_the_session_without_losing_messages() {
         assert!(pa.metrics().rehandshakes.get() + pb.metrics().rehandshakes.get() >= 1);
         let last = pa.session(&b_id).expect("still a session");
         assert_ne!(last.id, first.id, "a new session with a new transcript");
+        // The API shows it: re-handshakes counted on the peer, the current
+        // session's age and bytes.
+        let peers = common::http(a.app.api_addr(), "GET", "/api/peers", None, None)
+            .await
+            .json();
+        let view = peers["peers"]
+            .as_array()
+            .expect("peers")
+            .iter()
+            .find(|p| p["peerId"] == b_id.to_string().as_str())
+            .expect("B listed")
+            .clone();
+        assert_eq!(view["security"], "pq", "{view}");
+        assert!(view["rehandshakes"].as_u64().expect("count") >= 1, "{view}");
+        assert!(view["sessionAgeSecs"].as_u64().is_some(), "{view}");
+        assert!(view["sessionBytesSent"].as_u64().is_some(), "{view}");
+        assert!(view["sessionBytesReceived"].as_u64().is_some(), "{view}");
+        let metrics = common::http(a.app.api_addr(), "GET", "/metrics", None, None)
+            .await
+            .body;
+        assert!(
+            metrics.contains("pqnode_pq_rehandshake_failures_total "),
+            "{metrics}"
+        );
         let _ = recv(&a, b_id, 0, Duration::from_millis(1)).await;
         b.stop().await;
         a.stop().await;

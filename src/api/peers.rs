@@ -25,6 +25,15 @@ pub struct PeerView {
     pub suite: Option<&'static str>,
     /// The PQ session's id (the first 8 bytes of its transcript hash).
     pub session_id: Option<String>,
+    /// Seconds since the PQ session was established.
+    pub session_age_secs: Option<u64>,
+    /// Record-layer bytes sent through the PQ session.
+    pub session_bytes_sent: Option<u64>,
+    /// Record-layer bytes received through the PQ session.
+    pub session_bytes_received: Option<u64>,
+    /// Sessions with this peer replaced by a re-handshake (§5.1) since it
+    /// connected.
+    pub rehandshakes: u32,
     /// Whether a PQ key is pinned for this peer (under any suite).
     pub pinned: bool,
 }
@@ -207,12 +216,25 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<PeersResponse>, 
 }
 
 fn view(state: &AppState, info: PeerInfo) -> PeerView {
-    let status = state
-        .pq
-        .peer(&info.peer_id)
-        .map(|p| p.status)
-        .unwrap_or(PqStatus::Unknown);
+    let snapshot = state.pq.peer(&info.peer_id);
+    let (status, bytes, rehandshakes) = match snapshot {
+        Some(p) => (p.status, p.session_bytes, p.rehandshakes),
+        None => (PqStatus::Unknown, None, 0),
+    };
+    let session_age_secs = match &status {
+        PqStatus::Pq(s) => Some(
+            std::time::SystemTime::now()
+                .duration_since(s.since)
+                .unwrap_or_default()
+                .as_secs(),
+        ),
+        _ => None,
+    };
     PeerView {
+        session_age_secs,
+        session_bytes_sent: bytes.map(|(sent, _)| sent),
+        session_bytes_received: bytes.map(|(_, received)| received),
+        rehandshakes,
         security: status.name(),
         reason: status.reason(),
         suite: status.suite().map(|s| s.name()),

@@ -84,6 +84,8 @@ pub struct PqMetrics {
     pub pins_full: Counter,
     /// Re-handshakes that replaced a session (§5.1).
     pub rehandshakes: Counter,
+    /// Re-handshakes that failed while the old session went on (§5.1).
+    pub rehandshake_failures: Counter,
     /// Identical log lines about one peer suppressed (§9 rev 3).
     pub log_suppressed: Counter,
     /// Malformed inbound messages dropped, by what was wrong (`frame`: a
@@ -115,6 +117,7 @@ impl PqMetrics {
             inbox_dropped: Counter::default(),
             pins_full: Counter::default(),
             rehandshakes: Counter::default(),
+            rehandshake_failures: Counter::default(),
             log_suppressed: Counter::default(),
             malformed_messages: Family::default(),
         };
@@ -196,6 +199,11 @@ impl PqMetrics {
             "rehandshakes",
             "Sessions replaced by a re-handshake",
             m.rehandshakes.clone(),
+        );
+        r.register(
+            "rehandshake_failures",
+            "Re-handshakes that failed while the old session went on",
+            m.rehandshake_failures.clone(),
         );
         r.register(
             "log_suppressed",

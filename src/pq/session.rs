@@ -90,6 +90,7 @@ pub(crate) fn start(
             }
             if old == new {
                 inner.metrics.rehandshakes.inc();
+                entry.rehandshakes = entry.rehandshakes.saturating_add(1);
                 tracing::info!(peer = %peer, old = %existing.info.id, new = %info.id, "PQ session replaced by a re-handshake");
             } else {
                 tracing::debug!(peer = %peer, "second PQ session wins the tie-break; replacing the first");
@@ -101,6 +102,7 @@ pub(crate) fn start(
             info: info.clone(),
             tx,
             reader_done: done_rx,
+            stats: stats.clone(),
         });
         // The status changes under the same lock as the session.
         table.apply(&peer, &Event::SessionEstablished(info.clone()));
@@ -222,9 +224,13 @@ async fn rehandshake_timer(inner: Arc<Inner>, peer: PeerId, id: u64, stats: Arc<
         if inner.table().begin_outbound(&peer) {
             match handshake_io::run_initiator(&inner, peer).await {
                 Ok(()) => return,
-                Err(super::policy::FailureAction::RetryLater) => {}
-                // Acted upon (refused): the session is gone with the peer.
-                Err(_) => return,
+                // Retried while the old session works (up to twice its
+                // limits, above). A refusal has dropped the session (the
+                // next round sees it is gone); any other outcome leaves the
+                // old session in place, which must not outlive its limits.
+                Err(_) => {
+                    inner.metrics.rehandshake_failures.inc();
+                }
             }
         }
         tokio::time::sleep(backoff).await;

@@ -98,6 +98,12 @@ pub struct PeerSnapshot {
     pub since: SystemTime,
     /// Established connections.
     pub connections: u32,
+    /// Bytes of the current PQ session: (sent, received) record-layer
+    /// frames, for the re-handshake limit (§5.1).
+    pub session_bytes: Option<(u64, u64)>,
+    /// Sessions with this peer replaced by a re-handshake (§5.1) while it
+    /// stayed connected.
+    pub rehandshakes: u32,
 }
 
 /// Bytes through one session, for the re-handshake limit (§5.1).
@@ -122,6 +128,14 @@ impl SessionStats {
         }
     }
 
+    /// (sent, received) so far.
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.received.load(Ordering::Relaxed),
+        )
+    }
+
     pub fn max_bytes(&self) -> u64 {
         self.sent
             .load(Ordering::Relaxed)
@@ -137,6 +151,8 @@ pub(crate) struct Session {
     /// Becomes true when the session's reader has ended (every message of
     /// this session that arrived is delivered).
     pub reader_done: watch::Receiver<bool>,
+    /// Its byte counters.
+    pub stats: std::sync::Arc<SessionStats>,
 }
 
 /// Per-peer handshake limits (PROTOCOL.md §9, rev 3).
@@ -178,6 +194,8 @@ pub(crate) struct PeerEntry {
     pub status: PqStatus,
     pub since: SystemTime,
     pub session: Option<Session>,
+    /// Sessions replaced by a re-handshake while connected.
+    pub rehandshakes: u32,
     pub inbound_hs: bool,
     pub outbound_hs: bool,
     inbound_starts: VecDeque<Instant>,
@@ -197,6 +215,7 @@ impl PeerEntry {
             status: PqStatus::Unknown,
             since: SystemTime::now(),
             session: None,
+            rehandshakes: 0,
             inbound_hs: false,
             outbound_hs: false,
             inbound_starts: VecDeque::new(),
@@ -204,6 +223,17 @@ impl PeerEntry {
             last_message: None,
             retry_backoff: RETRY_MIN,
             watch: watch::channel(PqStatus::Unknown).0,
+        }
+    }
+
+    fn snapshot(&self, peer: PeerId) -> PeerSnapshot {
+        PeerSnapshot {
+            peer,
+            status: self.status.clone(),
+            since: self.since,
+            connections: self.connections,
+            session_bytes: self.session.as_ref().map(|s| s.stats.bytes()),
+            rehandshakes: self.rehandshakes,
         }
     }
 
@@ -472,23 +502,13 @@ impl PeerTable {
     }
 
     pub fn snapshot(&self, peer: &PeerId) -> Option<PeerSnapshot> {
-        self.peers.get(peer).map(|e| PeerSnapshot {
-            peer: *peer,
-            status: e.status.clone(),
-            since: e.since,
-            connections: e.connections,
-        })
+        self.peers.get(peer).map(|e| e.snapshot(*peer))
     }
 
     pub fn snapshots(&self) -> Vec<PeerSnapshot> {
         self.peers
             .iter()
-            .map(|(peer, e)| PeerSnapshot {
-                peer: *peer,
-                status: e.status.clone(),
-                since: e.since,
-                connections: e.connections,
-            })
+            .map(|(peer, e)| e.snapshot(*peer))
             .collect()
     }
 
