@@ -1045,3 +1045,98 @@ async fn a_listener_initiates_after_identify_but_never_redials_a_peer_that_left(
     })
     .await;
 }
+
+/// A partial message that never completes ends its session after
+/// `limits.partial_message_timeout_secs` (1 s here; 30 s by default), is
+/// dropped, and costs the peer nothing else: it stays connected, is not
+/// refused, and its next handshake gets a new session (§9 rev 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_partial_message_ends_its_session_and_a_new_one_follows() {
+    bounded(async {
+        let da = tempdir();
+        let a = start(
+            da.path(),
+            Opts {
+                partial_message_timeout: Duration::from_secs(1),
+                ..Opts::default()
+            },
+        )
+        .await;
+        let dh = tempdir();
+        let mut own = KeyStore::open_or_create(dh.path(), StoreOptions::default()).expect("store");
+        let own2 = KeyStore::open(dh.path(), StoreOptions::default()).expect("store");
+        let cfg = hostile_config(&own2, &mut own, false);
+        let (h, _listing) =
+            pqsupport::raw_peer_listing_pq(own.identity().clone(), a.full_addr()).await;
+        let mut control = h.control.clone().expect("control");
+        let mut s = control
+            .open_stream(a.peer_id, PQ_PROTOCOL)
+            .await
+            .expect("stream");
+        let mut session = hostile_handshake(cfg.clone(), a.peer_id, &mut s, false)
+            .await
+            .expect("honest handshake");
+        let first =
+            a.pq.wait_for_session(&h.peer_id, WAIT)
+                .await
+                .expect("session");
+
+        // The first fragment of a two-fragment message, then nothing.
+        let big = vec![0x5au8; pqnode::pq::fragment::MAX_CHUNK + 1000];
+        let frag = pqnode::pq::fragment::fragments(1, &big)
+            .next()
+            .expect("fragment");
+        let mut out = Vec::new();
+        session
+            .channel
+            .sealer
+            .seal_data(&frag, 0, &mut out)
+            .expect("seal");
+        s.write_all(&out).await.expect("write");
+        s.flush().await.expect("flush");
+        let stalled_at = tokio::time::Instant::now();
+        // 5× the timeout.
+        assert!(
+            a.until(Duration::from_secs(5), |n| n
+                .pq
+                .session(&h.peer_id)
+                .is_none())
+                .await,
+            "the session ended"
+        );
+        println!("session ended {:?} after the stall", stalled_at.elapsed());
+        assert!(
+            a.pq.inbox().list(Some(h.peer_id), 0, 10).is_empty(),
+            "nothing delivered"
+        );
+        assert!(h.is_connected(), "the peer stays connected");
+        assert_eq!(
+            a.pq.metrics().refused_count(RefuseReason::SessionError),
+            0,
+            "not refused"
+        );
+        let metrics = common::http(a.app.api_addr(), "GET", "/metrics", None, None)
+            .await
+            .body;
+        assert!(
+            metrics.contains("pqnode_pq_session_errors_total{reason=\"partial-timeout\"} 1"),
+            "{metrics}"
+        );
+
+        // Its initiator (the peer) re-establishes it: a new session.
+        let mut s2 = control
+            .open_stream(a.peer_id, PQ_PROTOCOL)
+            .await
+            .expect("second stream");
+        hostile_handshake(cfg, a.peer_id, &mut s2, false)
+            .await
+            .expect("second handshake");
+        let second =
+            a.pq.wait_for_session(&h.peer_id, WAIT)
+                .await
+                .expect("a new session");
+        assert_ne!(second.id, first.id);
+        a.stop().await;
+    })
+    .await;
+}

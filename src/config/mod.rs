@@ -55,6 +55,7 @@
 //! max_tracked_ips = 65536                  # IPs whose rate is tracked; when full the least recently seen is forgotten
 //! max_concurrent_handshakes = 64
 //! handshake_timeout_secs = 10
+//! partial_message_timeout_secs = 30        # a message begun must complete within this, or its session is re-established
 //! max_message_size = 1048576
 //! inbox_per_peer = 1024
 //! max_memory_percent = 90
@@ -163,6 +164,10 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "limits.handshake_timeout_secs",
         "PQNODE_LIMITS_HANDSHAKE_TIMEOUT_SECS",
+    ),
+    (
+        "limits.partial_message_timeout_secs",
+        "PQNODE_LIMITS_PARTIAL_MESSAGE_TIMEOUT_SECS",
     ),
     ("limits.max_message_size", "PQNODE_LIMITS_MAX_MESSAGE_SIZE"),
     ("limits.inbox_per_peer", "PQNODE_LIMITS_INBOX_PER_PEER"),
@@ -351,6 +356,10 @@ pub struct Limits {
     pub max_concurrent_handshakes: u32,
     /// `limits.handshake_timeout_secs`: PQ handshake duration limit. Default 10 s.
     pub handshake_timeout: Duration,
+    /// `limits.partial_message_timeout_secs`: a message whose first
+    /// fragment arrived must complete within this, or its session ends and
+    /// is re-established (§9 rev 3). Default 30 s.
+    pub partial_message_timeout: Duration,
     /// `limits.max_message_size`: application message size in bytes. Default 1 MiB.
     pub max_message_size: usize,
     /// `limits.inbox_per_peer`: undelivered inbound messages kept per peer,
@@ -382,6 +391,7 @@ impl Default for Limits {
             max_tracked_ips: 65_536,
             max_concurrent_handshakes: 64,
             handshake_timeout: Duration::from_secs(10),
+            partial_message_timeout: Duration::from_secs(30),
             max_message_size: 1024 * 1024,
             inbox_per_peer: 1024,
             max_memory_percent: 90,
@@ -802,6 +812,9 @@ impl Config {
         }
         if let Some(n) = u32_limit("limits.handshake_timeout_secs", 1, 300)? {
             l.handshake_timeout = Duration::from_secs(u64::from(n));
+        }
+        if let Some(n) = u32_limit("limits.partial_message_timeout_secs", 1, 3600)? {
+            l.partial_message_timeout = Duration::from_secs(u64::from(n));
         }
         if let Some(n) = u32_limit("limits.max_message_size", 1, 64 * 1024 * 1024)? {
             l.max_message_size = n as usize;

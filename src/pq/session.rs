@@ -459,12 +459,19 @@ impl Reader {
                 inner.refuse(peer, RefuseReason::RejectedByPeer).await;
             }
             ReadEnd::PartialTimeout => {
+                // The session ends (its partial message is dropped with it)
+                // and is re-established, by its initiator, like a lost one;
+                // the peer stays connected (§9 rev 3).
                 self.cancel.end(
                     "the session ended: a partial message from the peer did not complete in time",
                 );
                 self.count("partial-timeout");
-                tracing::warn!(peer = %peer, "a partial message did not complete in time; session ended");
-                inner.refuse(peer, RefuseReason::SessionError).await;
+                if let Some(suppressed) = inner.may_log(peer, "partial-timeout") {
+                    tracing::warn!(peer = %peer, suppressed, "a partial message did not complete in time; session ended, to be re-established");
+                }
+                if current {
+                    self.after_loss();
+                }
             }
             ReadEnd::Violation(reason, detail) => {
                 self.cancel.end(format!(

@@ -41,6 +41,8 @@ pub struct Opts {
     pub rehandshake_bytes: u64,
     /// `limits.max_connections_per_ip` (every test peer is on 127.0.0.1).
     pub max_connections_per_ip: u32,
+    /// `limits.partial_message_timeout_secs`.
+    pub partial_message_timeout: Duration,
 }
 
 impl Default for Opts {
@@ -56,6 +58,7 @@ impl Default for Opts {
             rehandshake_after: Duration::from_secs(3600),
             rehandshake_bytes: 4 << 30,
             max_connections_per_ip: 100,
+            partial_message_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -106,6 +109,7 @@ pub fn config(dir: &Path, opts: &Opts) -> Config {
     config.limits.handshake_timeout = opts.handshake_timeout;
     config.limits.max_new_connections_per_ip_per_minute = 1000;
     config.limits.max_connections_per_ip = opts.max_connections_per_ip;
+    config.limits.partial_message_timeout = opts.partial_message_timeout;
     config.limits.max_established_per_peer = 4;
     config
 }
