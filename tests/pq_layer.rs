@@ -5,7 +5,7 @@ mod common;
 mod pqsupport;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures::AsyncWriteExt;
 use libp2p::identity::Keypair;
@@ -14,24 +14,14 @@ use pqnode::pq::framing::{read_frame, write_frame};
 use pqnode::pq::policy::RefuseReason;
 use pqnode::pq::{PQ_PROTOCOL, Security, SendError};
 use pqnode_crypto::Suite;
-use pqnode_crypto::channel::KeyUpdatePolicy;
 use pqnode_crypto::handshake::{
-    Credential, HandshakeConfig, Initiator, InitiatorStep, Responder, ResponderStep,
-    messages::MAX_MESSAGE_LEN,
+    HandshakeConfig, Initiator, InitiatorStep, Responder, ResponderStep, messages::MAX_MESSAGE_LEN,
 };
 use pqnode_crypto::rng::system_rng;
-use pqnode_crypto::sign::SigningKey;
 use pqnode_keys::store::{KeyStore, StoreOptions};
-use pqsupport::{Opts, Permissive, TEST_TIMEOUT, recv, start, tempdir};
+use pqsupport::{Opts, Permissive, TEST_TIMEOUT, hostile_config, recv, start, tempdir};
 
 const WAIT: Duration = Duration::from_secs(15);
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 /// `GET /api/peers` of `node`.
 async fn api_peers(node: &pqsupport::TestNode) -> serde_json::Value {
@@ -440,33 +430,6 @@ async fn a_pinned_peer_returning_without_pq_is_refused() {
         b.stop().await;
     })
     .await;
-}
-
-/// A hostile peer's handshake credentials: its own identity, and a record
-/// from `record_store` (another identity's, for the PeerId test), optionally
-/// bit-flipped.
-fn hostile_config(own: &KeyStore, record_store: &mut KeyStore, flip: bool) -> Arc<HandshakeConfig> {
-    let suite = Suite::Kyber1024Dilithium5;
-    let key = record_store.signing_key(suite).expect("key");
-    let key = SigningKey::from_bytes(suite, key.expose_secret(), key.verifying_key().as_bytes())
-        .expect("copy");
-    let mut rec = record_store
-        .build_record(suite, &[], now(), 3600)
-        .expect("record")
-        .envelope_bytes()
-        .to_vec();
-    if flip {
-        let n = rec.len() / 2;
-        rec[n] ^= 0x04;
-    }
-    Arc::new(HandshakeConfig {
-        local_peer_id: own.peer_id().to_bytes(),
-        credentials: vec![Credential {
-            signing_key: Arc::new(key),
-            record: rec,
-        }],
-        key_update: KeyUpdatePolicy::default(),
-    })
 }
 
 /// Runs the initiator over `stream`. The responder answers a bad Fin with

@@ -431,3 +431,38 @@ impl RecordVerifier for Permissive {
             })
     }
 }
+
+/// A hostile peer's handshake credentials: its own identity, and a record
+/// from `record_store` (another identity's, for the PeerId test), optionally
+/// bit-flipped.
+pub fn hostile_config(
+    own: &KeyStore,
+    record_store: &mut KeyStore,
+    flip: bool,
+) -> Arc<pqnode_crypto::handshake::HandshakeConfig> {
+    let suite = Suite::Kyber1024Dilithium5;
+    let key = record_store.signing_key(suite).expect("key");
+    let key = pqnode_crypto::sign::SigningKey::from_bytes(
+        suite,
+        key.expose_secret(),
+        key.verifying_key().as_bytes(),
+    )
+    .expect("copy");
+    let mut rec = record_store
+        .build_record(suite, &[], pqnode_keys::time::unix_now(), 3600)
+        .expect("record")
+        .envelope_bytes()
+        .to_vec();
+    if flip {
+        let n = rec.len() / 2;
+        rec[n] ^= 0x04;
+    }
+    Arc::new(pqnode_crypto::handshake::HandshakeConfig {
+        local_peer_id: own.peer_id().to_bytes(),
+        credentials: vec![pqnode_crypto::handshake::Credential {
+            signing_key: Arc::new(key),
+            record: rec,
+        }],
+        key_update: pqnode_crypto::channel::KeyUpdatePolicy::default(),
+    })
+}
