@@ -201,7 +201,7 @@ pub(crate) async fn accept_loop(inner: Arc<Inner>, mut incoming: IncomingStreams
             Admission::Admitted => {}
             Admission::Busy => {
                 inner.metrics.handshake_failed("peer-busy");
-                let abusive = inner.table().handshake_failed(&peer, now);
+                let abusive = inner.table().rejected_busy(&peer, now);
                 if let Some(suppressed) = inner.may_log(peer, "busy") {
                     tracing::warn!(peer = %peer, suppressed, "PQ handshake beyond the per-peer limits: rejecting (busy)");
                 }

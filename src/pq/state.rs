@@ -478,6 +478,18 @@ impl PeerTable {
         e.failures.len() >= limits.failures_per_window
     }
 
+    /// An inbound handshake of `peer` was rejected `busy` (beyond the
+    /// per-peer limits). It counts as a failure, unless the peer holds a PQ
+    /// session: then it is an honest re-handshake that came too soon (§5.1
+    /// with short limits), told to wait, never grounds for a disconnect.
+    /// Returns true when the peer has now exceeded its failure budget.
+    pub fn rejected_busy(&mut self, peer: &PeerId, now: Instant) -> bool {
+        if self.peers.get(peer).is_some_and(|e| e.session.is_some()) {
+            return false;
+        }
+        self.handshake_failed(peer, now)
+    }
+
     /// Whether a handshake with `peer` is in flight either way.
     pub fn handshake_in_flight(&self, peer: &PeerId) -> bool {
         self.peers
@@ -550,6 +562,36 @@ mod tests {
         );
         let later = now + Duration::from_secs(61);
         assert_eq!(t.admit_inbound(&p, later), Admission::Admitted);
+    }
+
+    #[test]
+    fn busy_counts_as_a_failure_only_for_a_peer_without_a_session() {
+        let mut t = table();
+        let (p, q) = (PeerId::random(), PeerId::random());
+        t.connected(p, false);
+        t.connected(q, false);
+        let now = Instant::now();
+        assert!(!t.rejected_busy(&p, now));
+        assert!(!t.rejected_busy(&p, now));
+        assert!(t.rejected_busy(&p, now), "third busy without a session");
+        let (tx, _rx) = mpsc::channel(1);
+        let (_done_tx, done_rx) = watch::channel(false);
+        t.get_mut(&q).unwrap().session = Some(Session {
+            id: 1,
+            info: SessionInfo {
+                suite: Suite::Kyber1024Dilithium5,
+                local_initiated: false,
+                since: SystemTime::now(),
+                id: "00".into(),
+                peer_key: pqnode_keys::Fingerprint::from_array([1; 32]),
+            },
+            tx,
+            reader_done: done_rx,
+            stats: Default::default(),
+        });
+        for _ in 0..10 {
+            assert!(!t.rejected_busy(&q, now), "a re-handshake told to wait");
+        }
     }
 
     #[test]
