@@ -8,6 +8,9 @@
 //! with `yield_now`, which adds at most a few microseconds, never a timer
 //! tick.
 
+// Each bench includes this module and uses part of it.
+#![allow(dead_code)]
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -38,7 +41,12 @@ pub fn config(dir: &Path) -> Config {
 
 /// Starts a node on `dir`, as `pqnode run` would.
 pub async fn node(dir: &Path) -> App {
-    App::start(&config(dir), AppOptions::default())
+    node_with(&config(dir)).await
+}
+
+/// Starts a node with `config`, as `pqnode run` would.
+pub async fn node_with(config: &Config) -> App {
+    App::start(config, AppOptions::default())
         .await
         .expect("node")
 }
