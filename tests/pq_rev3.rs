@@ -510,6 +510,33 @@ async fn stalled_handshakes_cannot_exhaust_the_slots() {
     .await;
 }
 
+/// Sends message `i` over PQ. A send caught between two sessions (busy, or
+/// the status open) is retried by the caller, at most `max_tries` times; a
+/// message is never half-sent.
+async fn send_pq_retrying(
+    from: &pqnode::pq::PqLayer,
+    to: libp2p::PeerId,
+    body: Vec<u8>,
+    i: usize,
+    max_tries: u32,
+) {
+    let mut tries = 0;
+    loop {
+        match from.send(to, body.clone()).await {
+            Ok(d) => {
+                assert_eq!(d.security, Security::Pq);
+                return;
+            }
+            Err(e @ (SendError::Busy { .. } | SendError::StatusPending { .. })) => {
+                tries += 1;
+                assert!(tries < max_tries, "message {i}: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("message {i}: {e}"),
+        }
+    }
+}
+
 /// Re-handshakes (§5.1) replace the session while messages flow both ways:
 /// none is lost, duplicated or reordered, and the new session has a new
 /// transcript (so new keys).
@@ -533,23 +560,7 @@ async fn a_rehandshake_replaces_the_session_without_losing_messages() {
         const N: usize = 300;
         let send_all = |from: pqnode::pq::PqLayer, to: libp2p::PeerId| async move {
             for i in 0..N {
-                let mut tries = 0;
-                loop {
-                    match from.send(to, format!("{i}").into_bytes()).await {
-                        Ok(d) => {
-                            assert_eq!(d.security, Security::Pq);
-                            break;
-                        }
-                        // A send caught between sessions is retried by the
-                        // caller; a message is never half-sent.
-                        Err(e @ (SendError::Busy { .. } | SendError::StatusPending { .. })) => {
-                            tries += 1;
-                            assert!(tries < 100, "message {i}: {e}");
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                        }
-                        Err(e) => panic!("message {i}: {e}"),
-                    }
-                }
+                send_pq_retrying(&from, to, format!("{i}").into_bytes(), i, 100).await;
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         };
@@ -684,23 +695,7 @@ async fn five_rehandshakes_under_traffic_lose_nothing_and_never_reuse_keys() {
             for i in 0..N {
                 let mut body = format!("{i:06}").into_bytes();
                 body.resize(16 << 10, b'.');
-                let mut tries = 0;
-                loop {
-                    match from.send(to, body.clone()).await {
-                        Ok(d) => {
-                            assert_eq!(d.security, Security::Pq);
-                            break;
-                        }
-                        // Caught between sessions: the caller retries; a
-                        // message is never half-sent.
-                        Err(e @ (SendError::Busy { .. } | SendError::StatusPending { .. })) => {
-                            tries += 1;
-                            assert!(tries < 200, "message {i}: {e}");
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                        }
-                        Err(e) => panic!("message {i}: {e}"),
-                    }
-                }
+                send_pq_retrying(&from, to, body, i, 200).await;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         };
