@@ -133,7 +133,8 @@ struct VerifiedPut {
     source: PeerId,
     record: kad::Record,
     existing: Option<Vec<u8>>,
-    verdict: Result<(), super::records::DhtRecordError>,
+    /// The record's signed expiry, or why it may not be stored.
+    verdict: Result<u64, super::records::DhtRecordError>,
 }
 
 impl EventLoop {
@@ -958,19 +959,15 @@ impl EventLoop {
         &mut self,
         source: PeerId,
         record: kad::Record,
-        verdict: Result<(), super::records::DhtRecordError>,
+        verdict: Result<u64, super::records::DhtRecordError>,
     ) {
         match verdict {
-            Ok(()) => {
+            Ok(expires_at) => {
                 // Kept no longer than the record's own signed expiry.
                 let mut record = record;
-                if let Some(expires_at) =
-                    super::records::stored_expiry(record.key.as_ref(), &record.value)
-                {
-                    let left = expires_at.saturating_sub(pqnode_keys::time::unix_now());
-                    let cap = Instant::now() + Duration::from_secs(left);
-                    record.expires = Some(record.expires.map_or(cap, |e| e.min(cap)));
-                }
+                let left = expires_at.saturating_sub(pqnode_keys::time::unix_now());
+                let cap = Instant::now() + Duration::from_secs(left);
+                record.expires = Some(record.expires.map_or(cap, |e| e.min(cap)));
                 self.store_record(source, record);
             }
             Err(e) => {
@@ -1018,7 +1015,7 @@ impl EventLoop {
                     match super::records::stored_expiry(record.key.as_ref(), &record.value) {
                         Some(expires_at) if expires_at > now => {
                             self.metrics.dht_records_identical.inc();
-                            self.on_validated_record(source, record, Ok(()));
+                            self.on_validated_record(source, record, Ok(expires_at));
                         }
                         _ => {
                             self.swarm

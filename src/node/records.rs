@@ -90,13 +90,14 @@ fn parse_rest(rest: &[u8]) -> Result<RecordKey, DhtRecordError> {
 /// Decides whether an incoming record may be stored. `existing` is the value
 /// already stored under the key, if any; `now` is unix seconds. Keys
 /// outside [`RECORD_PREFIX`] are refused (`ForeignKey`, PROTOCOL.md §9 rev
-/// 3): this DHT stores PQ peer records only.
+/// 3): this DHT stores PQ peer records only. A record that may be stored
+/// comes back with its signed expiry (`expires_at`, Unix seconds).
 pub fn validate_dht_record(
     key: &[u8],
     value: &[u8],
     existing: Option<&[u8]>,
     now: u64,
-) -> Result<(), DhtRecordError> {
+) -> Result<u64, DhtRecordError> {
     let Some(parsed) = parse_record_key(key) else {
         return Err(DhtRecordError::ForeignKey);
     };
@@ -112,8 +113,7 @@ pub fn validate_dht_record(
         seq: d.body().seq,
         body: d.body_bytes(),
     });
-    record::verify(value, &ctx)?;
-    Ok(())
+    Ok(record::verify(value, &ctx)?.expires_at())
 }
 
 /// The signed expiry (`expires_at`, Unix seconds) of a value stored under
