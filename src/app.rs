@@ -257,6 +257,20 @@ impl App {
                 tracing::warn!(%reason, policy = %config.pq.policy, "PQ unavailable locally")
             }
         }
+        // Another pqnode admits a limited number of handshakes per minute
+        // from one peer (§9 rev 3); re-handshakes more often than that are
+        // answered busy and retried, so the limit set is not the one kept.
+        let limits = crate::pq::state::PeerLimits::default();
+        let fastest = limits.window / limits.inbound_per_window as u32;
+        if config.pq.rehandshake_after < fastest {
+            tracing::warn!(
+                rehandshake_after_secs = config.pq.rehandshake_after.as_secs(),
+                peer_limit_per_minute = limits.inbound_per_window,
+                "pq.rehandshake_after_secs is below {} s: peers admit at most {} handshakes a minute from this node, so some re-handshakes will be answered busy and retried",
+                fastest.as_secs(),
+                limits.inbound_per_window
+            );
+        }
         if config.pq.policy == PqPolicy::Required
             && let PqAvailability::Unavailable { reason, .. } = &availability
         {

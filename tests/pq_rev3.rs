@@ -723,6 +723,15 @@ async fn five_rehandshakes_under_traffic_lose_nothing_and_never_reuse_keys() {
             pb.metrics().rehandshakes.get()
         );
         assert!(replaced >= 5, "at least 5 re-handshakes: {replaced}");
+        // The responder sees the same re-handshakes as replacements, not as
+        // sessions lost and new ones made (at most the last one may still
+        // be finishing on its side).
+        let b_counted = pb.metrics().rehandshakes.get();
+        let b_listed = u64::from(pb.peer(&a_id).expect("A connected to B").rehandshakes);
+        assert!(
+            b_counted + 1 >= replaced && b_listed == b_counted,
+            "B counted {b_counted} and lists {b_listed} re-handshakes; A counted {replaced}"
+        );
         let distinct: std::collections::BTreeSet<&String> = ids.iter().collect();
         assert_eq!(distinct.len(), ids.len(), "no session id twice: {ids:?}");
         assert!(ids.len() >= 6, "at least 6 sessions seen: {ids:?}");

@@ -250,10 +250,15 @@ pub(crate) async fn accept_loop(inner: Arc<Inner>, mut incoming: IncomingStreams
                 .unwrap_or(Err(HsFailure::Timeout));
                 inner2.metrics.handshakes_in_progress.dec();
                 inner2.metrics.inbound_handshakes_in_progress.dec();
-                inner2.table().inbound_done(&peer);
                 match result {
-                    Ok(est) => established(&inner2, peer, stream, est, started, false),
+                    Ok(est) => {
+                        established(&inner2, peer, stream, est, started, false);
+                        // After the session is registered: whoever awaits
+                        // this handshake's end sees its outcome.
+                        inner2.table().inbound_done(&peer);
+                    }
                     Err(e) => {
+                        inner2.table().inbound_done(&peer);
                         let abusive = inner2.table().handshake_failed(&peer, Instant::now());
                         reject_and_close(&mut stream, e.reject()).await;
                         if e.reject().is_some() {

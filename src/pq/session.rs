@@ -435,6 +435,9 @@ impl Reader {
         let _ = self.done.send(true);
         let inner = self.inner.clone();
         let peer = self.peer;
+        if matches!(end, ReadEnd::Closed | ReadEnd::Io(_)) && !self.local_initiated {
+            self.await_replacement().await;
+        }
         let current = end_if_current(&inner, &peer, self.id);
         match end {
             ReadEnd::Closed => {
@@ -482,6 +485,22 @@ impl Reader {
                 inner.refuse(peer, RefuseReason::SessionError).await;
             }
         }
+    }
+
+    /// A session the peer initiated closes first on the peer's side when
+    /// the peer re-handshakes (§5.1): it replaces the session once its Fin
+    /// is sent, and closes the old stream, while this side may still be
+    /// verifying that Fin. Ending the session here would show the peer
+    /// without a session for that moment and count a loss instead of a
+    /// re-handshake; so the inbound handshake in flight, if any, is awaited
+    /// first (bounded by the handshake timeout). It replaces this session
+    /// when it succeeds; when it fails, this session ends as lost.
+    async fn await_replacement(&self) {
+        let Some(mut in_flight) = self.inner.table().inbound_in_flight(&self.peer) else {
+            return;
+        };
+        let deadline = self.inner.limits.handshake_timeout + Duration::from_secs(1);
+        let _ = tokio::time::timeout(deadline, in_flight.wait_for(|busy| !*busy)).await;
     }
 
     fn count(&self, reason: &str) {

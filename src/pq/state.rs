@@ -197,6 +197,9 @@ pub(crate) struct PeerEntry {
     /// Sessions replaced by a re-handshake while connected.
     pub rehandshakes: u32,
     pub inbound_hs: bool,
+    /// Follows `inbound_hs`, so a task can await the inbound handshake's
+    /// end without polling.
+    inbound_hs_watch: watch::Sender<bool>,
     pub outbound_hs: bool,
     inbound_starts: VecDeque<Instant>,
     failures: VecDeque<Instant>,
@@ -217,6 +220,7 @@ impl PeerEntry {
             session: None,
             rehandshakes: 0,
             inbound_hs: false,
+            inbound_hs_watch: watch::channel(false).0,
             outbound_hs: false,
             inbound_starts: VecDeque::new(),
             failures: VecDeque::new(),
@@ -436,6 +440,7 @@ impl PeerTable {
             return Admission::Busy;
         }
         e.inbound_hs = true;
+        e.inbound_hs_watch.send_replace(true);
         e.inbound_starts.push_back(now);
         Admission::Admitted
     }
@@ -444,7 +449,17 @@ impl PeerTable {
     pub fn inbound_done(&mut self, peer: &PeerId) {
         if let Some(e) = self.peers.get_mut(peer) {
             e.inbound_hs = false;
+            e.inbound_hs_watch.send_replace(false);
         }
+    }
+
+    /// If an inbound handshake of `peer` is in flight: a receiver that turns
+    /// false when it has ended (its session, if any, registered by then).
+    pub fn inbound_in_flight(&self, peer: &PeerId) -> Option<watch::Receiver<bool>> {
+        self.peers
+            .get(peer)
+            .filter(|e| e.inbound_hs)
+            .map(|e| e.inbound_hs_watch.subscribe())
     }
 
     /// Takes the outbound handshake slot of `peer`; false if one runs or
