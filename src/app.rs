@@ -257,17 +257,18 @@ impl App {
                 tracing::warn!(%reason, policy = %config.pq.policy, "PQ unavailable locally")
             }
         }
-        // Another pqnode admits a limited number of handshakes per minute
-        // from one peer (§9 rev 3); re-handshakes more often than that are
-        // answered busy and retried, so the limit set is not the one kept.
+        // Handshakes to one peer are paced below what the peer admits
+        // (§9 rev 3); a re-handshake limit shorter than that pace is not
+        // kept, and the operator should know.
         let limits = crate::pq::state::PeerLimits::default();
-        let fastest = limits.window / limits.inbound_per_window as u32;
+        let per_window = limits.inbound_per_window.saturating_sub(1).max(1);
+        let fastest = limits.window / per_window as u32;
         if config.pq.rehandshake_after < fastest {
             tracing::warn!(
                 rehandshake_after_secs = config.pq.rehandshake_after.as_secs(),
-                peer_limit_per_minute = limits.inbound_per_window,
-                "pq.rehandshake_after_secs is below {} s: peers admit at most {} handshakes a minute from this node, so some re-handshakes will be answered busy and retried",
-                fastest.as_secs(),
+                "pq.rehandshake_after_secs is below {:.1} s: handshakes to one peer are paced to {} a minute (the peer admits {}), so sessions will live longer than set",
+                fastest.as_secs_f64(),
+                per_window,
                 limits.inbound_per_window
             );
         }

@@ -740,3 +740,50 @@ async fn five_rehandshakes_under_traffic_lose_nothing_and_never_reuse_keys() {
     })
     .await;
 }
+
+/// Re-handshake limits shorter than a peer admits (10 inbound handshakes a
+/// minute from one peer, §9 rev 3) are paced by the initiator: the peer
+/// never answers busy, nobody is disconnected, and the session stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rehandshakes_faster_than_a_peer_admits_are_paced_not_refused() {
+    bounded(async {
+        let (da, db) = (tempdir(), tempdir());
+        let opts = Opts {
+            rehandshake_after: Duration::from_secs(1),
+            ..Opts::default()
+        };
+        let a = start(da.path(), opts.clone()).await;
+        let b = start(db.path(), opts).await;
+        a.connect(&b).await;
+        a.pq.wait_for_session(&b.peer_id, WAIT)
+            .await
+            .expect("session");
+        // Whichever side initiated, its tenth handshake start within a
+        // minute is held back.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let paced =
+            || a.pq.metrics().handshakes_paced.get() + b.pq.metrics().handshakes_paced.get();
+        while paced() == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no handshake was paced; re-handshakes counted: {} and {}",
+                a.pq.metrics().rehandshakes.get(),
+                b.pq.metrics().rehandshakes.get()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for (node, other) in [(&a, b.peer_id), (&b, a.peer_id)] {
+            assert_eq!(node.pq.metrics().handshake_failure_count("peer-busy"), 0);
+            assert_eq!(node.pq.refused_total(), 0);
+            assert_eq!(
+                node.pq.metrics().rehandshakes.get(),
+                8,
+                "9 starts in the window"
+            );
+            assert!(node.pq.session(&other).is_some(), "the session stays");
+        }
+        b.stop().await;
+        a.stop().await;
+    })
+    .await;
+}

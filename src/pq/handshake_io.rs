@@ -23,7 +23,7 @@ use tracing::Instrument;
 use super::framing::{FrameError, read_frame, write_frame};
 use super::policy::SuiteRule;
 use super::policy::{self, FailureAction, HandshakeOutcome, NoPq, RefuseReason};
-use super::state::{Admission, RETRY_MAX};
+use super::state::{Admission, Pace, RETRY_MAX};
 use super::transition::Event;
 use super::{Inner, PQ_PROTOCOL, session, spawn_on};
 
@@ -277,7 +277,9 @@ pub(crate) async fn accept_loop(inner: Arc<Inner>, mut incoming: IncomingStreams
                 // against the concurrency limit too.
                 drop(permit);
             }
-            .instrument(tracing::info_span!("pq_handshake", peer = %peer, side = "responder")),
+            .instrument(
+                tracing::info_span!(parent: None, "pq_handshake", peer = %peer, side = "responder"),
+            ),
         );
     }
 }
@@ -301,7 +303,9 @@ pub(crate) fn spawn_initiator(inner: &Arc<Inner>, peer: PeerId) {
                 schedule_retry(&inner2, peer);
             }
         }
-        .instrument(tracing::info_span!("pq_handshake", peer = %peer, side = "initiator")),
+        .instrument(
+            tracing::info_span!(parent: None, "pq_handshake", peer = %peer, side = "initiator"),
+        ),
     );
 }
 
@@ -328,6 +332,22 @@ pub(crate) fn schedule_retry(inner: &Arc<Inner>, peer: PeerId) {
 /// taken (it is given back here). On success the session starts; a failure
 /// has been acted upon (refusal, classical label) and is returned.
 pub(crate) async fn run_initiator(inner: &Arc<Inner>, peer: PeerId) -> Result<(), FailureAction> {
+    // Never faster than the peer admits (§9 rev 3): a wait, not a `busy`.
+    loop {
+        let pace = inner.table().pace_outbound(&peer, Instant::now());
+        match pace {
+            Pace::Now => break,
+            Pace::Wait(d) => {
+                inner.metrics.handshakes_paced.inc();
+                tracing::debug!(peer = %peer, wait_ms = d.as_millis() as u64, "handshake paced to the peer's per-minute limit");
+                tokio::time::sleep(d).await;
+            }
+            Pace::Gone => {
+                inner.table().outbound_done(&peer);
+                return Err(FailureAction::RetryLater);
+            }
+        }
+    }
     let Ok(permit) = inner.outbound_permits.clone().acquire_owned().await else {
         inner.table().outbound_done(&peer);
         return Err(FailureAction::RetryLater);

@@ -86,6 +86,9 @@ pub struct PqMetrics {
     pub rehandshakes: Counter,
     /// Re-handshakes that failed while the old session went on (§5.1).
     pub rehandshake_failures: Counter,
+    /// Outbound handshakes held back to stay under the peer's per-minute
+    /// limit (§9 rev 3).
+    pub handshakes_paced: Counter,
     /// Identical log lines about one peer suppressed (§9 rev 3).
     pub log_suppressed: Counter,
     /// Malformed inbound messages dropped, by what was wrong (`frame`: a
@@ -118,6 +121,7 @@ impl PqMetrics {
             pins_full: Counter::default(),
             rehandshakes: Counter::default(),
             rehandshake_failures: Counter::default(),
+            handshakes_paced: Counter::default(),
             log_suppressed: Counter::default(),
             malformed_messages: Family::default(),
         };
@@ -204,6 +208,11 @@ impl PqMetrics {
             "rehandshake_failures",
             "Re-handshakes that failed while the old session went on",
             m.rehandshake_failures.clone(),
+        );
+        r.register(
+            "handshakes_paced",
+            "Outbound handshakes held back to stay under the peer's per-minute limit",
+            m.handshakes_paced.clone(),
         );
         r.register(
             "log_suppressed",

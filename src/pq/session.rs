@@ -120,7 +120,9 @@ pub(crate) fn start(
     let (r, w) = stream.split();
     let started = Instant::now();
     let cancel = SessionEnd::default();
-    let span = tracing::info_span!("pq_session", peer = %peer, suite = %suite, session = %info.id);
+    // A root span: a session started by a re-handshake (inside the old
+    // session's span) must not nest in, and keep alive, its predecessor.
+    let span = tracing::info_span!(parent: None, "pq_session", peer = %peer, suite = %suite, session = %info.id);
     spawn_on(
         inner,
         writer(
@@ -222,7 +224,11 @@ async fn rehandshake_timer(inner: Arc<Inner>, peer: PeerId, id: u64, stats: Arc<
             return;
         }
         if inner.table().begin_outbound(&peer) {
-            match handshake_io::run_initiator(&inner, peer).await {
+            let span = tracing::info_span!(parent: None, "pq_handshake", peer = %peer, side = "initiator", rehandshake = true);
+            match handshake_io::run_initiator(&inner, peer)
+                .instrument(span)
+                .await
+            {
                 Ok(()) => return,
                 // Retried while the old session works (up to twice its
                 // limits, above). A refusal has dropped the session (the

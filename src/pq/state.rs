@@ -202,6 +202,9 @@ pub(crate) struct PeerEntry {
     inbound_hs_watch: watch::Sender<bool>,
     pub outbound_hs: bool,
     inbound_starts: VecDeque<Instant>,
+    /// Outbound handshakes started in the window (see
+    /// [`PeerTable::pace_outbound`]).
+    outbound_starts: VecDeque<Instant>,
     failures: VecDeque<Instant>,
     /// Back-off before the next attempt to (re-)establish a lost session.
     pub retry_backoff: Duration,
@@ -223,6 +226,7 @@ impl PeerEntry {
             inbound_hs_watch: watch::channel(false).0,
             outbound_hs: false,
             inbound_starts: VecDeque::new(),
+            outbound_starts: VecDeque::new(),
             failures: VecDeque::new(),
             last_message: None,
             retry_backoff: RETRY_MIN,
@@ -242,12 +246,13 @@ impl PeerEntry {
     }
 
     fn prune(&mut self, now: Instant, window: Duration) {
-        while self
-            .inbound_starts
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= window)
-        {
-            self.inbound_starts.pop_front();
+        for starts in [&mut self.inbound_starts, &mut self.outbound_starts] {
+            while starts
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= window)
+            {
+                starts.pop_front();
+            }
         }
         while self
             .failures
@@ -257,6 +262,17 @@ impl PeerEntry {
             self.failures.pop_front();
         }
     }
+}
+
+/// Whether an outbound handshake may start now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pace {
+    /// Yes; the start is recorded.
+    Now,
+    /// After this long.
+    Wait(Duration),
+    /// The peer is not connected.
+    Gone,
 }
 
 /// Smallest and largest back-off between attempts to re-establish a session.
@@ -474,6 +490,27 @@ impl PeerTable {
         }
     }
 
+    /// Paces outbound handshakes to `peer` below what it admits (§9 rev 3:
+    /// 10 inbound handshakes per peer a minute; one fewer here, so that
+    /// starts arriving closer together than they left are admitted too).
+    /// Re-handshakes with short limits and retries after lost sessions wait
+    /// here instead of being answered busy.
+    pub fn pace_outbound(&mut self, peer: &PeerId, now: Instant) -> Pace {
+        let limits = self.limits;
+        let Some(e) = self.peers.get_mut(peer) else {
+            return Pace::Gone;
+        };
+        e.prune(now, limits.window);
+        let allowed = limits.inbound_per_window.saturating_sub(1).max(1);
+        if e.outbound_starts.len() >= allowed
+            && let Some(oldest) = e.outbound_starts.front()
+        {
+            return Pace::Wait(limits.window.saturating_sub(now.duration_since(*oldest)));
+        }
+        e.outbound_starts.push_back(now);
+        Pace::Now
+    }
+
     /// The outbound handshake of `peer` ended.
     pub fn outbound_done(&mut self, peer: &PeerId) {
         if let Some(e) = self.peers.get_mut(peer) {
@@ -606,6 +643,44 @@ mod tests {
         });
         for _ in 0..10 {
             assert!(!t.rejected_busy(&q, now), "a re-handshake told to wait");
+        }
+    }
+
+    #[test]
+    fn outbound_handshakes_stay_under_what_the_peer_admits() {
+        let mut t = table();
+        let p = PeerId::random();
+        let now = Instant::now();
+        assert_eq!(t.pace_outbound(&p, now), Pace::Gone);
+        t.connected(p, true);
+        for i in 0..9 {
+            let at = now + Duration::from_secs(i);
+            assert_eq!(t.pace_outbound(&p, at), Pace::Now, "start {i}");
+        }
+        let tenth = now + Duration::from_secs(9);
+        assert_eq!(
+            t.pace_outbound(&p, tenth),
+            Pace::Wait(Duration::from_secs(51)),
+            "the tenth waits for the first to leave the window"
+        );
+        assert_eq!(
+            t.pace_outbound(&p, now + Duration::from_secs(60)),
+            Pace::Now
+        );
+        // Whatever the timing, the peer's own admission never says busy.
+        let mut peer_side = table();
+        let q = PeerId::random();
+        peer_side.connected(q, false);
+        let mut at = now;
+        for _ in 0..40 {
+            match t.pace_outbound(&p, at) {
+                Pace::Now => {
+                    assert_eq!(peer_side.admit_inbound(&q, at), Admission::Admitted);
+                    peer_side.inbound_done(&q);
+                }
+                Pace::Wait(d) => at += d,
+                Pace::Gone => unreachable!(),
+            }
         }
     }
 
