@@ -22,6 +22,7 @@ use pqnode_crypto::handshake::{
 };
 use pqnode_crypto::hybrid::{self, KeySchedule, X25519Secret};
 use pqnode_crypto::kem::{KemCiphertext, KemSecretKey};
+use pqnode_crypto::receipt::{Receipt, ReceiptStatus};
 use pqnode_crypto::sign::{SigningKey, VerifyingKey};
 use pqnode_keys::record::{self, VerifyContext};
 use pqnode_keys::store::{KeyStore, StoreOptions};
@@ -131,9 +132,29 @@ fn config(
     (Arc::new(cfg), records)
 }
 
+/// Which frames a vector carries after its handshake.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Frames {
+    /// Data both ways, then a close.
+    Plain,
+    /// Data with a key update in each direction.
+    KeyUpdate,
+    /// Data answered by receipts (kind 4, rev 4), then both closes.
+    Receipts,
+}
+
+fn receipt(id: u64, status: ReceiptStatus) -> Vec<u8> {
+    Receipt {
+        message_id: id,
+        status,
+    }
+    .encode()
+    .to_vec()
+}
+
 /// Produces one vector: `retry` makes the responder lack the initiator's
-/// first suite; `key_update` puts a key update among the frames.
-fn generate(suite: Suite, retry: bool, key_update: bool, seed: u64) -> Value {
+/// first suite; `plan` says which frames follow the handshake.
+fn generate(suite: Suite, retry: bool, plan: Frames, seed: u64) -> Value {
     let now = 1_790_000_000u64;
     let (di, dr) = (
         tempfile::tempdir().expect("dir"),
@@ -209,31 +230,41 @@ fn generate(suite: Suite, retry: bool, key_update: bool, seed: u64) -> Value {
     messages.insert("resp".into(), json!(h(&resp)));
     messages.insert("fin".into(), json!(h(&fin)));
 
-    // Frames: data both ways, with a key update in each direction if asked.
+    // Frames after the handshake (`plan`). A data frame's message id is
+    // its index + 1; a receipt answers the data frame it names.
     let mut frames = Vec::new();
-    let bodies: &[(&str, u8, &[u8])] = if key_update {
-        &[
-            ("i2r", 1, b"first"),
-            ("r2i", 1, b"reply"),
-            ("i2r", 2, b""),
-            ("i2r", 1, b"after update"),
-            ("r2i", 2, b""),
-            ("r2i", 1, b""),
-        ]
-    } else {
-        &[
-            ("i2r", 1, b"hello"),
-            ("r2i", 1, b"hello back"),
-            ("i2r", 3, b""),
-        ]
+    let bodies: Vec<(&str, u8, Vec<u8>)> = match plan {
+        Frames::KeyUpdate => vec![
+            ("i2r", 1, b"first".to_vec()),
+            ("r2i", 1, b"reply".to_vec()),
+            ("i2r", 2, Vec::new()),
+            ("i2r", 1, b"after update".to_vec()),
+            ("r2i", 2, Vec::new()),
+            ("r2i", 1, Vec::new()),
+        ],
+        Frames::Plain => vec![
+            ("i2r", 1, b"hello".to_vec()),
+            ("r2i", 1, b"hello back".to_vec()),
+            ("i2r", 3, Vec::new()),
+        ],
+        Frames::Receipts => vec![
+            ("i2r", 1, b"first".to_vec()),
+            ("r2i", 4, receipt(1, ReceiptStatus::Stored)),
+            ("i2r", 1, b"second".to_vec()),
+            ("r2i", 4, receipt(3, ReceiptStatus::InboxFull)),
+            ("r2i", 1, b"reply".to_vec()),
+            ("i2r", 4, receipt(5, ReceiptStatus::Stored)),
+            ("i2r", 3, Vec::new()),
+            ("r2i", 3, Vec::new()),
+        ],
     };
     for (n, (dir, kind, text)) in bodies.iter().enumerate() {
-        let body: Vec<u8> = if *kind == 1 {
-            pqnode::pq::fragment::fragments(n as u64 + 1, text)
+        let body: Vec<u8> = match kind {
+            1 => pqnode::pq::fragment::fragments(n as u64 + 1, text)
                 .next()
-                .expect("fragment")
-        } else {
-            Vec::new()
+                .expect("fragment"),
+            4 => text.clone(),
+            _ => Vec::new(),
         };
         let (from, to) = if *dir == "i2r" {
             (&mut si_sess, &mut sr_sess)
@@ -243,23 +274,14 @@ fn generate(suite: Suite, retry: bool, key_update: bool, seed: u64) -> Value {
         let key = from.channel.sealer.current_key().expose().to_vec();
         let seq = from.channel.sealer.next_seq();
         let mut out = Vec::new();
-        match kind {
-            1 => from
-                .channel
-                .sealer
-                .seal_data(&body, 0, &mut out)
-                .expect("seal"),
-            2 => from
-                .channel
-                .sealer
-                .seal_key_update(0, &mut out)
-                .expect("update"),
-            _ => from.channel.sealer.seal_close(&mut out).expect("close"),
-        }
+        seal(&mut from.channel.sealer, u64::from(*kind), &body, &mut out);
         let opened = to.channel.opener.open(&out[4..]).expect("open");
         assert!(matches!(
             (kind, &opened),
-            (1, Inbound::Data(_)) | (2, Inbound::KeyUpdate) | (3, Inbound::Close)
+            (1, Inbound::Data(_))
+                | (2, Inbound::KeyUpdate)
+                | (3, Inbound::Close)
+                | (4, Inbound::Receipt(_))
         ));
         frames.push(json!({"dir": dir, "seq": seq, "kind": kind, "body": h(&body), "key": h(&key), "frame": h(&out)}));
     }
@@ -393,6 +415,20 @@ fn derive(v: &Value) -> Value {
     })
 }
 
+/// Seals one frame of `kind` (§6) carrying `body`.
+fn seal(sealer: &mut Sealer, kind: u64, body: &[u8], out: &mut Vec<u8>) {
+    match kind {
+        1 => sealer.seal_data(body, 0, out).expect("seal"),
+        2 => sealer.seal_key_update(0, out).expect("seal"),
+        3 => sealer.seal_close(out).expect("seal"),
+        4 => {
+            let r = Receipt::decode(body).expect("a 9-byte receipt");
+            sealer.seal_receipt(&r, 0, out).expect("seal")
+        }
+        other => panic!("kind {other}"),
+    }
+}
+
 /// The full Appendix A check of one vector.
 fn check(v: &Value) {
     assert_eq!(v["format"], 1);
@@ -428,12 +464,7 @@ fn check(v: &Value) {
         );
         let body = unhex(f, "body");
         let mut out = Vec::new();
-        match f["kind"].as_u64() {
-            Some(1) => sealer.seal_data(&body, 0, &mut out).expect("seal"),
-            Some(2) => sealer.seal_key_update(0, &mut out).expect("seal"),
-            Some(3) => sealer.seal_close(&mut out).expect("seal"),
-            other => panic!("kind {other:?}"),
-        }
+        seal(sealer, f["kind"].as_u64().expect("kind"), &body, &mut out);
         assert_eq!(
             h(&out),
             f["frame"].as_str().expect("frame"),
@@ -442,8 +473,10 @@ fn check(v: &Value) {
         let frame = unhex(f, "frame");
         let parts = split_frames(&frame).expect("framing");
         let opened = openers[idx].1.open(parts[0]).expect("frame opens");
-        if let Inbound::Data(d) = opened {
-            assert_eq!(d, body);
+        match opened {
+            Inbound::Data(d) => assert_eq!(d, body),
+            Inbound::Receipt(r) => assert_eq!(r.encode().to_vec(), body),
+            Inbound::KeyUpdate | Inbound::Close => assert!(body.is_empty()),
         }
     }
     // The first-suite Init of a Retry vector parses, and the Retry is valid.
@@ -462,17 +495,63 @@ fn check(v: &Value) {
     }
 }
 
-const FILES: [&str; 5] = [
-    "kyber1024-dilithium5-plain.json",
-    "kyber1024-dilithium5-key-update.json",
-    "mlkem1024-mldsa87-plain.json",
-    "mlkem1024-mldsa87-key-update.json",
-    "mlkem1024-mldsa87-retry.json",
+/// Every committed vector: its file, and how it was generated.
+const VECTORS: [(&str, Suite, bool, Frames, u64); 7] = [
+    (
+        "kyber1024-dilithium5-plain.json",
+        Suite::Kyber1024Dilithium5,
+        false,
+        Frames::Plain,
+        1,
+    ),
+    (
+        "kyber1024-dilithium5-key-update.json",
+        Suite::Kyber1024Dilithium5,
+        false,
+        Frames::KeyUpdate,
+        2,
+    ),
+    (
+        "mlkem1024-mldsa87-plain.json",
+        Suite::Mlkem1024Mldsa87,
+        false,
+        Frames::Plain,
+        3,
+    ),
+    (
+        "mlkem1024-mldsa87-key-update.json",
+        Suite::Mlkem1024Mldsa87,
+        false,
+        Frames::KeyUpdate,
+        4,
+    ),
+    (
+        "mlkem1024-mldsa87-retry.json",
+        Suite::Mlkem1024Mldsa87,
+        true,
+        Frames::Plain,
+        5,
+    ),
+    // Rev 4: receipts among the frames.
+    (
+        "kyber1024-dilithium5-receipts.json",
+        Suite::Kyber1024Dilithium5,
+        false,
+        Frames::Receipts,
+        6,
+    ),
+    (
+        "mlkem1024-mldsa87-receipts.json",
+        Suite::Mlkem1024Mldsa87,
+        false,
+        Frames::Receipts,
+        7,
+    ),
 ];
 
 #[test]
 fn every_handshake_vector_replays_byte_for_byte() {
-    for name in FILES {
+    for (name, ..) in VECTORS {
         let text =
             std::fs::read_to_string(dir().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         let v: Value = serde_json::from_str(&text).expect("JSON");
@@ -482,7 +561,7 @@ fn every_handshake_vector_replays_byte_for_byte() {
 
 #[test]
 fn a_tampered_vector_fails_the_check() {
-    let text = std::fs::read_to_string(dir().join(FILES[0])).expect("vector");
+    let text = std::fs::read_to_string(dir().join(VECTORS[0].0)).expect("vector");
     let mut v: Value = serde_json::from_str(&text).expect("JSON");
     let mut resp = unhex(&v, "messages.resp");
     let last = resp.len() - 1;
@@ -491,25 +570,37 @@ fn a_tampered_vector_fails_the_check() {
     assert!(std::panic::catch_unwind(|| check(&v)).is_err());
 }
 
-/// Writes new vector files. Run by hand: `cargo test --test handshake_vectors -- --ignored`.
+#[test]
+fn a_vector_with_a_changed_receipt_fails_the_check() {
+    let name = "mlkem1024-mldsa87-receipts.json";
+    let text = std::fs::read_to_string(dir().join(name)).expect("vector");
+    let mut v: Value = serde_json::from_str(&text).expect("JSON");
+    let frames = v["frames"].as_array_mut().expect("frames");
+    let f = frames
+        .iter_mut()
+        .find(|f| f["kind"] == 4)
+        .expect("a receipt frame");
+    let mut body = unhex(f, "body");
+    body[8] = 3;
+    f["body"] = json!(h(&body));
+    assert!(std::panic::catch_unwind(|| check(&v)).is_err());
+}
+
+/// Writes the vector files that are missing (committed ones are replay
+/// vectors and never change; `PQNODE_REGENERATE_VECTORS=1` rewrites all).
+/// Run by hand: `cargo test --test handshake_vectors -- --ignored`.
 #[test]
 #[ignore]
 fn generate_vectors() {
     std::fs::create_dir_all(dir()).expect("dir");
-    let specs = [
-        (Suite::Kyber1024Dilithium5, false, false, 1),
-        (Suite::Kyber1024Dilithium5, false, true, 2),
-        (Suite::Mlkem1024Mldsa87, false, false, 3),
-        (Suite::Mlkem1024Mldsa87, false, true, 4),
-        (Suite::Mlkem1024Mldsa87, true, false, 5),
-    ];
-    for (name, (suite, retry, ku, seed)) in FILES.iter().zip(specs) {
-        let v = generate(suite, retry, ku, seed);
+    let all = std::env::var_os("PQNODE_REGENERATE_VECTORS").is_some();
+    for (name, suite, retry, plan, seed) in VECTORS {
+        let path = dir().join(name);
+        if path.exists() && !all {
+            continue;
+        }
+        let v = generate(suite, retry, plan, seed);
         check(&v);
-        std::fs::write(
-            dir().join(name),
-            serde_json::to_string_pretty(&v).expect("json"),
-        )
-        .expect("write");
+        std::fs::write(path, serde_json::to_string_pretty(&v).expect("json")).expect("write");
     }
 }

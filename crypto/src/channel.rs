@@ -4,7 +4,8 @@
 //! frame     = u32 length || u64 seq || ciphertext || tag(16)
 //! nonce     = 4 zero bytes || u64 seq
 //! aad       = "pqnode rec v1" || u64 seq
-//! plaintext = u8 kind || body
+//! plaintext = u8 kind || body     kind: 1 data, 2 key update, 3 close,
+//!                                        4 receipt (rev 4)
 //! ```
 //!
 //! Each direction has its own traffic secret, key and sequence number. Any
@@ -18,6 +19,7 @@ use std::fmt;
 use crate::aead::{self, TAG_LEN};
 use crate::error::CryptoError;
 use crate::hybrid::{self, KEY_LEN, PRK_LEN};
+use crate::receipt::{RECEIPT_LEN, Receipt};
 use crate::secret::Secret;
 
 /// Largest plaintext (kind byte included), fixed by the protocol.
@@ -40,6 +42,8 @@ pub enum Kind {
     KeyUpdate = 2,
     /// 3: nothing more comes in this direction.
     Close = 3,
+    /// 4: a delivery receipt (§7, rev 4), body exactly 9 bytes.
+    Receipt = 4,
 }
 
 /// When a sender updates its key (PROTOCOL.md §6); settable for tests.
@@ -110,6 +114,8 @@ pub enum Inbound {
     KeyUpdate,
     /// The peer will send nothing more.
     Close,
+    /// A delivery receipt for one of our messages (rev 4).
+    Receipt(Receipt),
 }
 
 struct DirectionKeys {
@@ -237,6 +243,29 @@ impl Sealer {
         if body.len() > MAX_BODY {
             return Err(ChannelError::TooLarge(body.len()));
         }
+        self.seal_counted(Kind::Data, body, now_ms, out)
+    }
+
+    /// Appends the frame(s) carrying `receipt` (kind 4, rev 4) to `out`,
+    /// first a key update if one is due, as for data.
+    pub fn seal_receipt(
+        &mut self,
+        receipt: &Receipt,
+        now_ms: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ChannelError> {
+        self.seal_counted(Kind::Receipt, &receipt.encode(), now_ms, out)
+    }
+
+    /// Seals a record that counts towards the key-update policy, after the
+    /// key update it makes due.
+    fn seal_counted(
+        &mut self,
+        kind: Kind,
+        body: &[u8],
+        now_ms: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ChannelError> {
         self.check_open()?;
         let since = *self.key_since_ms.get_or_insert(now_ms);
         let due = self.frames >= self.policy.max_frames
@@ -246,7 +275,7 @@ impl Sealer {
             self.seal_record(Kind::KeyUpdate, &[], out)?;
             self.update_key(now_ms)?;
         }
-        self.seal_record(Kind::Data, body, out)
+        self.seal_record(kind, body, out)
     }
 
     /// Forces a key update now (appends the kind-2 frame to `out`).
@@ -412,8 +441,12 @@ impl Opener {
                 self.closed = true;
                 Ok(Inbound::Close)
             }
+            4 if plaintext.len() == 1 + RECEIPT_LEN => Receipt::decode(&plaintext[1..])
+                .map(Inbound::Receipt)
+                .map_err(|_| ChannelError::InvalidRecord("receipt not 9 bytes")),
             2 => Err(ChannelError::InvalidRecord("key update with a body")),
             3 => Err(ChannelError::InvalidRecord("close with a body")),
+            4 => Err(ChannelError::InvalidRecord("receipt not 9 bytes")),
             _ => Err(ChannelError::InvalidRecord("unknown kind")),
         }
     }
@@ -549,7 +582,7 @@ mod tests {
                     match o.open(frame).unwrap() {
                         Inbound::Data(d) => assert_eq!(d, vec![i; 4]),
                         Inbound::KeyUpdate => updates += 1,
-                        Inbound::Close => unreachable!(),
+                        Inbound::Close | Inbound::Receipt(_) => unreachable!(),
                     }
                 }
             }
@@ -621,6 +654,9 @@ mod tests {
         for (kind, body, expected) in [
             (Kind::KeyUpdate, &b"x"[..], "key update with a body"),
             (Kind::Close, &b"x"[..], "close with a body"),
+            (Kind::Receipt, &[0u8; 8][..], "receipt not 9 bytes"),
+            (Kind::Receipt, &[0u8; 10][..], "receipt not 9 bytes"),
+            (Kind::Receipt, &[][..], "receipt not 9 bytes"),
         ] {
             let (mut s, mut o) = pair(KeyUpdatePolicy::default());
             let mut out = Vec::new();
@@ -644,6 +680,48 @@ mod tests {
         assert_eq!(
             o.open(&frame),
             Err(ChannelError::InvalidRecord("unknown kind"))
+        );
+    }
+
+    #[test]
+    fn receipts_travel_in_sequence_and_count_towards_key_updates() {
+        use crate::receipt::ReceiptStatus;
+        let policy = KeyUpdatePolicy {
+            max_frames: 2,
+            ..KeyUpdatePolicy::default()
+        };
+        let (mut s, mut o) = pair(policy);
+        let receipts = [0u8, 1, 4, 200].map(|b| Receipt {
+            message_id: u64::from(b) << 40 | 7,
+            status: ReceiptStatus::from_byte(b),
+        });
+        let mut got = Vec::new();
+        for (i, r) in receipts.iter().enumerate() {
+            let mut out = Vec::new();
+            s.seal_receipt(r, 0, &mut out).unwrap();
+            if i == 2 {
+                // Two records under the first key: the third comes after
+                // a key update, like data.
+                assert_eq!(split_frames(&out).unwrap().len(), 2);
+            }
+            for f in split_frames(&out).unwrap() {
+                got.push(o.open(f).unwrap());
+            }
+        }
+        let receipts_got: Vec<Receipt> = got
+            .iter()
+            .filter_map(|g| match g {
+                Inbound::Receipt(r) => Some(*r),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(receipts_got, receipts);
+        assert!(got.contains(&Inbound::KeyUpdate));
+        let mut after_close = Vec::new();
+        s.seal_close(&mut after_close).unwrap();
+        assert_eq!(
+            s.seal_receipt(&receipts[0], 0, &mut Vec::new()),
+            Err(ChannelError::Closed)
         );
     }
 

@@ -19,6 +19,7 @@ mod ffi;
 pub mod handshake;
 pub mod hybrid;
 pub mod kem;
+pub mod receipt;
 pub mod rng;
 pub mod secret;
 pub mod selftest;

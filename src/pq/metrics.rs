@@ -89,6 +89,8 @@ pub struct PqMetrics {
     /// Outbound handshakes held back to stay under the peer's per-minute
     /// limit (§9 rev 3).
     pub handshakes_paced: Counter,
+    /// Receipts for no message in flight, ignored (§7 rev 4).
+    pub receipts_unmatched: Counter,
     /// Identical log lines about one peer suppressed (§9 rev 3).
     pub log_suppressed: Counter,
     /// Malformed inbound messages dropped, by what was wrong (`frame`: a
@@ -122,6 +124,7 @@ impl PqMetrics {
             rehandshakes: Counter::default(),
             rehandshake_failures: Counter::default(),
             handshakes_paced: Counter::default(),
+            receipts_unmatched: Counter::default(),
             log_suppressed: Counter::default(),
             malformed_messages: Family::default(),
         };
@@ -213,6 +216,11 @@ impl PqMetrics {
             "handshakes_paced",
             "Outbound handshakes held back to stay under the peer's per-minute limit",
             m.handshakes_paced.clone(),
+        );
+        r.register(
+            "receipts_unmatched",
+            "Receipts for no message in flight, ignored",
+            m.receipts_unmatched.clone(),
         );
         r.register(
             "log_suppressed",

@@ -509,6 +509,13 @@ impl Reader {
         let _ = tokio::time::timeout(deadline, in_flight.wait_for(|busy| !*busy)).await;
     }
 
+    /// A receipt (§7 rev 4). This node does not await receipts yet, so no
+    /// message is ever in flight for one: ignored and counted, as §7 says.
+    fn on_receipt(&self, receipt: pqnode_crypto::receipt::Receipt) {
+        self.inner.metrics.receipts_unmatched.inc();
+        tracing::debug!(peer = %self.peer, message = receipt.message_id, status = %receipt.status, "receipt for no message in flight; ignored");
+    }
+
     fn count(&self, reason: &str) {
         self.inner
             .metrics
@@ -589,6 +596,7 @@ impl Reader {
                 Ok(Inbound::KeyUpdate) => {
                     tracing::debug!(peer = %self.peer, "peer updated its traffic key")
                 }
+                Ok(Inbound::Receipt(receipt)) => self.on_receipt(receipt),
                 Ok(Inbound::Close) => return ReadEnd::Closed,
                 Err(e) => return ReadEnd::Violation(channel_error_name(&e), e.to_string()),
             }
