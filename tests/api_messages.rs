@@ -134,6 +134,9 @@ async fn messages_travel_over_pq_through_the_api() {
             (sent["security"].as_str(), sent["suite"].as_str()),
             (Some("pq"), Some("kyber1024-dilithium5"))
         );
+        // 200 only once B's receipt said it stored the message (rev 4).
+        assert_eq!(sent["delivered"], true);
+        assert!(sent["messageId"].is_u64(), "{sent}");
 
         let got_event = tokio::time::timeout(Duration::from_secs(10), async {
             let mut buf = [0u8; 4096];

@@ -85,7 +85,8 @@ async fn a_bootstrap_node_keeps_no_messages_and_says_so() {
             .await
             .expect("PQ session with the bootstrap node");
 
-        // A message to it travels (PQ), and is dropped there, counted.
+        // A message to it travels (PQ), is dropped there, counted, and its
+        // receipt tells the sender so (rev 4): never reported delivered.
         let tx = x.state().token.expose().to_owned();
         let body = format!(r#"{{"to":"{}","body":"hello bootstrap"}}"#, r.peer_id());
         let sent = http(
@@ -96,7 +97,8 @@ async fn a_bootstrap_node_keeps_no_messages_and_says_so() {
             Some(&body),
         )
         .await;
-        assert_eq!(sent.status, 200, "{}", sent.body);
+        assert_eq!(sent.status, 403, "{}", sent.body);
+        assert_eq!(sent.json()["error"]["code"], "refused_by_peer");
         let dropped = eventually(|| {
             let n = r.pq().metrics().inbox_dropped.get();
             async move { (n >= 1).then_some(n) }

@@ -8,6 +8,7 @@ use serde_json::json;
 
 use crate::node::NodeError;
 use crate::pq::SendError;
+use pqnode_crypto::receipt::ReceiptStatus;
 
 /// An error answered by the API.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +77,16 @@ impl AppError {
             AppError::Send(SendError::Busy { .. }) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             AppError::Send(SendError::ShuttingDown) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
+            }
+            AppError::Send(SendError::NotDelivered { status, .. }) => match status {
+                ReceiptStatus::InboxFull => (StatusCode::SERVICE_UNAVAILABLE, "inbox_full"),
+                ReceiptStatus::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large_for_peer"),
+                ReceiptStatus::Refused => (StatusCode::FORBIDDEN, "refused_by_peer"),
+                ReceiptStatus::Incomplete => (StatusCode::BAD_GATEWAY, "incomplete"),
+                _ => (StatusCode::BAD_GATEWAY, "not_delivered"),
+            },
+            AppError::Send(SendError::NoReceipt { .. }) => {
+                (StatusCode::GATEWAY_TIMEOUT, "no_receipt")
             }
             AppError::Send(_) => (StatusCode::BAD_GATEWAY, "session_ended"),
             AppError::Connect(crate::discovery::ConnectError::Unknown(_)) => {

@@ -60,6 +60,11 @@ pub struct SendResponse {
     pub suite: Option<&'static str>,
     /// Bytes sent.
     pub size: usize,
+    /// Always true: the peer's receipt said it stored the message (§7 rev
+    /// 4); anything else is an error response.
+    pub delivered: bool,
+    /// The message id it travelled with.
+    pub message_id: u64,
 }
 
 /// A delivered message as JSON.
@@ -184,6 +189,8 @@ pub async fn send(
         security: delivery.security.as_str(),
         suite: delivery.suite.map(|s| s.name()),
         size,
+        delivered: true,
+        message_id: delivery.message_id,
     }))
 }
 

@@ -56,6 +56,7 @@
 //! max_concurrent_handshakes = 64
 //! handshake_timeout_secs = 10
 //! partial_message_timeout_secs = 30        # a message begun must complete within this, or its session is re-established
+//! delivery_timeout_secs = 10               # a sent message not answered by a receipt within this is reported not delivered
 //! max_message_size = 1048576
 //! inbox_per_peer = 1024
 //! max_memory_percent = 90
@@ -168,6 +169,10 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "limits.partial_message_timeout_secs",
         "PQNODE_LIMITS_PARTIAL_MESSAGE_TIMEOUT_SECS",
+    ),
+    (
+        "limits.delivery_timeout_secs",
+        "PQNODE_LIMITS_DELIVERY_TIMEOUT_SECS",
     ),
     ("limits.max_message_size", "PQNODE_LIMITS_MAX_MESSAGE_SIZE"),
     ("limits.inbox_per_peer", "PQNODE_LIMITS_INBOX_PER_PEER"),
@@ -360,6 +365,10 @@ pub struct Limits {
     /// fragment arrived must complete within this, or its session ends and
     /// is re-established (§9 rev 3). Default 30 s.
     pub partial_message_timeout: Duration,
+    /// `limits.delivery_timeout_secs`: a sent message whose receipt has not
+    /// arrived within this is reported not delivered (`no_receipt`, §7 rev
+    /// 4). Default 10 s.
+    pub delivery_timeout: Duration,
     /// `limits.max_message_size`: application message size in bytes. Default 1 MiB.
     pub max_message_size: usize,
     /// `limits.inbox_per_peer`: undelivered inbound messages kept per peer,
@@ -392,6 +401,7 @@ impl Default for Limits {
             max_concurrent_handshakes: 64,
             handshake_timeout: Duration::from_secs(10),
             partial_message_timeout: Duration::from_secs(30),
+            delivery_timeout: Duration::from_secs(10),
             max_message_size: 1024 * 1024,
             inbox_per_peer: 1024,
             max_memory_percent: 90,
@@ -815,6 +825,9 @@ impl Config {
         }
         if let Some(n) = u32_limit("limits.partial_message_timeout_secs", 1, 3600)? {
             l.partial_message_timeout = Duration::from_secs(u64::from(n));
+        }
+        if let Some(n) = u32_limit("limits.delivery_timeout_secs", 1, 600)? {
+            l.delivery_timeout = Duration::from_secs(u64::from(n));
         }
         if let Some(n) = u32_limit("limits.max_message_size", 1, 64 * 1024 * 1024)? {
             l.max_message_size = n as usize;

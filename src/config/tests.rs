@@ -36,6 +36,7 @@ fn file_values_are_read() {
         max_connections_per_ip = 3
         handshake_timeout_secs = 5
         partial_message_timeout_secs = 7
+        delivery_timeout_secs = 3
         [[trusted_peers]]
         peer_id = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
         fingerprint = "0001 0203 0405 0607 0809 0a0b 0c0d 0e0f 1011 1213 1415 1617 1819 1a1b 1c1d 1e1f"
@@ -49,6 +50,7 @@ fn file_values_are_read() {
     assert_eq!(c.limits.max_connections_per_ip, 3);
     assert_eq!(c.limits.handshake_timeout, Duration::from_secs(5));
     assert_eq!(c.limits.partial_message_timeout, Duration::from_secs(7));
+    assert_eq!(c.limits.delivery_timeout, Duration::from_secs(3));
     assert_eq!(c.trusted_peers[0].fingerprint[31], 0x1f);
 }
 

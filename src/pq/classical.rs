@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{AsyncWriteExt, StreamExt};
-use libp2p::PeerId;
+use libp2p::{PeerId, Stream};
 use libp2p_stream::{IncomingStreams, OpenStreamError};
 use pqnode_crypto::channel::MAX_BODY;
+use pqnode_crypto::receipt::{RECEIPT_LEN, Receipt, ReceiptStatus};
 
-use super::fragment::{self, HEADER_LEN, Reassembler};
+use super::fragment::{self, FragmentError, HEADER_LEN, Reassembler};
 use super::framing::{FrameError, read_frame, write_frame};
 use super::inbox::Security;
 use super::policy::{self, ClassicalStream};
@@ -55,10 +56,13 @@ pub(crate) async fn accept_loop(inner: Arc<Inner>, mut incoming: IncomingStreams
         }
         let Ok(permit) = inner.classical_permits.clone().try_acquire_owned() else {
             if let Some(suppressed) = inner.may_log(peer, "classical-streams-full") {
-                tracing::warn!(peer = %peer, suppressed, "too many classical message streams; dropping one");
+                tracing::warn!(peer = %peer, suppressed, "too many classical message streams; answering inbox-full");
             }
+            refuse_stream(&inner, peer, stream, ReceiptStatus::InboxFull);
             continue;
         };
+        // The slot, counted while held.
+        let slot = Slot::take(&inner, permit);
         let inner2 = inner.clone();
         spawn_on(&inner, async move {
             let mut verdict = decide(&inner2, &peer);
@@ -67,59 +71,129 @@ pub(crate) async fn accept_loop(inner: Arc<Inner>, mut incoming: IncomingStreams
                 verdict = decide(&inner2, &peer);
             }
             if verdict.0 != ClassicalStream::Accept {
+                drop(slot);
                 inner2.metrics.classical_streams_refused.inc();
                 if let Some(suppressed) = inner2.may_log(peer, "classical-refused") {
                     tracing::warn!(peer = %peer, suppressed, "classical message stream refused: the peer is pinned, has a PQ session, or its PQ status is open");
                 }
-                let _ = tokio::time::timeout(Duration::from_secs(1), stream.close()).await;
+                refuse_stream(&inner2, peer, stream, ReceiptStatus::Refused);
                 return;
             }
-            let mut reassembler = Reassembler::new(inner2.limits.max_message_size);
-            loop {
-                let frame = match tokio::time::timeout(
-                    IDLE,
-                    read_frame(&mut stream, HEADER_LEN, MAX_BODY),
-                )
-                .await
-                {
-                    Ok(Ok(f)) => f,
-                    Ok(Err(FrameError::Closed)) => break,
-                    Ok(Err(e)) => {
-                        if matches!(e, FrameError::BadLength { .. }) {
-                            inner2.metrics.malformed("frame");
-                        }
-                        if let Some(suppressed) = inner2.may_log(peer, "classical-bad-frame") {
-                            tracing::warn!(peer = %peer, error = %e, suppressed, "bad classical message frame");
-                        }
-                        break;
-                    }
-                    Err(_) => break,
-                };
-                match reassembler.push(&frame) {
-                    Ok(Some((_, message))) => {
-                        inner2
-                            .inbox
-                            .deliver(peer, Security::Classical, None, message);
-                        inner2.touch(&peer);
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        inner2.metrics.malformed("fragment");
-                        if let Some(suppressed) = inner2.may_log(peer, "classical-bad-fragment") {
-                            tracing::warn!(peer = %peer, error = %e, suppressed, "bad classical message fragment");
-                        }
-                        break;
-                    }
-                }
-            }
-            let _ = stream.close().await;
-            drop(permit);
+            receive(&inner2, peer, &mut stream).await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), stream.close()).await;
+            drop(slot);
         });
     }
 }
 
-/// Sends one message over a new classical stream.
-pub(crate) async fn send(inner: &Arc<Inner>, peer: PeerId, body: &[u8]) -> Result<(), SendError> {
+/// One of the classical stream slots, counted in
+/// `pqnode_pq_classical_streams_open` while held.
+struct Slot {
+    inner: Arc<Inner>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Slot {
+    fn take(inner: &Arc<Inner>, permit: tokio::sync::OwnedSemaphorePermit) -> Self {
+        inner.metrics.classical_streams_open.inc();
+        Slot {
+            inner: inner.clone(),
+            _permit: permit,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.inner.metrics.classical_streams_open.dec();
+    }
+}
+
+/// Reads the messages of one accepted classical stream, answering each
+/// whole message (or the first fragment refused) with its receipt (§8.2
+/// rev 4).
+async fn receive(inner: &Arc<Inner>, peer: PeerId, stream: &mut Stream) {
+    let mut reassembler = Reassembler::new(inner.limits.max_message_size);
+    loop {
+        let frame = match tokio::time::timeout(IDLE, read_frame(stream, HEADER_LEN, MAX_BODY)).await
+        {
+            Ok(Ok(f)) => f,
+            Ok(Err(FrameError::Closed)) => return,
+            Ok(Err(e)) => {
+                if matches!(e, FrameError::BadLength { .. }) {
+                    inner.metrics.malformed("frame");
+                }
+                if let Some(suppressed) = inner.may_log(peer, "classical-bad-frame") {
+                    tracing::warn!(peer = %peer, error = %e, suppressed, "bad classical message frame");
+                }
+                return;
+            }
+            Err(_) => return,
+        };
+        let receipt = match reassembler.push(&frame) {
+            Ok(Some((message_id, message))) => {
+                let status = inner
+                    .inbox
+                    .deliver(peer, Security::Classical, None, message);
+                inner.touch(&peer);
+                Receipt { message_id, status }
+            }
+            Ok(None) => continue,
+            Err(e) => {
+                inner.metrics.malformed("fragment");
+                if let Some(suppressed) = inner.may_log(peer, "classical-bad-fragment") {
+                    tracing::warn!(peer = %peer, error = %e, suppressed, "bad classical message fragment");
+                }
+                // A message refused at its first fragment gets its receipt;
+                // after any fragment error the stream ends.
+                if let (FragmentError::TooLarge { .. }, Some(message_id)) =
+                    (&e, fragment::message_id(&frame))
+                {
+                    let r = Receipt {
+                        message_id,
+                        status: ReceiptStatus::TooLarge,
+                    };
+                    let _ = tokio::time::timeout(IDLE, write_frame(stream, &r.encode())).await;
+                }
+                return;
+            }
+        };
+        match tokio::time::timeout(IDLE, write_frame(stream, &receipt.encode())).await {
+            Ok(Ok(())) => {}
+            _ => return,
+        }
+    }
+}
+
+/// Answers a classical stream that is not read (§8.2 rev 4): its first
+/// fragment's message gets `status`, then the stream closes. Bounded like
+/// `Reject busy` answers; beyond that the stream is dropped (the sender
+/// then has no receipt, and reports the message not delivered).
+fn refuse_stream(inner: &Arc<Inner>, peer: PeerId, mut stream: Stream, status: ReceiptStatus) {
+    let Ok(p) = inner.reject_permits.clone().try_acquire_owned() else {
+        return;
+    };
+    spawn_on(inner, async move {
+        let answer = async {
+            let frame = read_frame(&mut stream, HEADER_LEN, MAX_BODY).await.ok()?;
+            let message_id = fragment::message_id(&frame)?;
+            let r = Receipt { message_id, status };
+            write_frame(&mut stream, &r.encode()).await.ok()
+        };
+        if tokio::time::timeout(Duration::from_secs(2), answer)
+            .await
+            .is_err()
+        {
+            tracing::debug!(peer = %peer, "refused classical stream sent nothing in time");
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.close()).await;
+        drop(p);
+    });
+}
+
+/// Sends one message over a new classical stream and waits for its receipt
+/// (§8.2 rev 4); returns its message id when the peer stored it.
+pub(crate) async fn send(inner: &Arc<Inner>, peer: PeerId, body: &[u8]) -> Result<u64, SendError> {
     let unreachable = |reason: String| SendError::Unreachable { peer, reason };
     let mut control = inner.node.stream_control();
     let mut stream = match tokio::time::timeout(
@@ -148,8 +222,49 @@ pub(crate) async fn send(inner: &Arc<Inner>, peer: PeerId, body: &[u8]) -> Resul
         Ok::<(), FrameError>(())
     };
     match tokio::time::timeout(Duration::from_secs(30), write).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(unreachable(e.to_string())),
-        Err(_) => Err(unreachable("writing timed out".into())),
+        Ok(Ok(())) => {}
+        // Refused at the first fragment, the receiver may have answered and
+        // closed: its receipt says why, so read it before giving up.
+        Ok(Err(e)) => {
+            if let Ok(Ok(r)) =
+                tokio::time::timeout(Duration::from_secs(1), read_receipt(&mut stream)).await
+                && r.message_id == id
+                && !r.status.is_delivered()
+            {
+                return Err(SendError::NotDelivered {
+                    peer,
+                    status: r.status,
+                });
+            }
+            return Err(unreachable(e.to_string()));
+        }
+        Err(_) => return Err(unreachable("writing timed out".into())),
+    }
+    inner.count_sent(Security::Classical);
+    let no_receipt = |reason: String| SendError::NoReceipt { peer, reason };
+    match tokio::time::timeout(inner.limits.delivery_timeout, read_receipt(&mut stream)).await {
+        Ok(Ok(r)) if r.message_id != id => Err(no_receipt(format!(
+            "the receipt names message {}, not {id}",
+            r.message_id
+        ))),
+        Ok(Ok(r)) if r.status.is_delivered() => Ok(id),
+        Ok(Ok(r)) => Err(SendError::NotDelivered {
+            peer,
+            status: r.status,
+        }),
+        Ok(Err(e)) => Err(no_receipt(e)),
+        Err(_) => Err(no_receipt(format!(
+            "none within {} s",
+            inner.limits.delivery_timeout.as_secs()
+        ))),
+    }
+}
+
+/// Reads one receipt frame (`u32 length || 9 bytes`, §8.2 rev 4).
+async fn read_receipt(stream: &mut Stream) -> Result<Receipt, String> {
+    match read_frame(stream, RECEIPT_LEN, RECEIPT_LEN).await {
+        Ok(body) => Receipt::decode(&body).map_err(|e| e.to_string()),
+        Err(FrameError::Closed) => Err("the stream closed without one".into()),
+        Err(e) => Err(e.to_string()),
     }
 }

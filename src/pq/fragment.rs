@@ -112,6 +112,16 @@ impl PartialBudget {
     }
 }
 
+/// The message id a fragment names (its first 8 bytes), if it has a whole
+/// header.
+pub fn message_id(fragment: &[u8]) -> Option<u64> {
+    if fragment.len() < HEADER_LEN {
+        return None;
+    }
+    let id: [u8; 8] = fragment.get(..8)?.try_into().ok()?;
+    Some(u64::from_be_bytes(id))
+}
+
 /// Splits one message into fragment bodies (each fits one data record). An
 /// empty message is one fragment without bytes.
 pub fn fragments(id: u64, message: &[u8]) -> impl Iterator<Item = Vec<u8>> + Send + '_ {

@@ -10,6 +10,7 @@ use std::time::SystemTime;
 
 use libp2p::PeerId;
 use pqnode_crypto::Suite;
+use pqnode_crypto::receipt::ReceiptStatus;
 use tokio::sync::broadcast;
 
 use super::metrics::PqMetrics;
@@ -124,14 +125,14 @@ impl Inbox {
         self.inner.accepting.load(Ordering::Relaxed)
     }
 
-    /// Delivers a message.
+    /// Delivers a message; returns what its receipt says (§7 rev 4).
     pub fn deliver(
         &self,
         from: PeerId,
         security: Security,
         suite: Option<Suite>,
         body: Vec<u8>,
-    ) -> InboundMessage {
+    ) -> ReceiptStatus {
         let msg = InboundMessage {
             seq: self.inner.next_seq.fetch_add(1, Ordering::Relaxed),
             from,
@@ -141,8 +142,9 @@ impl Inbox {
             body: Arc::new(body),
         };
         if !self.is_accepting() {
+            // A bootstrap node takes no messages (its role, a policy).
             self.inner.metrics.inbox_dropped.inc();
-            return msg;
+            return ReceiptStatus::Refused;
         }
         {
             let mut q = self
@@ -204,8 +206,8 @@ impl Inbox {
                 security: security.as_str(),
             })
             .inc();
-        let _ = self.inner.follow.send(msg.clone());
-        msg
+        let _ = self.inner.follow.send(msg);
+        ReceiptStatus::Stored
     }
 
     /// Messages with `seq > since`, optionally only from `from`, oldest first,

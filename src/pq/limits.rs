@@ -25,6 +25,8 @@ pub struct PqLimits {
     pub per_peer: PeerLimits,
     /// A partial message must complete within this (rev 3: 30 s).
     pub partial_message_timeout: Duration,
+    /// A sent message's receipt must come within this (§7 rev 4: 10 s).
+    pub delivery_timeout: Duration,
     /// All partial messages together (rev 3: 256 MiB).
     pub partial_max_bytes: usize,
     /// Re-handshake after this long (§5.1: 1 h).
@@ -45,6 +47,7 @@ impl Default for PqLimits {
             inbox_max_bytes: 256 << 20,
             per_peer: PeerLimits::default(),
             partial_message_timeout: Duration::from_secs(30),
+            delivery_timeout: Duration::from_secs(10),
             partial_max_bytes: 256 << 20,
             rehandshake_after: Duration::from_secs(3600),
             rehandshake_bytes: 4 << 30,

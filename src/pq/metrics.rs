@@ -50,6 +50,8 @@ pub struct PqMetrics {
     /// Inbound classical message streams refused: the peer is pinned, has a
     /// PQ session, or its PQ status is open (§8.2).
     pub classical_streams_refused: Counter,
+    /// Inbound classical message streams holding a slot now (§9: 64).
+    pub classical_streams_open: Gauge,
     /// Pinned peers that came back without PQ.
     pub downgrade_refused: Counter,
     /// Peers refused as `key-mismatch` (§8.3): a key other than the pinned
@@ -91,6 +93,12 @@ pub struct PqMetrics {
     pub handshakes_paced: Counter,
     /// Receipts for no message in flight, ignored (§7 rev 4).
     pub receipts_unmatched: Counter,
+    /// Receipts this node owed but could not send (no session, or its
+    /// writer too far behind).
+    pub receipts_dropped: Counter,
+    /// Messages sent but not delivered, by what the receipt said or
+    /// `no-receipt` (§7 rev 4).
+    pub messages_undelivered: Family<ReasonLabels, Counter>,
     /// Identical log lines about one peer suppressed (§9 rev 3).
     pub log_suppressed: Counter,
     /// Malformed inbound messages dropped, by what was wrong (`frame`: a
@@ -107,6 +115,7 @@ impl PqMetrics {
             classical_sessions: Counter::default(),
             refused: Family::default(),
             classical_streams_refused: Counter::default(),
+            classical_streams_open: Gauge::default(),
             downgrade_refused: Counter::default(),
             key_mismatch: Counter::default(),
             handshakes_started: Counter::default(),
@@ -125,6 +134,8 @@ impl PqMetrics {
             rehandshake_failures: Counter::default(),
             handshakes_paced: Counter::default(),
             receipts_unmatched: Counter::default(),
+            receipts_dropped: Counter::default(),
+            messages_undelivered: Family::default(),
             log_suppressed: Counter::default(),
             malformed_messages: Family::default(),
         };
@@ -140,6 +151,11 @@ impl PqMetrics {
             "classical_streams_refused",
             "Inbound classical message streams refused (pinned peer, PQ session, or PQ status open)",
             m.classical_streams_refused.clone(),
+        );
+        r.register(
+            "classical_streams_open",
+            "Inbound classical message streams holding a slot",
+            m.classical_streams_open.clone(),
         );
         r.register(
             "downgrade_refused",
@@ -221,6 +237,16 @@ impl PqMetrics {
             "receipts_unmatched",
             "Receipts for no message in flight, ignored",
             m.receipts_unmatched.clone(),
+        );
+        r.register(
+            "receipts_dropped",
+            "Receipts owed to a peer that could not be sent",
+            m.receipts_dropped.clone(),
+        );
+        r.register(
+            "messages_undelivered",
+            "Messages sent but not stored by the peer, by its receipt's status or no-receipt",
+            m.messages_undelivered.clone(),
         );
         r.register(
             "log_suppressed",

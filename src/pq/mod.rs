@@ -38,6 +38,7 @@ mod limits;
 mod log_limit;
 pub mod metrics;
 pub mod policy;
+mod receipts;
 mod send;
 mod session;
 pub mod setup;
@@ -111,9 +112,12 @@ pub struct SessionInfo {
 }
 
 pub(crate) enum WriterCmd {
+    /// Seal and write a message; `ack` gets its message id once written,
+    /// `receipt` the peer's receipt for it (§7 rev 4).
     Send {
         body: Vec<u8>,
-        ack: oneshot::Sender<Result<(), SendError>>,
+        ack: oneshot::Sender<Result<u64, SendError>>,
+        receipt: oneshot::Sender<pqnode_crypto::receipt::ReceiptStatus>,
     },
     Close {
         done: oneshot::Sender<()>,

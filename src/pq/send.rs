@@ -2,6 +2,7 @@
 //! allows it, and why a message could not be sent.
 
 use super::*;
+use pqnode_crypto::receipt::ReceiptStatus;
 
 /// Why a message could not be sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,15 +75,34 @@ pub enum SendError {
     /// The layer is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// The peer's receipt says it did not store the message (§7 rev 4).
+    #[error("{peer} did not store the message: {status}")]
+    NotDelivered {
+        /// The peer.
+        peer: PeerId,
+        /// What its receipt said.
+        status: ReceiptStatus,
+    },
+    /// No receipt came (§7 rev 4): the message was sent, but whether the
+    /// peer stored it is unknown, so it is not reported delivered.
+    #[error("no receipt from {peer}: {reason}; the message may not have been delivered")]
+    NoReceipt {
+        /// The peer.
+        peer: PeerId,
+        /// Why none came.
+        reason: String,
+    },
 }
 
-/// How a message was delivered to the network.
+/// A message the peer stored: its receipt said so (§7 rev 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Delivery {
     /// `pq` or `classical`.
     pub security: Security,
     /// The suite, for PQ.
     pub suite: Option<Suite>,
+    /// The message id it travelled with (§7).
+    pub message_id: u64,
 }
 
 impl PqLayer {
@@ -129,12 +149,14 @@ impl PqLayer {
                     r => return r,
                 },
                 SendDecision::Classical => {
-                    classical::send(inner, peer, &body).await?;
-                    inner.count_sent(Security::Classical);
+                    let message_id = classical::send(inner, peer, &body)
+                        .await
+                        .inspect_err(|e| inner.count_undelivered(e))?;
                     inner.touch(&peer);
                     return Ok(Delivery {
                         security: Security::Classical,
                         suite: None,
+                        message_id,
                     });
                 }
                 SendDecision::Wait => {
@@ -168,9 +190,11 @@ impl PqLayer {
             });
         };
         let (ack, done) = oneshot::channel();
+        let (receipt, receipt_rx) = oneshot::channel();
         tx.try_send(WriterCmd::Send {
             body: body.to_vec(),
             ack,
+            receipt,
         })
         .map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => SendError::Busy { peer },
@@ -179,25 +203,47 @@ impl PqLayer {
                 reason: "session closed".into(),
             },
         })?;
-        match tokio::time::timeout(SEND_TIMEOUT, done).await {
-            Ok(Ok(Ok(()))) => {
-                inner.count_sent(Security::Pq);
-                inner.touch(&peer);
-                Ok(Delivery {
-                    security: Security::Pq,
-                    suite: Some(suite),
+        let message_id = match tokio::time::timeout(SEND_TIMEOUT, done).await {
+            Ok(Ok(Ok(id))) => id,
+            Ok(Ok(Err(e))) => return Err(e),
+            Ok(Err(_)) => {
+                return Err(SendError::SessionEnded {
+                    peer,
+                    reason: "session closed".into(),
+                });
+            }
+            Err(_) => {
+                return Err(SendError::SessionEnded {
+                    peer,
+                    reason: "write timed out".into(),
+                });
+            }
+        };
+        inner.count_sent(Security::Pq);
+        inner.touch(&peer);
+        let outcome = tokio::time::timeout(inner.limits.delivery_timeout, receipt_rx).await;
+        let result = match outcome {
+            Ok(Ok(status)) if status.is_delivered() => Ok(Delivery {
+                security: Security::Pq,
+                suite: Some(suite),
+                message_id,
+            }),
+            Ok(Ok(status)) => Err(SendError::NotDelivered { peer, status }),
+            Ok(Err(_)) => Err(SendError::NoReceipt {
+                peer,
+                reason: "the peer disconnected first".into(),
+            }),
+            Err(_) => {
+                if let Some(e) = inner.table().get_mut(&peer) {
+                    e.in_flight.forget(message_id);
+                }
+                Err(SendError::NoReceipt {
+                    peer,
+                    reason: format!("none within {} s", inner.limits.delivery_timeout.as_secs()),
                 })
             }
-            Ok(Ok(Err(e))) => Err(e),
-            Ok(Err(_)) => Err(SendError::SessionEnded {
-                peer,
-                reason: "session closed".into(),
-            }),
-            Err(_) => Err(SendError::SessionEnded {
-                peer,
-                reason: "write timed out".into(),
-            }),
-        }
+        };
+        result.inspect_err(|e| inner.count_undelivered(e))
     }
 }
 
@@ -212,6 +258,22 @@ pub(super) fn refusal(peer: PeerId, r: SendRefusal) -> SendError {
 }
 
 impl Inner {
+    /// Counts a message sent but not delivered, by what its receipt said
+    /// (or `no-receipt`).
+    pub(super) fn count_undelivered(&self, e: &SendError) {
+        let reason = match e {
+            SendError::NotDelivered { status, .. } => status.name(),
+            SendError::NoReceipt { .. } => "no-receipt",
+            _ => return,
+        };
+        self.metrics
+            .messages_undelivered
+            .get_or_create(&metrics::ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
     pub(super) fn count_sent(&self, security: Security) {
         self.metrics
             .messages_sent

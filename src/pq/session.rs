@@ -28,9 +28,11 @@ use super::framing::{FrameError, read_frame};
 use super::inbox::Security;
 use super::metrics::{ReasonLabels, SuiteLabels};
 use super::policy::RefuseReason;
+use super::receipts::RECEIPT_QUEUE;
 use super::state::{PqStatus, Session, SessionStats};
 use super::transition::Event;
 use super::{Inner, SESSION_QUEUE, SendError, SessionInfo, WriterCmd, handshake_io, spawn_on};
+use pqnode_crypto::receipt::Receipt;
 
 /// Flush the write buffer once it holds this much.
 const WRITE_CHUNK: usize = 256 * 1024;
@@ -50,6 +52,7 @@ pub(crate) fn start(
     let id = inner.next_session_id.fetch_add(1, Ordering::Relaxed);
     let suite = established.suite;
     let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+    let (receipts_tx, receipts_rx) = mpsc::channel(RECEIPT_QUEUE);
     let (done_tx, done_rx) = watch::channel(false);
     let stats = Arc::new(SessionStats::default());
     let info = SessionInfo {
@@ -101,6 +104,7 @@ pub(crate) fn start(
             id,
             info: info.clone(),
             tx,
+            receipts: receipts_tx,
             reader_done: done_rx,
             stats: stats.clone(),
         });
@@ -131,6 +135,7 @@ pub(crate) fn start(
             sealer,
             w,
             rx,
+            receipts_rx,
             started,
             stats.clone(),
             cancel.clone(),
@@ -251,6 +256,7 @@ async fn writer(
     mut sealer: Sealer,
     mut w: WriteHalf<Stream>,
     mut rx: mpsc::Receiver<WriterCmd>,
+    mut receipts: mpsc::Receiver<Receipt>,
     started: Instant,
     stats: Arc<SessionStats>,
     cancel: SessionEnd,
@@ -261,20 +267,53 @@ async fn writer(
     // fails with it.
     let mut failed: Option<String> = None;
     loop {
-        let cmd = tokio::select! {
+        // Receipts go first: they are small, and a peer waits for each.
+        let next = tokio::select! {
             biased;
             _ = cancel.ended() => {
                 failed = Some(cancel.reason());
                 break;
             }
-            cmd = rx.recv() => cmd,
+            Some(first) = receipts.recv() => Next::Receipt(first),
+            cmd = rx.recv() => Next::Cmd(cmd),
         };
-        let Some(cmd) = cmd else {
-            break;
+        let cmd = match next {
+            Next::Receipt(first) => {
+                let now_ms = started.elapsed().as_millis() as u64;
+                let result = tokio::select! {
+                    biased;
+                    _ = cancel.ended() => Err(cancel.reason()),
+                    r = write_receipts(&mut sealer, &mut w, &mut buf, first, &mut receipts, now_ms) => r,
+                };
+                if let Err(reason) = result {
+                    failed = Some(reason);
+                    break;
+                }
+                continue;
+            }
+            Next::Cmd(None) => break,
+            Next::Cmd(Some(cmd)) => cmd,
         };
         match cmd {
-            WriterCmd::Send { body, ack } => {
+            WriterCmd::Send { body, ack, receipt } => {
                 let msg_id = inner.next_message_id.fetch_add(1, Ordering::Relaxed);
+                // In flight before its first frame leaves, so that even
+                // the fastest receipt finds it.
+                let registered = inner
+                    .table()
+                    .get_mut(&peer)
+                    .map(|e| e.in_flight.insert(msg_id, receipt));
+                match registered {
+                    Some(true) => {}
+                    Some(false) => {
+                        let _ = ack.send(Err(SendError::Busy { peer }));
+                        continue;
+                    }
+                    None => {
+                        let _ = ack.send(Err(SendError::NotConnected { peer }));
+                        continue;
+                    }
+                }
                 let now_ms = started.elapsed().as_millis() as u64;
                 // A write stuck on a peer that stopped reading is abandoned
                 // when the session ends.
@@ -294,14 +333,24 @@ async fn writer(
                 });
                 match &result {
                     Ok(()) => stats.add_sent(body.len() as u64, limit),
-                    Err(reason) => failed = Some(reason.clone()),
+                    Err(reason) => {
+                        if let Some(e) = inner.table().get_mut(&peer) {
+                            e.in_flight.forget(msg_id);
+                        }
+                        failed = Some(reason.clone());
+                    }
                 }
-                let _ = ack.send(result.map_err(|reason| SendError::SessionEnded { peer, reason }));
+                let _ = ack.send(
+                    result
+                        .map(|()| msg_id)
+                        .map_err(|reason| SendError::SessionEnded { peer, reason }),
+                );
                 if failed.is_some() {
                     break;
                 }
             }
             WriterCmd::Close { done } => {
+                flush_receipts(&mut sealer, &mut w, &mut buf, &mut receipts, &started).await;
                 close(&mut sealer, &mut w).await;
                 let _ = done.send(());
                 return;
@@ -327,9 +376,62 @@ async fn writer(
         }
         return;
     }
-    // The session was replaced or ended: what was queued is written; tell
-    // the peer, best effort.
+    // The session was replaced or ended: what was queued is written, and
+    // the receipts already owed; tell the peer, best effort.
+    flush_receipts(&mut sealer, &mut w, &mut buf, &mut receipts, &started).await;
     close(&mut sealer, &mut w).await;
+}
+
+enum Next {
+    Receipt(Receipt),
+    Cmd(Option<WriterCmd>),
+}
+
+/// Seals `first` and every receipt queued behind it, then writes them.
+async fn write_receipts(
+    sealer: &mut Sealer,
+    w: &mut WriteHalf<Stream>,
+    buf: &mut Vec<u8>,
+    first: Receipt,
+    queued: &mut mpsc::Receiver<Receipt>,
+    now_ms: u64,
+) -> Result<(), String> {
+    buf.clear();
+    let mut next = Some(first);
+    while let Some(r) = next {
+        sealer
+            .seal_receipt(&r, now_ms, buf)
+            .map_err(|e| e.to_string())?;
+        if buf.len() >= WRITE_CHUNK {
+            break;
+        }
+        next = queued.try_recv().ok();
+    }
+    w.write_all(buf).await.map_err(|e| e.to_string())?;
+    buf.clear();
+    w.flush().await.map_err(|e| e.to_string())
+}
+
+/// Writes the receipts still queued when the session is replaced or ends
+/// (bounded in time, like the close frame).
+async fn flush_receipts(
+    sealer: &mut Sealer,
+    w: &mut WriteHalf<Stream>,
+    buf: &mut Vec<u8>,
+    queued: &mut mpsc::Receiver<Receipt>,
+    started: &Instant,
+) {
+    queued.close();
+    let now_ms = started.elapsed().as_millis() as u64;
+    while let Ok(first) = queued.try_recv() {
+        let write = write_receipts(sealer, w, buf, first, queued, now_ms);
+        if !matches!(
+            tokio::time::timeout(Duration::from_secs(2), write).await,
+            Ok(Ok(()))
+        ) {
+            return;
+        }
+    }
 }
 
 /// How a session ended, shared by its reader (which finds out) and its
@@ -509,11 +611,34 @@ impl Reader {
         let _ = tokio::time::timeout(deadline, in_flight.wait_for(|busy| !*busy)).await;
     }
 
-    /// A receipt (§7 rev 4). This node does not await receipts yet, so no
-    /// message is ever in flight for one: ignored and counted, as §7 says.
-    fn on_receipt(&self, receipt: pqnode_crypto::receipt::Receipt) {
-        self.inner.metrics.receipts_unmatched.inc();
-        tracing::debug!(peer = %self.peer, message = receipt.message_id, status = %receipt.status, "receipt for no message in flight; ignored");
+    /// A receipt for one of our messages (§7 rev 4): to its sender; one for
+    /// no message in flight is ignored and counted.
+    fn on_receipt(&self, receipt: Receipt) {
+        let matched = self
+            .inner
+            .table()
+            .get_mut(&self.peer)
+            .is_some_and(|e| e.in_flight.resolve(receipt.message_id, receipt.status));
+        if !matched {
+            self.inner.metrics.receipts_unmatched.inc();
+            tracing::debug!(peer = %self.peer, message = receipt.message_id, status = %receipt.status, "receipt for no message in flight; ignored");
+        }
+    }
+
+    /// Answers a message with its receipt, on the peer's current session:
+    /// after a re-handshake that is not this one. Without a session, or
+    /// with its writer that far behind, the receipt is dropped and counted
+    /// (the sender then reports the message unconfirmed, never delivered).
+    fn send_receipt(&self, receipt: Receipt) {
+        let tx = self
+            .inner
+            .table()
+            .get(&self.peer)
+            .and_then(|e| e.session.as_ref().map(|s| s.receipts.clone()));
+        let sent = tx.is_some_and(|tx| tx.try_send(receipt).is_ok());
+        if !sent {
+            self.inner.metrics.receipts_dropped.inc();
+        }
     }
 
     fn count(&self, reason: &str) {
@@ -581,14 +706,16 @@ impl Reader {
             self.stats.add_received(frame.len() as u64, limit);
             match opener.open(&frame) {
                 Ok(Inbound::Data(data)) => match reassembler.push(&data) {
-                    Ok(Some((_, message))) => {
+                    Ok(Some((message_id, message))) => {
                         if let Some(prev) = self.previous_done.take() {
                             wait_done(prev).await;
                         }
-                        inner
-                            .inbox
-                            .deliver(self.peer, Security::Pq, Some(self.suite), message);
+                        let status =
+                            inner
+                                .inbox
+                                .deliver(self.peer, Security::Pq, Some(self.suite), message);
                         inner.touch(&self.peer);
+                        self.send_receipt(Receipt { message_id, status });
                     }
                     Ok(None) => {}
                     Err(e) => return ReadEnd::Violation("bad-fragment", e.to_string()),

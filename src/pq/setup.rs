@@ -199,6 +199,7 @@ pub fn setup(
             max_concurrent_handshakes: config.limits.max_concurrent_handshakes as usize,
             handshake_timeout: config.limits.handshake_timeout,
             partial_message_timeout: config.limits.partial_message_timeout,
+            delivery_timeout: config.limits.delivery_timeout,
             max_message_size: config.limits.max_message_size,
             inbox_per_peer: config.limits.inbox_per_peer,
             max_peers: config.limits.max_established as usize,

@@ -148,6 +148,9 @@ pub(crate) struct Session {
     pub id: u64,
     pub info: SessionInfo,
     pub tx: mpsc::Sender<WriterCmd>,
+    /// Receipts for the peer's messages, written by this session's writer
+    /// ahead of queued messages (§7 rev 4).
+    pub receipts: mpsc::Sender<pqnode_crypto::receipt::Receipt>,
     /// Becomes true when the session's reader has ended (every message of
     /// this session that arrived is delivered).
     pub reader_done: watch::Receiver<bool>,
@@ -210,6 +213,9 @@ pub(crate) struct PeerEntry {
     pub retry_backoff: Duration,
     /// When a message last went to or came from this peer.
     pub last_message: Option<Instant>,
+    /// Our messages awaiting the peer's receipt; dropped with the entry,
+    /// which tells their senders at once.
+    pub in_flight: super::receipts::InFlight,
     watch: watch::Sender<PqStatus>,
 }
 
@@ -229,6 +235,7 @@ impl PeerEntry {
             outbound_starts: VecDeque::new(),
             failures: VecDeque::new(),
             last_message: None,
+            in_flight: Default::default(),
             retry_backoff: RETRY_MIN,
             watch: watch::channel(PqStatus::Unknown).0,
         }
@@ -638,6 +645,7 @@ mod tests {
                 peer_key: pqnode_keys::Fingerprint::from_array([1; 32]),
             },
             tx,
+            receipts: mpsc::channel(1).0,
             reader_done: done_rx,
             stats: Default::default(),
         });

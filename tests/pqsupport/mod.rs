@@ -43,6 +43,8 @@ pub struct Opts {
     pub max_connections_per_ip: u32,
     /// `limits.partial_message_timeout_secs`.
     pub partial_message_timeout: Duration,
+    /// `limits.delivery_timeout_secs`.
+    pub delivery_timeout: Duration,
 }
 
 impl Default for Opts {
@@ -59,6 +61,7 @@ impl Default for Opts {
             rehandshake_bytes: 4 << 30,
             max_connections_per_ip: 100,
             partial_message_timeout: Duration::from_secs(30),
+            delivery_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -110,6 +113,7 @@ pub fn config(dir: &Path, opts: &Opts) -> Config {
     config.limits.max_new_connections_per_ip_per_minute = 1000;
     config.limits.max_connections_per_ip = opts.max_connections_per_ip;
     config.limits.partial_message_timeout = opts.partial_message_timeout;
+    config.limits.delivery_timeout = opts.delivery_timeout;
     config.limits.max_established_per_peer = 4;
     config
 }

@@ -1,0 +1,247 @@
+//! Delivery receipts (PROTOCOL.md §7, §8.2, rev 4) between real nodes
+//! started through `App`: a message is reported delivered only when the
+//! receiver's receipt says it stored it; a refusal or no receipt at all is
+//! an error naming what happened, never a "sent".
+
+mod common;
+mod pqsupport;
+
+use std::time::Duration;
+
+use common::{eventually, http};
+use futures::{AsyncReadExt, StreamExt};
+use libp2p::identity::Keypair;
+use pqnode::config::PqPolicy;
+use pqnode::pq::fragment::fragments;
+use pqnode::pq::framing::{read_frame, write_frame};
+use pqnode::pq::{CLASSICAL_PROTOCOL, SendError};
+use pqnode_crypto::receipt::{Receipt, ReceiptStatus};
+use pqsupport::{Opts, TEST_TIMEOUT, TestNode, raw_peer, start, tempdir};
+
+async fn bounded<F: std::future::Future<Output = ()>>(f: F) {
+    tokio::time::timeout(TEST_TIMEOUT, f)
+        .await
+        .expect("test timed out");
+}
+
+fn token(node: &TestNode) -> String {
+    node.app.state().token.expose().to_owned()
+}
+
+async fn post(from: &TestNode, to: libp2p::PeerId, text: &str) -> common::Response {
+    let body = format!(r#"{{"to":"{to}","body":"{text}"}}"#);
+    http(
+        from.app.api_addr(),
+        "POST",
+        "/api/messages",
+        Some(&token(from)),
+        Some(&body),
+    )
+    .await
+}
+
+/// Waits until `node` labels `peer` `level`.
+async fn until_level(node: &TestNode, peer: libp2p::PeerId, level: &'static str) {
+    eventually(|| async { (node.level(&peer) == Some(level)).then_some(()) }).await;
+}
+
+/// Fault 1 of issue 23: every classical slot of the receiver is held by
+/// another peer, so it cannot take the message. The sender's API answers
+/// 503 `inbox_full` (the receipt's status) and nothing is delivered; once
+/// the slots are free, the same send is `200 {"delivered": true}`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_classical_message_the_receiver_cannot_take_is_not_reported_sent() {
+    bounded(async {
+        let (dr, ds) = (tempdir(), tempdir());
+        let r = start(dr.path(), Opts::default()).await;
+        let s = start(
+            ds.path(),
+            Opts {
+                policy: PqPolicy::Disabled,
+                ..Opts::default()
+            },
+        )
+        .await;
+        s.connect(&r).await;
+        until_level(&r, s.peer_id, "classical").await;
+        until_level(&s, r.peer_id, "classical").await;
+
+        // A peer without PQ holds all 64 classical streams, sending nothing.
+        let hog = raw_peer(Keypair::generate_ed25519(), r.full_addr()).await;
+        until_level(&r, hog.peer_id, "classical").await;
+        let mut control = hog.control.clone().expect("raw peer");
+        let mut held = Vec::new();
+        let open = || r.pq.metrics().classical_streams_open.get();
+        // One at a time: libp2p-stream hands the node one new inbound
+        // stream at a time and resets one that arrives meanwhile, so each
+        // is confirmed held before the next (a reset one is replaced).
+        let mut attempts = 0;
+        while open() < 64 {
+            attempts += 1;
+            assert!(
+                attempts <= 200,
+                "the node never held 64 streams: {}",
+                open()
+            );
+            let before = open();
+            let stream = control
+                .open_stream(r.peer_id, CLASSICAL_PROTOCOL)
+                .await
+                .expect("classical stream");
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            while open() == before && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            held.push(stream);
+        }
+        let refused = post(&s, r.peer_id, "no room").await;
+        assert_eq!(refused.status, 503, "{}", refused.body);
+        let err = refused.json();
+        assert_eq!(err["error"]["code"], "inbox_full", "{err}");
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("inbox-full")),
+            "{err}"
+        );
+        assert!(r.pq.inbox().list(None, 0, 10).is_empty(), "nothing stored");
+        let undelivered =
+            s.pq.metrics()
+                .messages_undelivered
+                .get_or_create(&pqnode::pq::metrics::ReasonLabels {
+                    reason: "inbox-full".into(),
+                })
+                .get();
+        assert_eq!(undelivered, 1);
+
+        // The slots free up: the same message is delivered, and says so.
+        drop(held);
+        drop(hog);
+        eventually(|| async { (open() == 0).then_some(()) }).await;
+        let sent = post(&s, r.peer_id, "room now").await;
+        assert_eq!(sent.status, 200, "{}", sent.body);
+        let sent = sent.json();
+        assert_eq!(sent["delivered"], true);
+        assert_eq!(sent["security"], "classical");
+        let got = r.pq.inbox().list(Some(s.peer_id), 0, 10);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].body.as_slice(), b"room now");
+        s.stop().await;
+        r.stop().await;
+    })
+    .await;
+}
+
+/// A classical stream from a peer that has a PQ session is refused (§8.2),
+/// no longer closed unread: its message gets receipt status 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_classical_stream_is_answered_with_status_refused() {
+    bounded(async {
+        let (da, db) = (tempdir(), tempdir());
+        let a = start(da.path(), Opts::default()).await;
+        let b = start(db.path(), Opts::default()).await;
+        a.connect(&b).await;
+        a.pq.wait_for_session(&b.peer_id, Duration::from_secs(15))
+            .await
+            .expect("session");
+        b.pq.wait_for_session(&a.peer_id, Duration::from_secs(15))
+            .await
+            .expect("session");
+
+        // A speaks the classical protocol by hand, as a buggy or hostile
+        // sender would.
+        let mut control = a.handle.stream_control();
+        let mut stream = control
+            .open_stream(b.peer_id, CLASSICAL_PROTOCOL)
+            .await
+            .expect("stream");
+        for frag in fragments(42, b"over Noise only") {
+            write_frame(&mut stream, &frag).await.expect("write");
+        }
+        let answer = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut stream, 9, 9))
+            .await
+            .expect("an answer in time")
+            .expect("a receipt frame");
+        assert_eq!(
+            Receipt::decode(&answer).expect("9 bytes"),
+            Receipt {
+                message_id: 42,
+                status: ReceiptStatus::Refused
+            }
+        );
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest).await;
+        assert!(rest.is_empty(), "then the stream closes");
+        assert!(b.pq.inbox().list(None, 0, 10).is_empty());
+        assert_eq!(b.pq.metrics().classical_streams_refused.get(), 1);
+        b.stop().await;
+        a.stop().await;
+    })
+    .await;
+}
+
+/// A receiver that reads the message but never answers: after
+/// `limits.delivery_timeout_secs` the API says 504 `no_receipt`, and the
+/// message is counted undelivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_receipt_in_time_is_504_never_delivered() {
+    bounded(async {
+        let dr = tempdir();
+        let r = start(
+            dr.path(),
+            Opts {
+                delivery_timeout: Duration::from_secs(1),
+                ..Opts::default()
+            },
+        )
+        .await;
+        let silent = raw_peer(Keypair::generate_ed25519(), r.full_addr()).await;
+        let mut incoming = silent
+            .control
+            .clone()
+            .expect("raw peer")
+            .accept(CLASSICAL_PROTOCOL)
+            .expect("accept");
+        let (got_tx, mut got_rx) = tokio::sync::mpsc::channel(4);
+        let reader = tokio::spawn(async move {
+            // Reads every message to its end, answers nothing and keeps
+            // the stream open.
+            let mut held = Vec::new();
+            while let Some((_, mut stream)) = incoming.next().await {
+                let mut buf = Vec::new();
+                let _ = stream.read_to_end(&mut buf).await;
+                let _ = got_tx.send(buf).await;
+                held.push(stream);
+            }
+        });
+        until_level(&r, silent.peer_id, "classical").await;
+
+        let started = std::time::Instant::now();
+        let sent = post(&r, silent.peer_id, "anyone there").await;
+        assert_eq!(sent.status, 504, "{}", sent.body);
+        assert_eq!(sent.json()["error"]["code"], "no_receipt");
+        assert!(started.elapsed() >= Duration::from_secs(1));
+        let got = got_rx
+            .try_recv()
+            .expect("the message did arrive, unanswered");
+        assert!(!got.is_empty());
+        let counted =
+            r.pq.metrics()
+                .messages_undelivered
+                .get_or_create(&pqnode::pq::metrics::ReasonLabels {
+                    reason: "no-receipt".into(),
+                })
+                .get();
+        assert_eq!(counted, 1);
+
+        // The same through the layer: the error says what happened.
+        let err =
+            r.pq.send(silent.peer_id, b"again".to_vec())
+                .await
+                .expect_err("no receipt");
+        assert!(matches!(err, SendError::NoReceipt { .. }), "{err}");
+        reader.abort();
+        r.stop().await;
+    })
+    .await;
+}
