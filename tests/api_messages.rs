@@ -310,3 +310,87 @@ async fn shutdown_with_a_session_and_a_follower_releases_the_data_directory() {
     .await
     .expect("test exceeded its time bound");
 }
+
+/// POSTs a body that may be refused before it is all written: a write
+/// error after the server answered is not a failure, the answer is what
+/// counts.
+async fn post_huge(node: &App, body: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(node.api_addr())
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /api/messages HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        node.api_addr(),
+        token(node),
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.expect("head");
+    let _ = s.write_all(body.as_bytes()).await;
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw).await;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Fault 6 of issue 23: the API's request-body limit follows
+/// `limits.max_message_size`, so an 8 MiB message is delivered when 8 MiB
+/// is allowed, and anything larger is 413 `too_large`, never 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eight_mib_message_travels_when_allowed_and_a_larger_one_is_413() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        const MAX: usize = 8 * 1024 * 1024;
+        let (da, db) = (
+            tempfile::tempdir().expect("dir"),
+            tempfile::tempdir().expect("dir"),
+        );
+        let config = |dir: &std::path::Path| {
+            let mut c = test_config(dir);
+            c.limits.max_message_size = MAX;
+            c
+        };
+        let a = start_pq_node(&config(da.path())).await;
+        let b = start_pq_node(&config(db.path())).await;
+        a.node().dial(tcp_addr(&b)).await.expect("dial");
+        a.pq()
+            .wait_for_session(&b.peer_id(), Duration::from_secs(15))
+            .await
+            .expect("session");
+        let b_id = b.peer_id().to_base58();
+
+        let text = "a".repeat(MAX);
+        let msg = format!(r#"{{"to":"{b_id}","body":"{text}"}}"#);
+        let (status, body) = post_huge(&a, &msg).await;
+        assert_eq!(status, 200, "{body}");
+        let got = b.pq().inbox().list(None, 0, 10);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].body.len(), MAX);
+
+        // One byte more than allowed: 413 from the size check.
+        let msg = format!(r#"{{"to":"{b_id}","body":"{text}a"}}"#);
+        let (status, body) = post_huge(&a, &msg).await;
+        assert_eq!(status, 413, "{body}");
+        assert!(body.contains("too_large"), "{body}");
+
+        // A body no message of 8 MiB could be, even escaped: 413 as well,
+        // before the body is read.
+        let msg = format!(
+            r#"{{"to":"{b_id}","body":"{}"}}"#,
+            "\\u0000".repeat(MAX + 20_000)
+        );
+        let (status, body) = post_huge(&a, &msg).await;
+        assert_eq!(status, 413, "{body}");
+        assert!(body.contains("too_large"), "{body}");
+        assert_eq!(b.pq().inbox().list(None, 0, 10).len(), 1);
+    })
+    .await
+    .expect("test timed out");
+}

@@ -23,6 +23,16 @@ pub enum AppError {
     /// The request is malformed.
     #[error("{0}")]
     BadRequest(String),
+    /// The request body is larger than any message it could carry.
+    #[error(
+        "request body over {limit} bytes: larger than any message of limits.max_message_size ({max} bytes) can be, encoded"
+    )]
+    BodyTooLarge {
+        /// The body limit.
+        limit: usize,
+        /// `limits.max_message_size`.
+        max: usize,
+    },
     /// The node did not do what was asked.
     #[error(transparent)]
     Node(#[from] NodeError),
@@ -52,6 +62,7 @@ impl AppError {
             AppError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             AppError::MisdirectedHost(_) => (StatusCode::MISDIRECTED_REQUEST, "misdirected_host"),
             AppError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            AppError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             AppError::Node(NodeError::Dial(_)) => (StatusCode::BAD_GATEWAY, "dial_failed"),
             AppError::Node(NodeError::Timeout(_)) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
             AppError::Node(NodeError::Busy) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),

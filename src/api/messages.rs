@@ -145,13 +145,31 @@ fn peer(s: &str, what: &str) -> Result<PeerId, AppError> {
         .map_err(|_| AppError::BadRequest(format!("`{what}` is not a PeerId: {s:?}")))
 }
 
+/// The largest request body of `POST /api/messages`: a message of `max`
+/// bytes as a JSON string, where escaping can make one byte six (`\u0000`;
+/// base64 makes it 4/3), plus room for the other fields. Only read after
+/// the token was checked.
+pub fn body_limit(max: usize) -> usize {
+    max.saturating_mul(6).saturating_add(64 * 1024)
+}
+
 /// Sends a message.
 pub async fn send(
     _auth: Authorized,
     State(state): State<AppState>,
     body: Result<Json<SendRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<SendResponse>, AppError> {
-    let Json(req) = body.map_err(|e| AppError::BadRequest(e.body_text()))?;
+    let Json(req) = body.map_err(|e| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            let max = state.pq.max_message_size();
+            AppError::BodyTooLarge {
+                limit: body_limit(max),
+                max,
+            }
+        } else {
+            AppError::BadRequest(e.body_text())
+        }
+    })?;
     let to = peer(&req.to, "to")?;
     let bytes = match req.encoding {
         Encoding::Utf8 => req.body.into_bytes(),

@@ -140,7 +140,14 @@ pub fn create_app(state: AppState) -> Router {
         .route("/api/peers/connect", post(peers::connect))
         .route("/api/peers/{peer_id}", get(peers::get_one))
         .route("/api/dht/nodes", get(dht::nodes))
-        .route("/api/messages", get(messages::list).post(messages::send))
+        .route(
+            "/api/messages",
+            get(messages::list)
+                .post(messages::send)
+                .layer(axum::extract::DefaultBodyLimit::max(messages::body_limit(
+                    state.pq.max_message_size(),
+                ))),
+        )
         .route("/api/messages/stream", get(messages::stream))
         .route("/api/pins", get(pins::list).post(pins::add))
         .route("/api/pins/{peer_id}", axum::routing::delete(pins::remove))

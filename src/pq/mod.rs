@@ -293,6 +293,11 @@ impl PqLayer {
         self.inner.policy
     }
 
+    /// The largest application message (`limits.max_message_size`).
+    pub fn max_message_size(&self) -> usize {
+        self.inner.limits.max_message_size
+    }
+
     /// The pin database.
     pub fn pins(&self) -> &PinDb {
         self.inner.verifier.pins()
