@@ -45,55 +45,72 @@ async fn until_level(node: &TestNode, peer: libp2p::PeerId, level: &'static str)
     eventually(|| async { (node.level(&peer) == Some(level)).then_some(()) }).await;
 }
 
-/// Fault 1 of issue 23: every classical slot of the receiver is held by
-/// another peer, so it cannot take the message. The sender's API answers
+/// Opens classical streams from `hog` to `r`, each confirmed held by `r`
+/// before the next (libp2p-stream hands a node one new inbound stream at a
+/// time and resets one that arrives meanwhile; a reset one is replaced),
+/// until `r` holds `until` in all.
+async fn hold_streams(hog: &pqsupport::Peer, r: &TestNode, until: i64) -> Vec<libp2p::Stream> {
+    let mut control = hog.control.clone().expect("raw peer");
+    let open = || r.pq.metrics().classical_streams_open.get();
+    let mut held = Vec::new();
+    let mut attempts = 0;
+    while open() < until {
+        attempts += 1;
+        assert!(
+            attempts <= 20,
+            "the node holds {} streams, not {until}",
+            open()
+        );
+        let before = open();
+        let stream = control
+            .open_stream(r.peer_id, CLASSICAL_PROTOCOL)
+            .await
+            .expect("classical stream");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while open() == before && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        held.push(stream);
+    }
+    held
+}
+
+/// A receiver and a sender without PQ (so their messages go classically),
+/// both labelled classical on each side.
+async fn classical_pair(dr: &std::path::Path, ds: &std::path::Path) -> (TestNode, TestNode) {
+    let r = start(dr, Opts::default()).await;
+    let s = start(
+        ds,
+        Opts {
+            policy: PqPolicy::Disabled,
+            ..Opts::default()
+        },
+    )
+    .await;
+    s.connect(&r).await;
+    until_level(&r, s.peer_id, "classical").await;
+    until_level(&s, r.peer_id, "classical").await;
+    (r, s)
+}
+
+/// Fault 1 of issue 23: every classical slot of the receiver is held (16
+/// peers, 4 each), so it cannot take the message. The sender's API answers
 /// 503 `inbox_full` (the receipt's status) and nothing is delivered; once
 /// the slots are free, the same send is `200 {"delivered": true}`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_classical_message_the_receiver_cannot_take_is_not_reported_sent() {
     bounded(async {
         let (dr, ds) = (tempdir(), tempdir());
-        let r = start(dr.path(), Opts::default()).await;
-        let s = start(
-            ds.path(),
-            Opts {
-                policy: PqPolicy::Disabled,
-                ..Opts::default()
-            },
-        )
-        .await;
-        s.connect(&r).await;
-        until_level(&r, s.peer_id, "classical").await;
-        until_level(&s, r.peer_id, "classical").await;
-
-        // A peer without PQ holds all 64 classical streams, sending nothing.
-        let hog = raw_peer(Keypair::generate_ed25519(), r.full_addr()).await;
-        until_level(&r, hog.peer_id, "classical").await;
-        let mut control = hog.control.clone().expect("raw peer");
-        let mut held = Vec::new();
-        let open = || r.pq.metrics().classical_streams_open.get();
-        // One at a time: libp2p-stream hands the node one new inbound
-        // stream at a time and resets one that arrives meanwhile, so each
-        // is confirmed held before the next (a reset one is replaced).
-        let mut attempts = 0;
-        while open() < 64 {
-            attempts += 1;
-            assert!(
-                attempts <= 200,
-                "the node never held 64 streams: {}",
-                open()
-            );
-            let before = open();
-            let stream = control
-                .open_stream(r.peer_id, CLASSICAL_PROTOCOL)
-                .await
-                .expect("classical stream");
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-            while open() == before && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            held.push(stream);
+        let (r, s) = classical_pair(dr.path(), ds.path()).await;
+        let mut hogs = Vec::new();
+        for i in 1..=16 {
+            let hog = raw_peer(Keypair::generate_ed25519(), r.full_addr()).await;
+            until_level(&r, hog.peer_id, "classical").await;
+            let held = hold_streams(&hog, &r, 4 * i).await;
+            hogs.push((hog, held));
         }
+        assert_eq!(r.pq.metrics().classical_streams_open.get(), 64);
+
         let refused = post(&s, r.peer_id, "no room").await;
         assert_eq!(refused.status, 503, "{}", refused.body);
         let err = refused.json();
@@ -115,9 +132,9 @@ async fn a_classical_message_the_receiver_cannot_take_is_not_reported_sent() {
         assert_eq!(undelivered, 1);
 
         // The slots free up: the same message is delivered, and says so.
-        drop(held);
-        drop(hog);
-        eventually(|| async { (open() == 0).then_some(()) }).await;
+        drop(hogs);
+        eventually(|| async { (r.pq.metrics().classical_streams_open.get() == 0).then_some(()) })
+            .await;
         let sent = post(&s, r.peer_id, "room now").await;
         assert_eq!(sent.status, 200, "{}", sent.body);
         let sent = sent.json();
@@ -126,6 +143,52 @@ async fn a_classical_message_the_receiver_cannot_take_is_not_reported_sent() {
         let got = r.pq.inbox().list(Some(s.peer_id), 0, 10);
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].body.as_slice(), b"room now");
+        s.stop().await;
+        r.stop().await;
+    })
+    .await;
+}
+
+/// Fault 2 of issue 23: a peer holding classical streams gets 4 of the 64
+/// (§9 rev 4); its fifth is answered inbox-full, and another peer's
+/// classical message is still delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_peer_holding_classical_streams_cannot_silence_another() {
+    bounded(async {
+        let (dr, ds) = (tempdir(), tempdir());
+        let (r, s) = classical_pair(dr.path(), ds.path()).await;
+        let hog = raw_peer(Keypair::generate_ed25519(), r.full_addr()).await;
+        until_level(&r, hog.peer_id, "classical").await;
+        let _held = hold_streams(&hog, &r, 4).await;
+
+        // Its fifth stream gets status 1 for its message.
+        let mut control = hog.control.clone().expect("raw peer");
+        let mut fifth = control
+            .open_stream(r.peer_id, CLASSICAL_PROTOCOL)
+            .await
+            .expect("stream");
+        for frag in fragments(7, b"one more") {
+            write_frame(&mut fifth, &frag).await.expect("write");
+        }
+        let answer = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut fifth, 9, 9))
+            .await
+            .expect("an answer in time")
+            .expect("a receipt frame");
+        assert_eq!(
+            Receipt::decode(&answer).expect("9 bytes"),
+            Receipt {
+                message_id: 7,
+                status: ReceiptStatus::InboxFull
+            }
+        );
+        assert_eq!(r.pq.metrics().classical_streams_open.get(), 4);
+
+        // Another peer's message is delivered all the same.
+        let sent = post(&s, r.peer_id, "still heard").await;
+        assert_eq!(sent.status, 200, "{}", sent.body);
+        assert_eq!(sent.json()["delivered"], true);
+        let got = r.pq.inbox().list(Some(s.peer_id), 0, 10);
+        assert_eq!(got.len(), 1);
         s.stop().await;
         r.stop().await;
     })

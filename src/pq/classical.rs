@@ -54,15 +54,18 @@ pub(crate) async fn accept_loop(inner: Arc<Inner>, mut incoming: IncomingStreams
             drop(stream);
             continue;
         }
-        let Ok(permit) = inner.classical_permits.clone().try_acquire_owned() else {
-            if let Some(suppressed) = inner.may_log(peer, "classical-streams-full") {
-                tracing::warn!(peer = %peer, suppressed, "too many classical message streams; answering inbox-full");
+        // A slot of the 64, at most 4 per peer (§9 rev 4): one peer cannot
+        // silence everyone else's classical messages.
+        let slot = match inner.classical_slots.take(&inner, peer) {
+            Ok(slot) => slot,
+            Err(full) => {
+                if let Some(suppressed) = inner.may_log(peer, "classical-streams-full") {
+                    tracing::warn!(peer = %peer, suppressed, limit = full.name(), "too many classical message streams; answering inbox-full");
+                }
+                refuse_stream(&inner, peer, stream, ReceiptStatus::InboxFull);
+                continue;
             }
-            refuse_stream(&inner, peer, stream, ReceiptStatus::InboxFull);
-            continue;
         };
-        // The slot, counted while held.
-        let slot = Slot::take(&inner, permit);
         let inner2 = inner.clone();
         spawn_on(&inner, async move {
             let mut verdict = decide(&inner2, &peer);
@@ -86,25 +89,94 @@ pub(crate) async fn accept_loop(inner: Arc<Inner>, mut incoming: IncomingStreams
     }
 }
 
-/// One of the classical stream slots, counted in
-/// `pqnode_pq_classical_streams_open` while held.
-struct Slot {
-    inner: Arc<Inner>,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+/// The inbound classical stream slots: so many in all, so many per peer.
+pub(crate) struct Slots {
+    total: usize,
+    per_peer: usize,
+    held: std::sync::Mutex<SlotCounts>,
 }
 
-impl Slot {
-    fn take(inner: &Arc<Inner>, permit: tokio::sync::OwnedSemaphorePermit) -> Self {
-        inner.metrics.classical_streams_open.inc();
-        Slot {
-            inner: inner.clone(),
-            _permit: permit,
+#[derive(Default)]
+struct SlotCounts {
+    total: usize,
+    /// Only peers holding a slot: at most `total` entries.
+    by_peer: std::collections::HashMap<PeerId, usize>,
+}
+
+/// Which limit a refused stream hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SlotsFull {
+    /// Every slot is taken.
+    All,
+    /// The peer holds its share.
+    Peer,
+}
+
+impl SlotsFull {
+    fn name(self) -> &'static str {
+        match self {
+            SlotsFull::All => "all",
+            SlotsFull::Peer => "per-peer",
         }
     }
 }
 
+impl Slots {
+    pub fn new(total: usize, per_peer: usize) -> Self {
+        Slots {
+            total,
+            per_peer,
+            held: Default::default(),
+        }
+    }
+
+    fn counts(&self) -> std::sync::MutexGuard<'_, SlotCounts> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes a slot for `peer`, counted in
+    /// `pqnode_pq_classical_streams_open` while held.
+    fn take(&self, inner: &Arc<Inner>, peer: PeerId) -> Result<Slot, SlotsFull> {
+        let mut c = self.counts();
+        if c.total >= self.total {
+            return Err(SlotsFull::All);
+        }
+        let mine = c.by_peer.entry(peer).or_insert(0);
+        if *mine >= self.per_peer {
+            return Err(SlotsFull::Peer);
+        }
+        *mine += 1;
+        c.total += 1;
+        inner.metrics.classical_streams_open.inc();
+        Ok(Slot {
+            inner: inner.clone(),
+            peer,
+        })
+    }
+
+    fn give_back(&self, peer: &PeerId) {
+        let mut c = self.counts();
+        c.total = c.total.saturating_sub(1);
+        if let Some(n) = c.by_peer.get_mut(peer) {
+            *n -= 1;
+            if *n == 0 {
+                c.by_peer.remove(peer);
+            }
+        }
+    }
+}
+
+/// One held classical stream slot; given back on drop.
+struct Slot {
+    inner: Arc<Inner>,
+    peer: PeerId,
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
+        self.inner.classical_slots.give_back(&self.peer);
         self.inner.metrics.classical_streams_open.dec();
     }
 }

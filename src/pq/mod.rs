@@ -84,8 +84,10 @@ const SESSION_QUEUE: usize = 64;
 /// Concurrent tasks writing `Reject busy` to streams beyond the handshake
 /// limits (each lives at most about a second).
 const MAX_BUSY_REJECTS: usize = 256;
-/// Concurrent inbound classical message streams.
+/// Concurrent inbound classical message streams (§9 rev 4), in all ...
 const MAX_CLASSICAL_STREAMS: usize = 64;
+/// ... and per peer.
+const MAX_CLASSICAL_STREAMS_PER_PEER: usize = 4;
 /// How long a send waits for its frames to be written.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// The layer's tasks (handshakes, sessions, timers) at most.
@@ -134,7 +136,7 @@ struct Inner {
     table: Mutex<PeerTable>,
     inbound_permits: Arc<Semaphore>,
     outbound_permits: Arc<Semaphore>,
-    classical_permits: Arc<Semaphore>,
+    classical_slots: classical::Slots,
     reject_permits: Arc<Semaphore>,
     next_session_id: AtomicU64,
     next_message_id: AtomicU64,
@@ -222,7 +224,10 @@ impl PqLayer {
             table: Mutex::new(PeerTable::new(limits.max_peers, limits.per_peer)),
             inbound_permits: Arc::new(Semaphore::new(limits.max_concurrent_handshakes)),
             outbound_permits: Arc::new(Semaphore::new(limits.max_concurrent_handshakes)),
-            classical_permits: Arc::new(Semaphore::new(MAX_CLASSICAL_STREAMS)),
+            classical_slots: classical::Slots::new(
+                MAX_CLASSICAL_STREAMS,
+                MAX_CLASSICAL_STREAMS_PER_PEER,
+            ),
             reject_permits: Arc::new(Semaphore::new(MAX_BUSY_REJECTS)),
             next_session_id: AtomicU64::new(1),
             next_message_id: AtomicU64::new(1),
