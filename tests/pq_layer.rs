@@ -605,9 +605,10 @@ async fn a_reject_after_fin_fails_the_queued_messages_with_a_clear_error() {
                 .await
                 .expect("every send ends")
             {
-                // Written before the window filled (delivery receipts,
-                // PROTOCOL.md rev 4, will tell these apart).
-                Ok(_) => {}
+                // Written before the window filled: the peer never sent a
+                // receipt (rev 4), so never reported delivered.
+                Ok(d) => panic!("reported delivered without a receipt: {d:?}"),
+                Err(SendError::NoReceipt { .. }) => {}
                 Err(SendError::SessionEnded { reason, .. }) => {
                     assert!(
                         reason.contains("rejected the session after our Fin"),
