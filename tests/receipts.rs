@@ -308,3 +308,43 @@ async fn no_receipt_in_time_is_504_never_delivered() {
     })
     .await;
 }
+
+/// Fault 5 of issue 23: 260 × 1 MiB from one peer (over its 32 MiB share
+/// of the 256 MiB inbox, §9 rev 4) cost only that peer's own oldest
+/// messages: another peer's earlier message stays, and every one of the
+/// flood is still reported delivered (each was stored on arrival).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_one_peer_leaves_another_peers_earlier_message() {
+    bounded(async {
+        let (dr, da, db) = (tempdir(), tempdir(), tempdir());
+        let r = start(dr.path(), Opts::default()).await;
+        let a = start(da.path(), Opts::default()).await;
+        let b = start(db.path(), Opts::default()).await;
+        for n in [&a, &b] {
+            n.connect(&r).await;
+            n.pq.wait_for_session(&r.peer_id, Duration::from_secs(15))
+                .await
+                .expect("session");
+        }
+        b.pq.send(r.peer_id, b"earlier".to_vec())
+            .await
+            .expect("delivered");
+        let started = std::time::Instant::now();
+        let body = vec![0x5a; 1 << 20];
+        for i in 0..260 {
+            a.pq.send(r.peer_id, body.clone())
+                .await
+                .unwrap_or_else(|e| panic!("message {i}: {e}"));
+        }
+        println!("260 MiB delivered in {:?}", started.elapsed());
+        let from_b = r.pq.inbox().list(Some(b.peer_id), 0, 10);
+        assert_eq!(from_b.len(), 1);
+        assert_eq!(from_b[0].body.as_slice(), b"earlier");
+        let from_a = r.pq.inbox().list(Some(a.peer_id), 0, 1000);
+        assert_eq!(from_a.len(), 32, "A keeps its newest 32 MiB");
+        for n in [a, b, r] {
+            n.stop().await;
+        }
+    })
+    .await;
+}

@@ -63,11 +63,42 @@ impl fmt::Debug for InboundMessage {
     }
 }
 
-/// Every peer's undelivered messages and their total size.
+/// Every peer's undelivered messages and their sizes.
 #[derive(Default)]
 struct Queues {
     by_peer: HashMap<PeerId, VecDeque<InboundMessage>>,
+    /// Bytes of bodies per peer (the same keys as `by_peer`).
+    peer_bytes: HashMap<PeerId, usize>,
     bytes: usize,
+}
+
+impl Queues {
+    /// Drops `peer`'s oldest message; false if it has none.
+    fn drop_oldest(&mut self, peer: &PeerId) -> bool {
+        let Some(queue) = self.by_peer.get_mut(peer) else {
+            return false;
+        };
+        let Some(old) = queue.pop_front() else {
+            return false;
+        };
+        let empty = queue.is_empty();
+        self.bytes -= old.body.len();
+        if empty {
+            self.by_peer.remove(peer);
+            self.peer_bytes.remove(peer);
+        } else if let Some(b) = self.peer_bytes.get_mut(peer) {
+            *b -= old.body.len();
+        }
+        true
+    }
+
+    /// Drops every message of `peer`; returns how many.
+    fn drop_peer(&mut self, peer: &PeerId) -> usize {
+        self.peer_bytes.remove(peer);
+        let gone = self.by_peer.remove(peer).unwrap_or_default();
+        self.bytes -= gone.iter().map(|m| m.body.len()).sum::<usize>();
+        gone.len()
+    }
 }
 
 /// The inbox.
@@ -80,6 +111,7 @@ struct InboxInner {
     per_peer: usize,
     max_peers: usize,
     max_bytes: usize,
+    peer_max_bytes: usize,
     next_seq: AtomicU64,
     accepting: std::sync::atomic::AtomicBool,
     queues: Mutex<Queues>,
@@ -97,14 +129,22 @@ impl fmt::Debug for Inbox {
 
 impl Inbox {
     /// An inbox keeping `per_peer` messages for each of at most `max_peers`
-    /// peers, and at most `max_bytes` of bodies in all.
-    pub fn new(per_peer: usize, max_peers: usize, max_bytes: usize, metrics: PqMetrics) -> Self {
+    /// peers, at most `max_bytes` of bodies in all and `peer_max_bytes` per
+    /// peer (§9 rev 4: 256 MiB and 32 MiB).
+    pub fn new(
+        per_peer: usize,
+        max_peers: usize,
+        max_bytes: usize,
+        peer_max_bytes: usize,
+        metrics: PqMetrics,
+    ) -> Self {
         let (follow, _) = broadcast::channel(256);
         Inbox {
             inner: Arc::new(InboxInner {
                 per_peer: per_peer.max(1),
                 max_peers: max_peers.max(1),
                 max_bytes,
+                peer_max_bytes,
                 next_seq: AtomicU64::new(1),
                 accepting: std::sync::atomic::AtomicBool::new(true),
                 queues: Mutex::new(Queues::default()),
@@ -153,51 +193,43 @@ impl Inbox {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             let metrics = &self.inner.metrics;
+            let size = msg.body.len();
+            // §9 rev 4: a peer over its share loses its own oldest
+            // messages, never another peer's; a message that cannot fit
+            // even so is refused (receipt status 1), and nothing is dropped.
+            let own = q.peer_bytes.get(&from).copied().unwrap_or(0);
+            let others = q.bytes - own;
+            if size > self.inner.peer_max_bytes || others + size > self.inner.max_bytes {
+                metrics.inbox_dropped.inc();
+                return ReceiptStatus::InboxFull;
+            }
             if !q.by_peer.contains_key(&from) && q.by_peer.len() >= self.inner.max_peers {
-                // Evict the peer whose newest message is oldest.
+                // A new peer beyond the bound: the peer whose newest message
+                // is oldest leaves the inbox.
                 if let Some(victim) = q
                     .by_peer
                     .iter()
                     .min_by_key(|(_, m)| m.back().map(|m| m.seq).unwrap_or(0))
                     .map(|(p, _)| *p)
-                    && let Some(gone) = q.by_peer.remove(&victim)
                 {
-                    q.bytes -= gone.iter().map(|m| m.body.len()).sum::<usize>();
-                    metrics.inbox_dropped.inc_by(gone.len() as u64);
+                    let gone = q.drop_peer(&victim);
+                    metrics.inbox_dropped.inc_by(gone as u64);
                 }
             }
-            let size = msg.body.len();
-            let queue = q.by_peer.entry(from).or_default();
-            let mut freed = 0;
-            if queue.len() >= self.inner.per_peer
-                && let Some(old) = queue.pop_front()
-            {
-                freed += old.body.len();
-                metrics.inbox_dropped.inc();
-            }
-            queue.push_back(msg.clone());
-            q.bytes = q.bytes + size - freed;
-            // The byte bound over every inbox: drop the oldest message anywhere.
-            while q.bytes > self.inner.max_bytes {
-                let Some(oldest) = q
-                    .by_peer
-                    .iter()
-                    .filter_map(|(p, m)| m.front().map(|m| (m.seq, *p)))
-                    .min()
-                    .map(|(_, p)| p)
-                else {
+            loop {
+                let count = q.by_peer.get(&from).map_or(0, VecDeque::len);
+                let own = q.peer_bytes.get(&from).copied().unwrap_or(0);
+                let over = count >= self.inner.per_peer
+                    || own + size > self.inner.peer_max_bytes
+                    || q.bytes + size > self.inner.max_bytes;
+                if !over || !q.drop_oldest(&from) {
                     break;
-                };
-                let Some(queue) = q.by_peer.get_mut(&oldest) else {
-                    break;
-                };
-                let Some(old) = queue.pop_front() else { break };
-                if queue.is_empty() {
-                    q.by_peer.remove(&oldest);
                 }
-                q.bytes -= old.body.len();
                 metrics.inbox_dropped.inc();
             }
+            q.by_peer.entry(from).or_default().push_back(msg.clone());
+            *q.peer_bytes.entry(from).or_insert(0) += size;
+            q.bytes += size;
         }
         self.inner
             .metrics
@@ -243,7 +275,7 @@ mod tests {
     fn bounded_per_peer_and_in_peers() {
         let mut reg = prometheus_client::registry::Registry::default();
         let metrics = PqMetrics::register(&mut reg);
-        let inbox = Inbox::new(3, 2, 1 << 20, metrics.clone());
+        let inbox = Inbox::new(3, 2, 1 << 20, 1 << 20, metrics.clone());
         let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
         for i in 0..5u8 {
             inbox.deliver(a, Security::Pq, None, vec![i]);
@@ -267,25 +299,71 @@ mod tests {
     }
 
     #[test]
-    fn bounded_in_bytes_across_peers() {
+    fn a_peer_over_its_byte_share_loses_only_its_own_messages() {
         let mut reg = prometheus_client::registry::Registry::default();
         let metrics = PqMetrics::register(&mut reg);
-        let inbox = Inbox::new(100, 10, 1000, metrics.clone());
-        let (a, b) = (PeerId::random(), PeerId::random());
-        inbox.deliver(a, Security::Pq, None, vec![1; 400]);
-        inbox.deliver(b, Security::Pq, None, vec![2; 400]);
-        inbox.deliver(b, Security::Pq, None, vec![3; 400]);
-        // 1200 > 1000: the oldest (A's) went.
-        let all = inbox.list(None, 0, 100);
+        // 1000 bytes in all, 500 per peer.
+        let inbox = Inbox::new(100, 10, 1000, 500, metrics.clone());
+        let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
         assert_eq!(
-            all.iter().map(|m| m.body[0]).collect::<Vec<_>>(),
-            vec![2, 3]
+            inbox.deliver(a, Security::Pq, None, vec![1; 400]),
+            ReceiptStatus::Stored
         );
+        inbox.deliver(b, Security::Pq, None, vec![2; 300]);
+        inbox.deliver(b, Security::Pq, None, vec![3; 100]);
+        // B over its share: its own oldest goes, never A's.
+        assert_eq!(
+            inbox.deliver(b, Security::Pq, None, vec![4; 200]),
+            ReceiptStatus::Stored
+        );
+        let bodies = |p| {
+            inbox
+                .list(Some(p), 0, 100)
+                .iter()
+                .map(|m| m.body[0])
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(bodies(a), vec![1]);
+        assert_eq!(bodies(b), vec![3, 4]);
         assert_eq!(metrics.inbox_dropped.get(), 1);
-        // A message larger than the bound evicts everything, itself last.
-        inbox.deliver(a, Security::Pq, None, vec![4; 1001]);
-        assert!(inbox.list(None, 0, 100).is_empty());
-        inbox.deliver(a, Security::Pq, None, vec![5; 10]);
-        assert_eq!(inbox.list(None, 0, 100).len(), 1);
+        // 700 held; C's 400 fits under its share but not in all: refused,
+        // and nobody loses anything.
+        assert_eq!(
+            inbox.deliver(c, Security::Pq, None, vec![5; 400]),
+            ReceiptStatus::InboxFull
+        );
+        assert_eq!(bodies(a), vec![1]);
+        assert_eq!(bodies(b), vec![3, 4]);
+        assert!(bodies(c).is_empty());
+        // Larger than a share: refused outright.
+        assert_eq!(
+            inbox.deliver(a, Security::Pq, None, vec![6; 501]),
+            ReceiptStatus::InboxFull
+        );
+        assert_eq!(bodies(a), vec![1]);
+        // A makes room from its own: 400 + 300 > 500 drops its 400.
+        assert_eq!(
+            inbox.deliver(a, Security::Pq, None, vec![7; 300]),
+            ReceiptStatus::Stored
+        );
+        assert_eq!(bodies(a), vec![7]);
+        assert_eq!(bodies(b), vec![3, 4]);
+    }
+
+    #[test]
+    fn two_hundred_sixty_mib_from_one_peer_leave_another_peers_message() {
+        let mut reg = prometheus_client::registry::Registry::default();
+        let metrics = PqMetrics::register(&mut reg);
+        let inbox = Inbox::new(1024, 10, 256 << 20, 32 << 20, metrics);
+        let (flood, quiet) = (PeerId::random(), PeerId::random());
+        inbox.deliver(quiet, Security::Pq, None, b"still here".to_vec());
+        for _ in 0..260 {
+            assert_eq!(
+                inbox.deliver(flood, Security::Pq, None, vec![0; 1 << 20]),
+                ReceiptStatus::Stored
+            );
+        }
+        assert_eq!(inbox.list(Some(quiet), 0, 10).len(), 1);
+        assert_eq!(inbox.list(Some(flood), 0, 1000).len(), 32);
     }
 }

@@ -21,6 +21,9 @@ pub struct PqLimits {
     /// Bytes of undelivered messages kept in all inboxes together; beyond
     /// it the oldest are dropped and counted.
     pub inbox_max_bytes: usize,
+    /// ... and per peer (§9 rev 4: 32 MiB); a peer over it loses its own
+    /// oldest messages, never another peer's.
+    pub inbox_peer_max_bytes: usize,
     /// Per-peer handshake limits (rev 3).
     pub per_peer: PeerLimits,
     /// A partial message must complete within this (rev 3: 30 s).
@@ -45,6 +48,7 @@ impl Default for PqLimits {
             max_peers: 2000,
             listener_open_delay: Duration::from_secs(5),
             inbox_max_bytes: 256 << 20,
+            inbox_peer_max_bytes: 32 << 20,
             per_peer: PeerLimits::default(),
             partial_message_timeout: Duration::from_secs(30),
             delivery_timeout: Duration::from_secs(10),

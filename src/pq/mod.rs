@@ -236,6 +236,7 @@ impl PqLayer {
                 limits.inbox_per_peer,
                 limits.max_peers,
                 limits.inbox_max_bytes,
+                limits.inbox_peer_max_bytes,
                 metrics.clone(),
             ),
             metrics,

@@ -203,6 +203,10 @@ pub fn setup(
             max_message_size: config.limits.max_message_size,
             inbox_per_peer: config.limits.inbox_per_peer,
             max_peers: config.limits.max_established as usize,
+            // A peer's share holds at least one message of the largest size.
+            inbox_peer_max_bytes: PqLimits::default()
+                .inbox_peer_max_bytes
+                .max(config.limits.max_message_size),
             rehandshake_after: config.pq.rehandshake_after,
             rehandshake_bytes: config.pq.rehandshake_bytes,
             ..PqLimits::default()
