@@ -46,6 +46,8 @@ pub(crate) enum HsFailure {
     PinMismatch(String),
     #[error("local failure: {0}")]
     Local(String),
+    #[error("the peer has no pin and pq.allow_unpinned is false")]
+    Unpinned,
 }
 
 impl HsFailure {
@@ -60,6 +62,7 @@ impl HsFailure {
             HsFailure::Open(_) => "open-stream",
             HsFailure::NoPinnedSuite | HsFailure::PinMismatch(_) => "key-mismatch",
             HsFailure::Local(_) => "local",
+            HsFailure::Unpinned => "unpinned",
         }
     }
 
@@ -77,6 +80,7 @@ impl HsFailure {
             HsFailure::Handshake(h) => h.reject_reason(),
             HsFailure::Frame(FrameError::BadLength { .. }) => Some(RejectReason::BadMessage),
             HsFailure::PinMismatch(_) => Some(RejectReason::AuthFailed),
+            HsFailure::Unpinned => Some(RejectReason::Policy),
             _ => None,
         }
     }
@@ -93,6 +97,7 @@ impl HsFailure {
             | HsFailure::PinMismatch(_)
             | HsFailure::Handshake(H::UnpinnedSuite { .. }) => HandshakeOutcome::KeyMismatch,
             _ if self.record_reason() == Some("key-mismatch") => HandshakeOutcome::KeyMismatch,
+            HsFailure::Unpinned => HandshakeOutcome::Unpinned,
             _ if self.record_reason() == Some("unpinned-peer") => HandshakeOutcome::Unpinned,
             _ if self.record_reason() == Some("pin-store") => HandshakeOutcome::Local,
             HsFailure::Handshake(H::Record(_) | H::BadSignature | H::BadMac) => {
@@ -332,6 +337,11 @@ pub(crate) fn schedule_retry(inner: &Arc<Inner>, peer: PeerId) {
 /// taken (it is given back here). On success the session starts; a failure
 /// has been acted upon (refusal, classical label) and is returned.
 pub(crate) async fn run_initiator(inner: &Arc<Inner>, peer: PeerId) -> Result<(), FailureAction> {
+    if inner.verifier.refuses_unpinned(&peer) {
+        // Refused before any stream or PQ work (§8.3).
+        inner.table().outbound_done(&peer);
+        return Err(failed(inner, peer, &HsFailure::Unpinned, true).await);
+    }
     // Never faster than the peer admits (§9 rev 3): a wait, not a `busy`.
     loop {
         let pace = inner.table().pace_outbound(&peer, Instant::now());
@@ -494,6 +504,11 @@ async fn respond(
     let config = inner
         .hs()
         .ok_or(HsFailure::Local("PQ unavailable".into()))?;
+    if inner.verifier.refuses_unpinned(&peer) {
+        // Reject 2 (policy) at Init: no KEM, no signature (§8.3).
+        read_msg(stream).await?;
+        return Err(HsFailure::Unpinned);
+    }
     let allowed = match suite_rule(inner, peer).await? {
         SuiteRule::Any => None,
         // An empty list makes every Init a Reject 1: §8.3 key-mismatch.
@@ -514,6 +529,7 @@ async fn respond(
                 state = next;
             }
             ResponderStep::Resp { state, resp } => {
+                inner.metrics.responses_signed.inc();
                 write_frame(stream, &resp).await?;
                 break *state;
             }

@@ -96,6 +96,9 @@ pub struct PqMetrics {
     /// Receipts this node owed but could not send (no session, or its
     /// writer too far behind).
     pub receipts_dropped: Counter,
+    /// Handshake responses made: each one KEM encapsulation and one
+    /// signature (the responder's PQ work per Init).
+    pub responses_signed: Counter,
     /// Messages sent but not delivered, by what the receipt said or
     /// `no-receipt` (§7 rev 4).
     pub messages_undelivered: Family<ReasonLabels, Counter>,
@@ -135,6 +138,7 @@ impl PqMetrics {
             handshakes_paced: Counter::default(),
             receipts_unmatched: Counter::default(),
             receipts_dropped: Counter::default(),
+            responses_signed: Counter::default(),
             messages_undelivered: Family::default(),
             log_suppressed: Counter::default(),
             malformed_messages: Family::default(),
@@ -242,6 +246,11 @@ impl PqMetrics {
             "receipts_dropped",
             "Receipts owed to a peer that could not be sent",
             m.receipts_dropped.clone(),
+        );
+        r.register(
+            "responses_signed",
+            "Handshake responses made, each one KEM encapsulation and one signature",
+            m.responses_signed.clone(),
         );
         r.register(
             "messages_undelivered",

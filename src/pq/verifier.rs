@@ -86,6 +86,13 @@ impl PeerVerifier {
         &self.pins
     }
 
+    /// Whether `peer` is refused before any handshake work: it has no pin
+    /// and `pq.allow_unpinned` is false (§8.3). Its PeerId is known from
+    /// Noise, so neither side encapsulates or signs for it.
+    pub fn refuses_unpinned(&self, peer: &PeerId) -> bool {
+        !self.allow_unpinned && !self.is_pinned(peer)
+    }
+
     /// Whether `peer` has any pin (so it must never be served classically).
     /// A database that cannot be read counts as pinned: the safe side.
     pub fn is_pinned(&self, peer: &PeerId) -> bool {
