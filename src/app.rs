@@ -395,6 +395,7 @@ impl App {
             node_writes: Arc::new(tokio::sync::Semaphore::new(api::MAX_NODE_WRITES)),
             peer_cache: PeerCache::new(db.clone()),
             records: records.clone(),
+            sent: Default::default(),
         };
         let mut api_stop = stop_rx.clone();
         let api_task = tokio::spawn(api::serve(

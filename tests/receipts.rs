@@ -40,6 +40,19 @@ async fn post(from: &TestNode, to: libp2p::PeerId, text: &str) -> common::Respon
     .await
 }
 
+/// `GET /api/messages/sent/{id}` on `node` once the send is no longer
+/// pending.
+async fn until_settled(node: &TestNode, id: u64) -> serde_json::Value {
+    let path = format!("/api/messages/sent/{id}");
+    eventually(|| async {
+        let r = http(node.app.api_addr(), "GET", &path, Some(&token(node)), None).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let v = r.json();
+        (v["state"] != "pending").then_some(v)
+    })
+    .await
+}
+
 /// Waits until `node` labels `peer` `level`.
 async fn until_level(node: &TestNode, peer: libp2p::PeerId, level: &'static str) {
     eventually(|| async { (node.level(&peer) == Some(level)).then_some(()) }).await;
@@ -297,6 +310,32 @@ async fn no_receipt_in_time_is_504_never_delivered() {
                 .get();
         assert_eq!(counted, 1);
 
+        // Without waiting: 202 and an id at once; the outcome follows.
+        let body = format!(
+            r#"{{"to":"{}","body":"later","wait":false}}"#,
+            silent.peer_id
+        );
+        let accepted = http(
+            r.app.api_addr(),
+            "POST",
+            "/api/messages",
+            Some(&token(&r)),
+            Some(&body),
+        )
+        .await;
+        assert_eq!(accepted.status, 202, "{}", accepted.body);
+        let id = accepted.json()["id"].as_u64().expect("an id");
+        assert!(
+            accepted
+                .headers
+                .contains(&format!("/api/messages/sent/{id}"))
+        );
+        let outcome = until_settled(&r, id).await;
+        assert_eq!(outcome["state"], "failed", "{outcome}");
+        assert_eq!(outcome["delivered"], false);
+        assert_eq!(outcome["error"]["code"], "no_receipt");
+        assert_eq!(outcome["error"]["status"], 504);
+
         // The same through the layer: the error says what happened.
         let err =
             r.pq.send(silent.peer_id, b"again".to_vec())
@@ -345,6 +384,72 @@ async fn a_flood_from_one_peer_leaves_another_peers_earlier_message() {
         for n in [a, b, r] {
             n.stop().await;
         }
+    })
+    .await;
+}
+
+/// `"wait": false`: 202 with an id at once; `GET /api/messages/sent/{id}`
+/// then says delivered, with the message id, once the receipt came. An
+/// id never handed out is 404, one that is not a number 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_that_does_not_wait_reports_its_receipt_later() {
+    bounded(async {
+        let (da, db) = (tempdir(), tempdir());
+        let a = start(da.path(), Opts::default()).await;
+        let b = start(db.path(), Opts::default()).await;
+        a.connect(&b).await;
+        a.pq.wait_for_session(&b.peer_id, Duration::from_secs(15))
+            .await
+            .expect("session");
+        let body = format!(r#"{{"to":"{}","body":"no hurry","wait":false}}"#, b.peer_id);
+        let accepted = http(
+            a.app.api_addr(),
+            "POST",
+            "/api/messages",
+            Some(&token(&a)),
+            Some(&body),
+        )
+        .await;
+        assert_eq!(accepted.status, 202, "{}", accepted.body);
+        let id = accepted.json()["id"].as_u64().expect("an id");
+        let outcome = until_settled(&a, id).await;
+        assert_eq!(outcome["state"], "delivered", "{outcome}");
+        assert_eq!(outcome["security"], "pq");
+        assert!(outcome["messageId"].is_u64(), "{outcome}");
+        let got = b.pq.inbox().list(Some(a.peer_id), 0, 10);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].body.as_slice(), b"no hurry");
+
+        let unknown = http(
+            a.app.api_addr(),
+            "GET",
+            "/api/messages/sent/999999",
+            Some(&token(&a)),
+            None,
+        )
+        .await;
+        assert_eq!(unknown.status, 404, "{}", unknown.body);
+        assert_eq!(unknown.json()["error"]["code"], "unknown_send");
+        let bad = http(
+            a.app.api_addr(),
+            "GET",
+            "/api/messages/sent/abc",
+            Some(&token(&a)),
+            None,
+        )
+        .await;
+        assert_eq!(bad.status, 400, "{}", bad.body);
+        let anonymous = http(
+            a.app.api_addr(),
+            "GET",
+            &format!("/api/messages/sent/{id}"),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(anonymous.status, 401);
+        b.stop().await;
+        a.stop().await;
     })
     .await;
 }

@@ -23,6 +23,11 @@ pub enum AppError {
     /// The request is malformed.
     #[error("{0}")]
     BadRequest(String),
+    /// No send with this id is remembered.
+    #[error(
+        "no send {0} is known (ids come from POST /api/messages with \"wait\": false; the last 4096 are kept)"
+    )]
+    UnknownSend(u64),
     /// The request body is larger than any message it could carry.
     #[error(
         "request body over {limit} bytes: larger than any message of limits.max_message_size ({max} bytes) can be, encoded"
@@ -57,12 +62,13 @@ pub enum AppError {
 }
 
 impl AppError {
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
+    pub(crate) fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             AppError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             AppError::MisdirectedHost(_) => (StatusCode::MISDIRECTED_REQUEST, "misdirected_host"),
             AppError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             AppError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            AppError::UnknownSend(_) => (StatusCode::NOT_FOUND, "unknown_send"),
             AppError::Node(NodeError::Dial(_)) => (StatusCode::BAD_GATEWAY, "dial_failed"),
             AppError::Node(NodeError::Timeout(_)) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
             AppError::Node(NodeError::Busy) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),

@@ -9,8 +9,10 @@ use std::convert::Infallible;
 use std::time::{Duration, UNIX_EPOCH};
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use futures::Stream;
@@ -18,7 +20,7 @@ use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{AppError, AppState, Authorized};
+use super::{AppError, AppState, Authorized, sent};
 use crate::pq::{InboundMessage, PqLayer};
 
 /// Most messages one `GET /api/messages` returns.
@@ -46,6 +48,14 @@ pub struct SendRequest {
     /// `utf8` (default) or `base64`.
     #[serde(default)]
     pub encoding: Encoding,
+    /// `true` (default): answer once the receipt came. `false`: answer 202
+    /// with an id at once; `GET /api/messages/sent/{id}` tells the outcome.
+    #[serde(default = "yes")]
+    pub wait: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `POST /api/messages` answer.
@@ -126,7 +136,7 @@ pub struct ListQuery {
 }
 
 use crate::discovery;
-use crate::pq::SendError;
+use crate::pq::{Delivery, SendError};
 
 /// How long a message to a PeerId that is neither connected nor cached
 /// waits for it to connect (a dial may be in flight) before the 404.
@@ -153,12 +163,13 @@ pub fn body_limit(max: usize) -> usize {
     max.saturating_mul(6).saturating_add(64 * 1024)
 }
 
-/// Sends a message.
+/// Sends a message: answers once the receiver's receipt came, or (with
+/// `"wait": false`) 202 at once with the id to ask about it later.
 pub async fn send(
     _auth: Authorized,
     State(state): State<AppState>,
     body: Result<Json<SendRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<SendResponse>, AppError> {
+) -> Result<Response, AppError> {
     let Json(req) = body.map_err(|e| {
         if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             let max = state.pq.max_message_size();
@@ -179,9 +190,66 @@ pub async fn send(
     };
     let size = bytes.len();
     let pq = layer(&state)?;
-    let delivery = match pq.send(to, bytes.clone()).await {
-        // Known but not connected: dial it from the peer cache, wait for
-        // its PQ session (10 s at most in all), and send then.
+    if size > pq.max_message_size() {
+        return Err(SendError::TooLarge {
+            size,
+            max: pq.max_message_size(),
+        }
+        .into());
+    }
+    if !req.wait {
+        let Some((id, permit)) = state.sent.begin(to, size) else {
+            return Err(AppError::Node(crate::node::NodeError::Busy));
+        };
+        let st = state.clone();
+        tokio::spawn(async move {
+            let outcome = match deliver(&st, to, bytes).await {
+                Ok(d) => sent::Outcome::Delivered(d),
+                Err(e) => {
+                    let (status, code) = e.status_and_code();
+                    sent::Outcome::Failed {
+                        status: status.as_u16(),
+                        code,
+                        message: e.to_string(),
+                    }
+                }
+            };
+            st.sent.finish(id, outcome);
+            drop(permit);
+        });
+        let location = format!("/api/messages/sent/{id}");
+        let body = serde_json::json!({
+            "id": id,
+            "to": to.to_base58(),
+            "size": size,
+            "state": "pending",
+            "location": location,
+        });
+        return Ok((
+            StatusCode::ACCEPTED,
+            [(axum::http::header::LOCATION, location)],
+            Json(body),
+        )
+            .into_response());
+    }
+    let delivery = deliver(&state, to, bytes).await?;
+    Ok(Json(SendResponse {
+        to: to.to_base58(),
+        security: delivery.security.as_str(),
+        suite: delivery.suite.map(|s| s.name()),
+        size,
+        delivered: true,
+        message_id: delivery.message_id,
+    })
+    .into_response())
+}
+
+/// Sends `bytes` to `to` until its receipt: a peer that is known but not
+/// connected is dialled from the peer cache first (its PQ session waited
+/// for, 10 s at most in all).
+async fn deliver(state: &AppState, to: PeerId, bytes: Vec<u8>) -> Result<Delivery, AppError> {
+    let pq = layer(state)?;
+    match pq.send(to, bytes.clone()).await {
         Err(SendError::NotConnected { .. }) => {
             let _permit = state.node_write_permit().await?;
             match discovery::connect_known(&state.node, &state.peer_cache, &state.records, pq, to)
@@ -192,24 +260,33 @@ pub async fn send(
                 Err(e @ discovery::ConnectError::Unknown(_)) => {
                     let _ = pq.wait_for_session(&to, UNKNOWN_PEER_WAIT).await;
                     match pq.send(to, bytes).await {
-                        Err(SendError::NotConnected { .. }) => return Err(e.into()),
-                        r => r?,
+                        Err(SendError::NotConnected { .. }) => Err(e.into()),
+                        r => Ok(r?),
                     }
                 }
-                Err(e) => return Err(e.into()),
-                Ok(()) => pq.send(to, bytes).await?,
+                Err(e) => Err(e.into()),
+                Ok(()) => Ok(pq.send(to, bytes).await?),
             }
         }
-        r => r?,
-    };
-    Ok(Json(SendResponse {
-        to: to.to_base58(),
-        security: delivery.security.as_str(),
-        suite: delivery.suite.map(|s| s.name()),
-        size,
-        delivered: true,
-        message_id: delivery.message_id,
-    }))
+        r => Ok(r?),
+    }
+}
+
+/// `GET /api/messages/sent/{id}`: what became of a send made with
+/// `"wait": false`.
+pub async fn sent(
+    _auth: Authorized,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let id: u64 = id
+        .parse()
+        .map_err(|_| AppError::BadRequest(format!("`{id}` is not a send id")))?;
+    state
+        .sent
+        .json(id)
+        .map(Json)
+        .ok_or(AppError::UnknownSend(id))
 }
 
 /// Lists delivered messages, oldest first.

@@ -30,6 +30,7 @@ pub mod messages;
 pub mod metrics;
 pub mod peers;
 pub mod pins;
+pub mod sent;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -81,6 +82,8 @@ pub struct AppState {
     pub peer_cache: pqnode_keys::peercache::PeerCache,
     /// Records of other peers learned from gossip and the DHT.
     pub records: crate::discovery::book::RecordBook,
+    /// Sends that did not wait, and their outcomes.
+    pub sent: Arc<sent::SentLog>,
 }
 
 /// API reads that may wait on the swarm at once: with
@@ -149,6 +152,7 @@ pub fn create_app(state: AppState) -> Router {
                 ))),
         )
         .route("/api/messages/stream", get(messages::stream))
+        .route("/api/messages/sent/{id}", get(messages::sent))
         .route("/api/pins", get(pins::list).post(pins::add))
         .route("/api/pins/{peer_id}", axum::routing::delete(pins::remove))
         .route("/metrics", get(metrics::metrics))
