@@ -78,3 +78,59 @@ async fn an_unpinned_peer_gets_reject_policy_at_init_and_no_pq_work() {
     })
     .await;
 }
+
+/// Fault 7 (recovery): a handshake answered `Reject busy` on a live
+/// connection is retried with back-off, so the peer gets its session once
+/// there is room, without reconnecting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_answer_is_retried_until_a_session_once_there_is_room() {
+    bounded(async {
+        let (dr, db) = (tempdir(), tempdir());
+        let r = start(
+            dr.path(),
+            Opts {
+                max_handshakes: 1,
+                handshake_timeout: std::time::Duration::from_secs(2),
+                ..Opts::default()
+            },
+        )
+        .await;
+        // A peer takes R's only inbound handshake slot and stalls in it
+        // until R's handshake timeout (2 s) frees it.
+        let staller =
+            pqsupport::raw_peer(libp2p::identity::Keypair::generate_ed25519(), r.full_addr()).await;
+        assert!(
+            staller
+                .wait_connected(std::time::Duration::from_secs(15))
+                .await
+        );
+        let mut control = staller.control.clone().expect("control");
+        let _stalled = control
+            .open_stream(r.peer_id, pqnode::pq::PQ_PROTOCOL)
+            .await
+            .expect("PQ stream");
+        eventually(|| async {
+            (r.pq.metrics().inbound_handshakes_in_progress.get() == 1).then_some(())
+        })
+        .await;
+
+        let b = start(db.path(), Opts::default()).await;
+        let t = std::time::Instant::now();
+        b.connect(&r).await;
+        // 5x the 2 s the slot is held, for a loaded machine.
+        let session =
+            b.pq.wait_for_session(&r.peer_id, std::time::Duration::from_secs(10))
+                .await;
+        assert!(session.is_some(), "no session after the busy answer");
+        println!("session after a busy answer in {:?}", t.elapsed());
+        assert!(
+            r.pq.metrics().handshake_failure_count("busy") >= 1,
+            "R answered busy first"
+        );
+        assert!(b.pq.metrics().handshake_failure_count("rejected-by-peer") >= 1);
+        assert_eq!(b.pq.refused_total(), 0, "busy is never a reason to refuse");
+        b.stop().await;
+        r.stop().await;
+    })
+    .await;
+}
