@@ -144,7 +144,27 @@ impl Serialize for PqPolicy {
     }
 }
 
+/// What of a reason may be shown without the API token: its leading
+/// clause (before the first `": "`), never a file path or an OS error text
+/// (issue 23: the unauthenticated endpoints showed both).
+pub fn public_reason(reason: &str) -> String {
+    let head = reason.split(": ").next().unwrap_or(reason);
+    if head.contains('/') || head.contains('\\') {
+        return "PQ unavailable locally (the reason is shown with the API token)".to_owned();
+    }
+    if head.len() == reason.len() {
+        head.to_owned()
+    } else {
+        format!("{head} (details with the API token)")
+    }
+}
+
 impl CryptoStatus {
+    /// This status as shown without the API token: reasons without paths.
+    pub fn public(mut self) -> Self {
+        self.unavailable_reason = self.unavailable_reason.map(|r| public_reason(&r));
+        self
+    }
     /// The status before the PQ layer starts, from the configuration and the
     /// locally determined availability. `initialized` is false and
     /// `key_pairs` 0 until the PQ layer fills them.

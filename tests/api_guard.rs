@@ -279,3 +279,35 @@ async fn a_flood_of_reads_does_not_delay_an_authenticated_send() {
     .await
     .expect("test exceeded its time bound");
 }
+
+/// Issue 23, fault 7: the endpoints anyone local may read give why PQ is
+/// unavailable without the key file's path or the OS error; the token shows
+/// it in full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reasons_without_the_token_carry_no_paths() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = "PQ keys could not be loaded: /home/op/.pqnode/keys/kyber1024-dilithium5.key: Permission denied (os error 13)";
+        let node = App::start(
+            &test_config(dir.path()),
+            pqnode::app::AppOptions {
+                simulate_pq_unavailable: Some(secret.to_owned()),
+                ..pqnode::app::AppOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        let token = node.state().token.expose().to_owned();
+        for path in ["/api/health", "/api/crypto/status"] {
+            let r = http(node.api_addr(), "GET", path, None, None).await;
+            assert!(r.body.contains("PQ keys could not be loaded"), "{path}: {}", r.body);
+            assert!(!r.body.contains("/home/op"), "{path}: {}", r.body);
+            assert!(!r.body.contains("os error"), "{path}: {}", r.body);
+        }
+        let full = http(node.api_addr(), "GET", "/api/crypto/status", Some(&token), None).await;
+        assert_eq!(full.json()["unavailableReason"], secret);
+        node.shutdown(Duration::from_secs(5)).await.unwrap();
+    })
+    .await
+    .unwrap();
+}

@@ -171,13 +171,21 @@ impl RunningBin {
 
     /// `GET path` on the API; the body.
     fn get(&self, path: &str) -> String {
+        self.get_as(path, None)
+    }
+
+    /// `GET path`, with `Authorization: Bearer token` when given.
+    fn get_as(&self, path: &str, token: Option<&str>) -> String {
         use std::io::{Read, Write};
         let addr = self.line("API: http://");
         let mut s = std::net::TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
         write!(
             s,
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}\r\n"
         )
         .unwrap();
         let mut text = String::new();
@@ -257,8 +265,16 @@ fn unreadable_pq_keys_mean_classical_fallback_or_refusal() {
     let status: serde_json::Value = serde_json::from_str(&node.get("/api/crypto/status")).unwrap();
     assert_eq!(status["mode"], "classical-fallback", "{status}");
     assert_eq!(status["production"], false, "{status}");
+    // Without the token the reason names what failed but no path; with
+    // it, the file.
     let reason = status["unavailableReason"].as_str().unwrap_or_default();
-    assert!(reason.contains("sig-mlkem1024-mldsa87.key"), "{status}");
+    assert!(reason.contains("PQ keys could not be loaded"), "{status}");
+    assert!(!reason.contains(".key"), "{status}");
+    let token = std::fs::read_to_string(dir.path().join("api-token")).unwrap();
+    let full: serde_json::Value =
+        serde_json::from_str(&node.get_as("/api/crypto/status", Some(token.trim()))).unwrap();
+    let reason = full["unavailableReason"].as_str().unwrap_or_default();
+    assert!(reason.contains("sig-mlkem1024-mldsa87.key"), "{full}");
     let health: serde_json::Value = serde_json::from_str(&node.get("/api/health")).unwrap();
     assert_eq!(health["status"], "degraded", "{health}");
     node.terminate();

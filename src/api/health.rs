@@ -84,7 +84,9 @@ fn crypto_component(c: &CryptoStatus) -> Component {
             Level::Degraded,
             format!(
                 "PQ unavailable locally: {}",
-                c.unavailable_reason.as_deref().unwrap_or("unknown reason")
+                c.unavailable_reason
+                    .as_deref()
+                    .map_or_else(|| "unknown reason".to_owned(), crate::status::public_reason)
             ),
         ),
         CryptoMode::Pq if !c.initialized => {
