@@ -46,7 +46,10 @@ impl Inner {
             let mut table = self.table();
             let connected = table.get(&peer).is_some();
             let changed = table.apply(&peer, &Event::Refused(reason)).is_some();
-            (changed.then(|| table.counts()), changed || !connected)
+            let counted_after_leaving =
+                !connected && table.refused_after_leaving(peer, reason, std::time::Instant::now());
+            let first = changed || counted_after_leaving;
+            (first.then(|| table.counts()), first)
         };
         if let Some(counts) = counts {
             self.publish_counts(counts);

@@ -405,6 +405,24 @@ impl PeerTable {
         self.peers.get(peer).map(|e| e.watch.subscribe())
     }
 
+    /// A peer refused after its connections were gone (it left while the
+    /// refusal was being decided): counted and remembered like one that was
+    /// disconnected — unless it is connected again, or its refusal is
+    /// remembered already (counted once). Returns whether it was counted.
+    pub fn refused_after_leaving(
+        &mut self,
+        peer: PeerId,
+        reason: RefuseReason,
+        now: Instant,
+    ) -> bool {
+        if self.peers.contains_key(&peer) || self.recent_refusal(&peer).is_some() {
+            return false;
+        }
+        self.refused_total += 1;
+        self.remember_refusal(peer, reason, now);
+        true
+    }
+
     fn remember_refusal(&mut self, peer: PeerId, reason: RefuseReason, now: Instant) {
         self.recent_refusals
             .retain(|_, (_, at)| now.saturating_duration_since(*at) < REFUSAL_MEMORY);
