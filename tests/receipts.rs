@@ -53,6 +53,19 @@ async fn until_settled(node: &TestNode, id: u64) -> serde_json::Value {
     .await
 }
 
+/// Two PQ nodes, A connected to B, with a session on both sides.
+async fn pq_pair(da: &std::path::Path, db: &std::path::Path) -> (TestNode, TestNode) {
+    let a = start(da, Opts::default()).await;
+    let b = start(db, Opts::default()).await;
+    a.connect(&b).await;
+    for (x, y) in [(&a, &b), (&b, &a)] {
+        x.pq.wait_for_session(&y.peer_id, Duration::from_secs(15))
+            .await
+            .expect("session");
+    }
+    (a, b)
+}
+
 /// Waits until `node` labels `peer` `level`.
 async fn until_level(node: &TestNode, peer: libp2p::PeerId, level: &'static str) {
     eventually(|| async { (node.level(&peer) == Some(level)).then_some(()) }).await;
@@ -214,15 +227,7 @@ async fn one_peer_holding_classical_streams_cannot_silence_another() {
 async fn a_refused_classical_stream_is_answered_with_status_refused() {
     bounded(async {
         let (da, db) = (tempdir(), tempdir());
-        let a = start(da.path(), Opts::default()).await;
-        let b = start(db.path(), Opts::default()).await;
-        a.connect(&b).await;
-        a.pq.wait_for_session(&b.peer_id, Duration::from_secs(15))
-            .await
-            .expect("session");
-        b.pq.wait_for_session(&a.peer_id, Duration::from_secs(15))
-            .await
-            .expect("session");
+        let (a, b) = pq_pair(da.path(), db.path()).await;
 
         // A speaks the classical protocol by hand, as a buggy or hostile
         // sender would.
@@ -395,12 +400,7 @@ async fn a_flood_from_one_peer_leaves_another_peers_earlier_message() {
 async fn a_send_that_does_not_wait_reports_its_receipt_later() {
     bounded(async {
         let (da, db) = (tempdir(), tempdir());
-        let a = start(da.path(), Opts::default()).await;
-        let b = start(db.path(), Opts::default()).await;
-        a.connect(&b).await;
-        a.pq.wait_for_session(&b.peer_id, Duration::from_secs(15))
-            .await
-            .expect("session");
+        let (a, b) = pq_pair(da.path(), db.path()).await;
         let body = format!(r#"{{"to":"{}","body":"no hurry","wait":false}}"#, b.peer_id);
         let accepted = http(
             a.app.api_addr(),
