@@ -39,6 +39,17 @@ impl Rng {
     }
 }
 
+/// The peers the hub's swarm is connected to.
+async fn swarm_peers(hub: &TestNode) -> BTreeSet<PeerId> {
+    hub.handle
+        .peers()
+        .await
+        .expect("peers")
+        .into_iter()
+        .map(|p| p.peer_id)
+        .collect()
+}
+
 fn connected(node: &TestNode, other: &PeerId) -> bool {
     node.pq.peer(other).is_some_and(|p| p.connections > 0)
 }
@@ -174,14 +185,7 @@ async fn thirty_peers_churning_leave_the_hub_consistent() {
         let deadline = Instant::now() + SETTLE;
         let api = hub.app.api_addr();
         let (swarm, listed) = loop {
-            let swarm: BTreeSet<PeerId> = hub
-                .handle
-                .peers()
-                .await
-                .expect("peers")
-                .into_iter()
-                .map(|p| p.peer_id)
-                .collect();
+            let swarm = swarm_peers(&hub).await;
             let body = common::http(api, "GET", "/api/peers", None, None)
                 .await
                 .json();
@@ -313,14 +317,7 @@ async fn a_burst_of_500_connection_events_changes_no_outcome() {
         let deadline = Instant::now() + SETTLE;
         let api = hub.app.api_addr();
         loop {
-            let swarm: BTreeSet<PeerId> = hub
-                .handle
-                .peers()
-                .await
-                .expect("peers")
-                .into_iter()
-                .map(|p| p.peer_id)
-                .collect();
+            let swarm = swarm_peers(&hub).await;
             let table: BTreeMap<PeerId, PqStatus> = hub
                 .pq
                 .peers()

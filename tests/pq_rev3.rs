@@ -537,6 +537,13 @@ async fn send_pq_retrying(
     }
 }
 
+/// Everything `node` holds from `from`, oldest first. Each send above
+/// returned only on the receiver's receipt (rev 4), so nothing is still on
+/// its way.
+fn received(node: &pqsupport::TestNode, from: libp2p::PeerId) -> Vec<pqnode::pq::InboundMessage> {
+    node.pq.inbox().list(Some(from), 0, 10_000)
+}
+
 /// Re-handshakes (§5.1) replace the session while messages flow both ways:
 /// none is lost, duplicated or reordered, and the new session has a new
 /// transcript (so new keys).
@@ -566,12 +573,7 @@ async fn a_rehandshake_replaces_the_session_without_losing_messages() {
         };
         tokio::join!(send_all(pa.clone(), b_id), send_all(pb.clone(), a_id));
         for (node, from) in [(&b, a_id), (&a, b_id)] {
-            let mut got = Vec::new();
-            let deadline = tokio::time::Instant::now() + WAIT;
-            while got.len() < N && tokio::time::Instant::now() < deadline {
-                got = node.pq.inbox().list(Some(from), 0, 10_000);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            let got = received(node, from);
             let bodies: Vec<String> = got
                 .iter()
                 .map(|m| String::from_utf8(m.body.to_vec()).expect("utf8"))
@@ -701,12 +703,7 @@ async fn five_rehandshakes_under_traffic_lose_nothing_and_never_reuse_keys() {
         };
         tokio::join!(send_all(pa.clone(), b_id), send_all(pb.clone(), a_id));
         for (node, from) in [(&b, a_id), (&a, b_id)] {
-            let mut got = Vec::new();
-            let deadline = tokio::time::Instant::now() + WAIT;
-            while got.len() < N && tokio::time::Instant::now() < deadline {
-                got = node.pq.inbox().list(Some(from), 0, 10_000);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            let got = received(node, from);
             let numbers: Vec<String> = got
                 .iter()
                 .map(|m| String::from_utf8_lossy(&m.body[..6]).into_owned())

@@ -66,6 +66,40 @@ async fn pq_pair(da: &std::path::Path, db: &std::path::Path) -> (TestNode, TestN
     (a, b)
 }
 
+/// Sends message `id` over a new classical stream by hand, as a buggy or
+/// hostile peer would, and reads the receipt it gets; the stream stays
+/// open for the caller.
+async fn classical_by_hand(
+    mut control: libp2p_stream::Control,
+    to: libp2p::PeerId,
+    id: u64,
+    body: &[u8],
+) -> (Receipt, libp2p::Stream) {
+    let mut stream = control
+        .open_stream(to, CLASSICAL_PROTOCOL)
+        .await
+        .expect("stream");
+    for frag in fragments(id, body) {
+        write_frame(&mut stream, &frag).await.expect("write");
+    }
+    let answer = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut stream, 9, 9))
+        .await
+        .expect("an answer in time")
+        .expect("a receipt frame");
+    (Receipt::decode(&answer).expect("9 bytes"), stream)
+}
+
+/// Messages `node` sent that were not delivered, for `reason`.
+fn undelivered(node: &TestNode, reason: &str) -> u64 {
+    node.pq
+        .metrics()
+        .messages_undelivered
+        .get_or_create(&pqnode::pq::metrics::ReasonLabels {
+            reason: reason.into(),
+        })
+        .get()
+}
+
 /// Waits until `node` labels `peer` `level`.
 async fn until_level(node: &TestNode, peer: libp2p::PeerId, level: &'static str) {
     eventually(|| async { (node.level(&peer) == Some(level)).then_some(()) }).await;
@@ -148,14 +182,7 @@ async fn a_classical_message_the_receiver_cannot_take_is_not_reported_sent() {
             "{err}"
         );
         assert!(r.pq.inbox().list(None, 0, 10).is_empty(), "nothing stored");
-        let undelivered =
-            s.pq.metrics()
-                .messages_undelivered
-                .get_or_create(&pqnode::pq::metrics::ReasonLabels {
-                    reason: "inbox-full".into(),
-                })
-                .get();
-        assert_eq!(undelivered, 1);
+        assert_eq!(undelivered(&s, "inbox-full"), 1);
 
         // The slots free up: the same message is delivered, and says so.
         drop(hogs);
@@ -188,20 +215,11 @@ async fn one_peer_holding_classical_streams_cannot_silence_another() {
         let _held = hold_streams(&hog, &r, 4).await;
 
         // Its fifth stream gets status 1 for its message.
-        let mut control = hog.control.clone().expect("raw peer");
-        let mut fifth = control
-            .open_stream(r.peer_id, CLASSICAL_PROTOCOL)
-            .await
-            .expect("stream");
-        for frag in fragments(7, b"one more") {
-            write_frame(&mut fifth, &frag).await.expect("write");
-        }
-        let answer = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut fifth, 9, 9))
-            .await
-            .expect("an answer in time")
-            .expect("a receipt frame");
+        let control = hog.control.clone().expect("raw peer");
         assert_eq!(
-            Receipt::decode(&answer).expect("9 bytes"),
+            classical_by_hand(control, r.peer_id, 7, b"one more")
+                .await
+                .0,
             Receipt {
                 message_id: 7,
                 status: ReceiptStatus::InboxFull
@@ -231,20 +249,11 @@ async fn a_refused_classical_stream_is_answered_with_status_refused() {
 
         // A speaks the classical protocol by hand, as a buggy or hostile
         // sender would.
-        let mut control = a.handle.stream_control();
-        let mut stream = control
-            .open_stream(b.peer_id, CLASSICAL_PROTOCOL)
-            .await
-            .expect("stream");
-        for frag in fragments(42, b"over Noise only") {
-            write_frame(&mut stream, &frag).await.expect("write");
-        }
-        let answer = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut stream, 9, 9))
-            .await
-            .expect("an answer in time")
-            .expect("a receipt frame");
+        let control = a.handle.stream_control();
+        let (receipt, mut stream) =
+            classical_by_hand(control, b.peer_id, 42, b"over Noise only").await;
         assert_eq!(
-            Receipt::decode(&answer).expect("9 bytes"),
+            receipt,
             Receipt {
                 message_id: 42,
                 status: ReceiptStatus::Refused
@@ -306,14 +315,7 @@ async fn no_receipt_in_time_is_504_never_delivered() {
             .try_recv()
             .expect("the message did arrive, unanswered");
         assert!(!got.is_empty());
-        let counted =
-            r.pq.metrics()
-                .messages_undelivered
-                .get_or_create(&pqnode::pq::metrics::ReasonLabels {
-                    reason: "no-receipt".into(),
-                })
-                .get();
-        assert_eq!(counted, 1);
+        assert_eq!(undelivered(&r, "no-receipt"), 1);
 
         // Without waiting: 202 and an id at once; the outcome follows.
         let body = format!(
