@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use libp2p::PeerId;
+use pqnode::pq::followers::Next as FollowNext;
 use support::{LIMIT, dial_addr, dial_to_session, node};
 
 /// Yields until `done`, failing the run after [`LIMIT`].
@@ -76,15 +77,15 @@ fn bench(c: &mut Criterion) {
                     let mut total = Duration::ZERO;
                     // B's deliveries, awaited (not polled, which would take
                     // a core from the nodes on this 2-core machine).
-                    let mut delivered = pb.inbox().subscribe();
+                    let mut delivered = pb.inbox().follow().expect("follow B's inbox");
                     for _ in 0..iters {
                         let t = Instant::now();
                         pa.send(b_id, body.clone()).await.expect("send");
                         loop {
-                            match tokio::time::timeout(LIMIT, delivered.recv()).await {
-                                Ok(Ok(m)) if m.from == a_id => break,
-                                Ok(Ok(_)) => {}
-                                Ok(Err(e)) => panic!("B's inbox: {e}"),
+                            match tokio::time::timeout(LIMIT, delivered.next()).await {
+                                Ok(FollowNext::Message(m)) if m.from == a_id => break,
+                                Ok(FollowNext::Message(_)) => {}
+                                Ok(e) => panic!("B's inbox: {e:?}"),
                                 Err(_) => panic!("no delivery within {LIMIT:?}"),
                             }
                         }

@@ -394,3 +394,132 @@ async fn an_eight_mib_message_travels_when_allowed_and_a_larger_one_is_413() {
     .await
     .expect("test timed out");
 }
+
+/// A metric's value from `/metrics` (0 when not exported yet).
+async fn metric(node: &App, name: &str) -> i64 {
+    let body = http(node.api_addr(), "GET", "/metrics", None, None)
+        .await
+        .body;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Issue 23, fault 7: a follower that reads nothing while 1,000 messages of
+/// 64 KiB (62.5 MiB) arrive holds at most its queue's budget, is dropped
+/// with a last `event: lagged` naming where to resume, and a follower that
+/// keeps up meanwhile gets every message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_reads_nothing_is_bounded_and_told_it_lagged() {
+    const COUNT: usize = 1000;
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let (da, db) = (
+            tempfile::tempdir().expect("dir"),
+            tempfile::tempdir().expect("dir"),
+        );
+        let a = pq_node(da.path()).await;
+        let b = pq_node(db.path()).await;
+        let b_id = b.node().peer_id();
+        a.node().dial(tcp_addr(&b)).await.expect("dial");
+        a.pq()
+            .wait_for_session(&b_id, Duration::from_secs(15))
+            .await
+            .expect("PQ session");
+        let budget = pqnode::pq::followers::budget(1 << 20) as i64;
+
+        let (mut slow, _) = follow(&b).await;
+        let (mut fast, head) = follow(&b).await;
+        assert_eq!(metric(&b, "pqnode_pq_followers").await, 2);
+        // The fast follower counts the messages it is given, in order.
+        let reader = tokio::spawn(async move {
+            let mut pending = head;
+            let mut buf = vec![0u8; 256 * 1024];
+            let (mut messages, mut lagged) = (0usize, false);
+            while messages < COUNT && !lagged {
+                let n = fast.read(&mut buf).await.expect("read");
+                assert!(n > 0, "the fast follower's stream ended");
+                pending.extend_from_slice(&buf[..n]);
+                // Count whole events; keep the unfinished tail.
+                while let Some(end) = pending.windows(2).position(|w| w == b"\n\n") {
+                    let event = String::from_utf8_lossy(&pending[..end]).into_owned();
+                    messages += event.matches("event: message").count();
+                    lagged |= event.contains("event: lagged");
+                    pending.drain(..end + 2);
+                }
+            }
+            (messages, lagged, fast)
+        });
+
+        let body = vec![b'x'; 64 * 1024];
+        let mut most = 0;
+        for i in 0..COUNT {
+            a.pq().send(b_id, body.clone()).await.expect("delivered");
+            if i % 50 == 0 {
+                most = most.max(metric(&b, "pqnode_pq_follower_queued_bytes").await);
+            }
+        }
+        // Two followers, each within its budget.
+        assert!(most <= 2 * budget, "{most} bytes queued, budget {budget}");
+        let (messages, fast_lagged, _fast) = reader.await.expect("reader");
+        assert_eq!((messages, fast_lagged), (COUNT, false));
+        common::eventually(|| async {
+            (metric(&b, "pqnode_pq_followers_lagged_total").await == 1).then_some(())
+        })
+        .await;
+        assert_eq!(metric(&b, "pqnode_pq_followers").await, 1);
+
+        // The slow follower now reads: what was written before it was
+        // dropped, then `lagged`, then the end of the response.
+        let mut seen = Vec::new();
+        let ended = tokio::time::timeout(Duration::from_secs(30), async {
+            let mut buf = vec![0u8; 256 * 1024];
+            while !seen.ends_with(b"0\r\n\r\n") {
+                let n = slow.read(&mut buf).await.expect("read");
+                if n == 0 {
+                    break;
+                }
+                seen.extend_from_slice(&buf[..n]);
+            }
+        })
+        .await;
+        assert!(ended.is_ok(), "the slow follower's stream did not end");
+        let text = String::from_utf8_lossy(&seen);
+        let given = text.matches("event: message").count();
+        assert!(given < COUNT / 2, "{given} messages reached the slow follower");
+        let lagged = text
+            .split("event: lagged\ndata: ")
+            .nth(1)
+            .and_then(|rest| rest.lines().next())
+            .expect("a last `event: lagged`");
+        let lagged: serde_json::Value = serde_json::from_str(lagged).expect("lagged JSON");
+        let since = lagged["since"].as_u64().expect("since");
+        eprintln!(
+            "slow follower: {given} messages, then lagged {lagged}; most queued {most} B (budget {budget} B each)"
+        );
+        assert!(lagged["missed"].as_u64().expect("missed") > 0, "{lagged}");
+        // It resumes from there with the listing.
+        let later = http(
+            b.api_addr(),
+            "GET",
+            &format!("/api/messages?since={since}&limit=5"),
+            Some(&token(&b)),
+            None,
+        )
+        .await;
+        assert_eq!(later.status, 200);
+        let later = later.json();
+        let ids: Vec<u64> = later
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter_map(|m| m["id"].as_u64())
+            .collect();
+        assert_eq!(ids.len(), 5);
+        assert!(ids.iter().all(|id| *id > since), "{ids:?} after {since}");
+        assert_eq!(metric(&b, "pqnode_pq_follower_queued_bytes").await, 0);
+        let _ = a.shutdown(Duration::from_secs(4)).await;
+        let _ = b.shutdown(Duration::from_secs(4)).await;
+    })
+    .await
+    .expect("test timed out");
+}

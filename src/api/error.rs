@@ -47,6 +47,9 @@ pub enum AppError {
     /// Sending to a peer that is not connected: it could not be reached.
     #[error(transparent)]
     Connect(#[from] crate::discovery::ConnectError),
+    /// As many followers of the message stream as allowed already.
+    #[error(transparent)]
+    TooManyFollowers(#[from] crate::pq::TooManyFollowers),
     /// `role = "bootstrap"`: no application messages here.
     #[error(
         "this node runs as a bootstrap node (role = \"bootstrap\"): it neither sends, \
@@ -113,6 +116,9 @@ impl AppError {
                 (StatusCode::BAD_GATEWAY, "unreachable")
             }
             AppError::Connect(_) => (StatusCode::INTERNAL_SERVER_ERROR, "peer_cache"),
+            AppError::TooManyFollowers(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "too_many_followers")
+            }
             AppError::BootstrapRole => (StatusCode::CONFLICT, "bootstrap_role"),
             AppError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),

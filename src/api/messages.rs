@@ -18,9 +18,9 @@ use base64::engine::general_purpose::STANDARD as B64;
 use futures::Stream;
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast::error::RecvError;
 
 use super::{AppError, AppState, Authorized, sent};
+use crate::pq::followers::Next;
 use crate::pq::{InboundMessage, PqLayer};
 
 /// Most messages one `GET /api/messages` returns.
@@ -302,25 +302,36 @@ pub async fn list(
     Ok(Json(messages.iter().map(MessageJson::from).collect()))
 }
 
-/// Follows new messages as Server-Sent Events (`event: message`, JSON data;
-/// `event: lagged` when a slow reader missed some) until the node stops.
+/// Follows new messages as Server-Sent Events (`event: message`, JSON data)
+/// until the node stops. Each follower has a bounded queue
+/// ([`crate::pq::followers`]); one that falls further behind gets a last
+/// `event: lagged` (`{"missed": n, "since": id}`: resume with
+/// `GET /api/messages?since=id`) and the stream ends.
 pub async fn stream(
     _auth: Authorized,
     State(state): State<AppState>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
     let layer = layer(&state)?;
-    let rx = layer.inbox().subscribe();
+    let follower = layer.inbox().follow()?;
     let stop = layer.shutdown_signal();
-    let events = futures::stream::unfold(rx, |mut rx| async move {
-        let event = match rx.recv().await {
-            Ok(m) => {
+    let events = futures::stream::unfold(Some(follower), |follower| async move {
+        let mut follower = follower?;
+        let event = match follower.next().await {
+            Next::Message(m) => {
                 let data = serde_json::to_string(&MessageJson::from(&m)).unwrap_or_default();
                 Event::default().event("message").data(data)
             }
-            Err(RecvError::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
-            Err(RecvError::Closed) => return None,
+            Next::Lagged { missed, since } => {
+                let data = serde_json::json!({ "missed": missed, "since": since });
+                // The last event: the follower is no longer queued for.
+                return Some((
+                    Ok(Event::default().event("lagged").data(data.to_string())),
+                    None,
+                ));
+            }
+            Next::Closed => return None,
         };
-        Some((Ok(event), rx))
+        Some((Ok(event), Some(follower)))
     });
     // The stream ends when the node shuts down, so it never holds up exit.
     let events = futures::StreamExt::take_until(events, stop);

@@ -1,6 +1,6 @@
 //! Delivered application messages: a bounded inbox per peer (oldest dropped
-//! and counted when full), a bounded number of peers, and a broadcast for
-//! followers (`GET /api/messages/stream`).
+//! and counted when full), a bounded number of peers, and bounded queues for
+//! followers (`GET /api/messages/stream`, [`super::followers`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -11,8 +11,8 @@ use std::time::SystemTime;
 use libp2p::PeerId;
 use pqnode_crypto::Suite;
 use pqnode_crypto::receipt::ReceiptStatus;
-use tokio::sync::broadcast;
 
+use super::followers::{Follower, Followers, TooManyFollowers};
 use super::metrics::PqMetrics;
 
 /// How a message travelled.
@@ -115,7 +115,7 @@ struct InboxInner {
     next_seq: AtomicU64,
     accepting: std::sync::atomic::AtomicBool,
     queues: Mutex<Queues>,
-    follow: broadcast::Sender<InboundMessage>,
+    followers: Arc<Followers>,
     metrics: PqMetrics,
 }
 
@@ -130,15 +130,16 @@ impl fmt::Debug for Inbox {
 impl Inbox {
     /// An inbox keeping `per_peer` messages for each of at most `max_peers`
     /// peers, at most `max_bytes` of bodies in all and `peer_max_bytes` per
-    /// peer (§9 rev 4: 256 MiB and 32 MiB).
+    /// peer (§9 rev 4: 256 MiB and 32 MiB); each follower may have
+    /// `follower_budget` bytes queued ([`super::followers::budget`]).
     pub fn new(
         per_peer: usize,
         max_peers: usize,
         max_bytes: usize,
         peer_max_bytes: usize,
+        follower_budget: usize,
         metrics: PqMetrics,
     ) -> Self {
-        let (follow, _) = broadcast::channel(256);
         Inbox {
             inner: Arc::new(InboxInner {
                 per_peer: per_peer.max(1),
@@ -148,7 +149,7 @@ impl Inbox {
                 next_seq: AtomicU64::new(1),
                 accepting: std::sync::atomic::AtomicBool::new(true),
                 queues: Mutex::new(Queues::default()),
-                follow,
+                followers: Followers::new(follower_budget, metrics.clone()),
                 metrics,
             }),
         }
@@ -158,6 +159,7 @@ impl Inbox {
     /// as dropped (`role = "bootstrap"`).
     pub fn stop_accepting(&self) {
         self.inner.accepting.store(false, Ordering::Relaxed);
+        self.inner.followers.close_all();
     }
 
     /// Whether messages are stored and streamed.
@@ -238,7 +240,7 @@ impl Inbox {
                 security: security.as_str(),
             })
             .inc();
-        let _ = self.inner.follow.send(msg);
+        self.inner.followers.push(&msg);
         ReceiptStatus::Stored
     }
 
@@ -261,9 +263,10 @@ impl Inbox {
         out
     }
 
-    /// Follows new messages.
-    pub fn subscribe(&self) -> broadcast::Receiver<InboundMessage> {
-        self.inner.follow.subscribe()
+    /// Follows new messages: each is queued for the follower until taken,
+    /// within its budget (beyond it, the follower is dropped as lagged).
+    pub fn follow(&self) -> Result<Follower, TooManyFollowers> {
+        self.inner.followers.follow()
     }
 }
 
@@ -275,7 +278,7 @@ mod tests {
     fn bounded_per_peer_and_in_peers() {
         let mut reg = prometheus_client::registry::Registry::default();
         let metrics = PqMetrics::register(&mut reg);
-        let inbox = Inbox::new(3, 2, 1 << 20, 1 << 20, metrics.clone());
+        let inbox = Inbox::new(3, 2, 1 << 20, 1 << 20, 1 << 20, metrics.clone());
         let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
         for i in 0..5u8 {
             inbox.deliver(a, Security::Pq, None, vec![i]);
@@ -303,7 +306,7 @@ mod tests {
         let mut reg = prometheus_client::registry::Registry::default();
         let metrics = PqMetrics::register(&mut reg);
         // 1000 bytes in all, 500 per peer.
-        let inbox = Inbox::new(100, 10, 1000, 500, metrics.clone());
+        let inbox = Inbox::new(100, 10, 1000, 500, 1 << 20, metrics.clone());
         let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
         assert_eq!(
             inbox.deliver(a, Security::Pq, None, vec![1; 400]),
@@ -354,7 +357,7 @@ mod tests {
     fn two_hundred_sixty_mib_from_one_peer_leave_another_peers_message() {
         let mut reg = prometheus_client::registry::Registry::default();
         let metrics = PqMetrics::register(&mut reg);
-        let inbox = Inbox::new(1024, 10, 256 << 20, 32 << 20, metrics);
+        let inbox = Inbox::new(1024, 10, 256 << 20, 32 << 20, 1 << 20, metrics);
         let (flood, quiet) = (PeerId::random(), PeerId::random());
         inbox.deliver(quiet, Security::Pq, None, b"still here".to_vec());
         for _ in 0..260 {

@@ -81,6 +81,12 @@ pub struct PqMetrics {
     pub messages_received: Family<SecurityLabels, Counter>,
     /// Inbound messages dropped because a peer's inbox was full.
     pub inbox_dropped: Counter,
+    /// Followers of `GET /api/messages/stream` now.
+    pub followers: Gauge,
+    /// Bytes queued for those followers (bodies and per-message overhead).
+    pub follower_queued_bytes: Gauge,
+    /// Followers dropped for falling behind by more than their queue holds.
+    pub followers_lagged: Counter,
     /// Sessions that proceeded unpinned because the first-use pin limit
     /// was reached (§8.3 rev 3).
     pub pins_full: Counter,
@@ -132,6 +138,9 @@ impl PqMetrics {
             messages_sent: Family::default(),
             messages_received: Family::default(),
             inbox_dropped: Counter::default(),
+            followers: Gauge::default(),
+            follower_queued_bytes: Gauge::default(),
+            followers_lagged: Counter::default(),
             pins_full: Counter::default(),
             rehandshakes: Counter::default(),
             rehandshake_failures: Counter::default(),
@@ -216,6 +225,21 @@ impl PqMetrics {
             "inbox_dropped",
             "Inbound messages dropped because an inbox was full",
             m.inbox_dropped.clone(),
+        );
+        r.register(
+            "followers",
+            "Followers of GET /api/messages/stream",
+            m.followers.clone(),
+        );
+        r.register(
+            "follower_queued_bytes",
+            "Bytes queued for message stream followers",
+            m.follower_queued_bytes.clone(),
+        );
+        r.register(
+            "followers_lagged",
+            "Message stream followers dropped for falling too far behind",
+            m.followers_lagged.clone(),
         );
         r.register(
             "pins_full",

@@ -30,6 +30,7 @@
 
 mod classical;
 mod connection;
+pub mod followers;
 pub mod fragment;
 pub mod framing;
 mod handshake_io;
@@ -62,6 +63,7 @@ use crate::node::{ConnectionObserver, Direction, NodeEvent, NodeHandle};
 use crate::status::SharedCryptoStatus;
 
 use connection::Observer;
+pub use followers::{Follower, TooManyFollowers};
 pub use fragment::PartialBudget;
 pub use inbox::{InboundMessage, Inbox, Security};
 pub use limits::{PqLimits, PqSetup};
@@ -237,6 +239,7 @@ impl PqLayer {
                 limits.max_peers,
                 limits.inbox_max_bytes,
                 limits.inbox_peer_max_bytes,
+                followers::budget(limits.max_message_size),
                 metrics.clone(),
             ),
             metrics,
