@@ -507,6 +507,15 @@ async fn a_follower_that_reads_nothing_is_bounded_and_told_it_lagged() {
         )
         .await;
         assert_eq!(later.status, 200);
+        // More follow: the answer says where the next page starts.
+        assert!(
+            later
+                .headers
+                .to_ascii_lowercase()
+                .contains("link: </api/messages?since="),
+            "{}",
+            later.headers
+        );
         let later = later.json();
         let ids: Vec<u64> = later
             .as_array()

@@ -289,17 +289,34 @@ pub async fn sent(
         .ok_or(AppError::UnknownSend(id))
 }
 
-/// Lists delivered messages, oldest first.
+/// Lists delivered messages, oldest first, a page at a time: when more
+/// follow, a `Link: <…?since=N…>; rel="next"` header says where the next
+/// page starts.
 pub async fn list(
     _auth: Authorized,
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Vec<MessageJson>>, AppError> {
+) -> Result<Response, AppError> {
     let Query(q) = query.map_err(|e| AppError::BadRequest(e.body_text()))?;
     let from = q.from.as_deref().map(|f| peer(f, "from")).transpose()?;
     let limit = q.limit.unwrap_or(MAX_LIST).min(MAX_LIST);
-    let messages = layer(&state)?.inbox().list(from, q.since, limit);
-    Ok(Json(messages.iter().map(MessageJson::from).collect()))
+    let (messages, more) = layer(&state)?.inbox().page(from, q.since, limit);
+    let next = match (more, messages.last()) {
+        (true, Some(last)) => {
+            let from = from.map(|p| format!("&from={}", p.to_base58()));
+            Some(format!(
+                "</api/messages?since={}&limit={limit}{}>; rel=\"next\"",
+                last.seq,
+                from.unwrap_or_default()
+            ))
+        }
+        _ => None,
+    };
+    let body = Json(messages.iter().map(MessageJson::from).collect::<Vec<_>>());
+    Ok(match next {
+        Some(link) => ([(axum::http::header::LINK, link)], body).into_response(),
+        None => body.into_response(),
+    })
 }
 
 /// Follows new messages as Server-Sent Events (`event: message`, JSON data)

@@ -2,7 +2,7 @@
 //! and counted when full), a bounded number of peers, and bounded queues for
 //! followers (`GET /api/messages/stream`, [`super::followers`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -63,41 +63,101 @@ impl fmt::Debug for InboundMessage {
     }
 }
 
-/// Every peer's undelivered messages and their sizes.
+/// One peer's undelivered messages: their ids, oldest first, and bytes.
+#[derive(Default)]
+struct PeerQueue {
+    seqs: VecDeque<u64>,
+    bytes: usize,
+}
+
+/// Every undelivered message, in id order, with each peer's share: a page
+/// of the listing is a range of `all` (or of one peer's ids), never a copy
+/// of everything (issue 23, fault 7).
 #[derive(Default)]
 struct Queues {
-    by_peer: HashMap<PeerId, VecDeque<InboundMessage>>,
-    /// Bytes of bodies per peer (the same keys as `by_peer`).
-    peer_bytes: HashMap<PeerId, usize>,
+    all: BTreeMap<u64, InboundMessage>,
+    by_peer: HashMap<PeerId, PeerQueue>,
     bytes: usize,
 }
 
 impl Queues {
+    fn peer_bytes(&self, peer: &PeerId) -> usize {
+        self.by_peer.get(peer).map_or(0, |q| q.bytes)
+    }
+
+    fn peer_count(&self, peer: &PeerId) -> usize {
+        self.by_peer.get(peer).map_or(0, |q| q.seqs.len())
+    }
+
+    fn push(&mut self, msg: InboundMessage) {
+        let size = msg.body.len();
+        let q = self.by_peer.entry(msg.from).or_default();
+        q.seqs.push_back(msg.seq);
+        q.bytes += size;
+        self.bytes += size;
+        self.all.insert(msg.seq, msg);
+    }
+
     /// Drops `peer`'s oldest message; false if it has none.
     fn drop_oldest(&mut self, peer: &PeerId) -> bool {
-        let Some(queue) = self.by_peer.get_mut(peer) else {
+        let Some(q) = self.by_peer.get_mut(peer) else {
             return false;
         };
-        let Some(old) = queue.pop_front() else {
+        let Some(seq) = q.seqs.pop_front() else {
             return false;
         };
-        let empty = queue.is_empty();
-        self.bytes -= old.body.len();
-        if empty {
+        let size = self.all.remove(&seq).map_or(0, |m| m.body.len());
+        q.bytes -= size;
+        self.bytes -= size;
+        if q.seqs.is_empty() {
             self.by_peer.remove(peer);
-            self.peer_bytes.remove(peer);
-        } else if let Some(b) = self.peer_bytes.get_mut(peer) {
-            *b -= old.body.len();
         }
         true
     }
 
     /// Drops every message of `peer`; returns how many.
     fn drop_peer(&mut self, peer: &PeerId) -> usize {
-        self.peer_bytes.remove(peer);
-        let gone = self.by_peer.remove(peer).unwrap_or_default();
-        self.bytes -= gone.iter().map(|m| m.body.len()).sum::<usize>();
-        gone.len()
+        let Some(q) = self.by_peer.remove(peer) else {
+            return 0;
+        };
+        for seq in &q.seqs {
+            self.all.remove(seq);
+        }
+        self.bytes -= q.bytes;
+        q.seqs.len()
+    }
+
+    /// Up to `limit` messages with `seq > since` (of `from` only, if
+    /// given), oldest first, and whether more follow.
+    fn page(&self, from: Option<PeerId>, since: u64, limit: usize) -> (Vec<InboundMessage>, bool) {
+        let mut out = Vec::with_capacity(limit.min(64));
+        let mut more = false;
+        match from {
+            None => {
+                for m in self.all.range(since.saturating_add(1)..).map(|(_, m)| m) {
+                    if out.len() == limit {
+                        more = true;
+                        break;
+                    }
+                    out.push(m.clone());
+                }
+            }
+            Some(peer) => {
+                if let Some(q) = self.by_peer.get(&peer) {
+                    let first = q.seqs.partition_point(|s| *s <= since);
+                    for seq in q.seqs.range(first..) {
+                        if out.len() == limit {
+                            more = true;
+                            break;
+                        }
+                        if let Some(m) = self.all.get(seq) {
+                            out.push(m.clone());
+                        }
+                    }
+                }
+            }
+        }
+        (out, more)
     }
 }
 
@@ -175,8 +235,9 @@ impl Inbox {
         suite: Option<Suite>,
         body: Vec<u8>,
     ) -> ReceiptStatus {
-        let msg = InboundMessage {
-            seq: self.inner.next_seq.fetch_add(1, Ordering::Relaxed),
+        let mut msg = InboundMessage {
+            // Numbered under the lock below, so ids are in storing order.
+            seq: 0,
             from,
             security,
             suite,
@@ -199,7 +260,7 @@ impl Inbox {
             // §9 rev 4: a peer over its share loses its own oldest
             // messages, never another peer's; a message that cannot fit
             // even so is refused (receipt status 1), and nothing is dropped.
-            let own = q.peer_bytes.get(&from).copied().unwrap_or(0);
+            let own = q.peer_bytes(&from);
             let others = q.bytes - own;
             if size > self.inner.peer_max_bytes || others + size > self.inner.max_bytes {
                 metrics.inbox_dropped.inc();
@@ -211,7 +272,7 @@ impl Inbox {
                 if let Some(victim) = q
                     .by_peer
                     .iter()
-                    .min_by_key(|(_, m)| m.back().map(|m| m.seq).unwrap_or(0))
+                    .min_by_key(|(_, m)| m.seqs.back().copied().unwrap_or(0))
                     .map(|(p, _)| *p)
                 {
                     let gone = q.drop_peer(&victim);
@@ -219,8 +280,8 @@ impl Inbox {
                 }
             }
             loop {
-                let count = q.by_peer.get(&from).map_or(0, VecDeque::len);
-                let own = q.peer_bytes.get(&from).copied().unwrap_or(0);
+                let count = q.peer_count(&from);
+                let own = q.peer_bytes(&from);
                 let over = count >= self.inner.per_peer
                     || own + size > self.inner.peer_max_bytes
                     || q.bytes + size > self.inner.max_bytes;
@@ -229,9 +290,11 @@ impl Inbox {
                 }
                 metrics.inbox_dropped.inc();
             }
-            q.by_peer.entry(from).or_default().push_back(msg.clone());
-            *q.peer_bytes.entry(from).or_insert(0) += size;
-            q.bytes += size;
+            msg.seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
+            q.push(msg.clone());
+            // Still under the lock: followers see messages in id order, so
+            // the `since` of a lagged one misses nothing.
+            self.inner.followers.push(&msg);
         }
         self.inner
             .metrics
@@ -240,27 +303,28 @@ impl Inbox {
                 security: security.as_str(),
             })
             .inc();
-        self.inner.followers.push(&msg);
         ReceiptStatus::Stored
     }
 
     /// Messages with `seq > since`, optionally only from `from`, oldest first,
-    /// at most `limit`.
-    pub fn list(&self, from: Option<PeerId>, since: u64, limit: usize) -> Vec<InboundMessage> {
-        let queues = self
-            .inner
+    /// at most `limit`, and whether more follow. Only those are copied
+    /// (their bodies shared), in O(log n + limit) under the lock.
+    pub fn page(
+        &self,
+        from: Option<PeerId>,
+        since: u64,
+        limit: usize,
+    ) -> (Vec<InboundMessage>, bool) {
+        self.inner
             .queues
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let mut out: Vec<InboundMessage> = queues
-            .by_peer
-            .iter()
-            .filter(|(p, _)| from.is_none_or(|f| f == **p))
-            .flat_map(|(_, q)| q.iter().filter(|m| m.seq > since).cloned())
-            .collect();
-        out.sort_by_key(|m| m.seq);
-        out.truncate(limit);
-        out
+            .unwrap_or_else(PoisonError::into_inner)
+            .page(from, since, limit)
+    }
+
+    /// [`Inbox::page`] without whether more follow.
+    pub fn list(&self, from: Option<PeerId>, since: u64, limit: usize) -> Vec<InboundMessage> {
+        self.page(from, since, limit).0
     }
 
     /// Follows new messages: each is queued for the follower until taken,
@@ -368,5 +432,37 @@ mod tests {
         }
         assert_eq!(inbox.list(Some(quiet), 0, 10).len(), 1);
         assert_eq!(inbox.list(Some(flood), 0, 1000).len(), 32);
+    }
+
+    #[test]
+    fn pages_walk_every_message_once_in_order_with_or_without_a_peer() {
+        let mut reg = prometheus_client::registry::Registry::default();
+        let metrics = PqMetrics::register(&mut reg);
+        let inbox = Inbox::new(1024, 10, 1 << 20, 1 << 20, 1 << 20, metrics);
+        let peers = [PeerId::random(), PeerId::random(), PeerId::random()];
+        for i in 0..100u8 {
+            inbox.deliver(peers[usize::from(i) % 3], Security::Pq, None, vec![i]);
+        }
+        let walk = |from: Option<PeerId>| {
+            let (mut since, mut got) = (0, Vec::new());
+            loop {
+                let (page, more) = inbox.page(from, since, 7);
+                assert!(page.len() <= 7);
+                got.extend(page.iter().map(|m| m.body[0]));
+                match (more, page.last()) {
+                    (true, Some(last)) => since = last.seq,
+                    _ => return got,
+                }
+            }
+        };
+        assert_eq!(walk(None), (0..100).collect::<Vec<u8>>());
+        assert_eq!(
+            walk(Some(peers[1])),
+            (0..100).filter(|i| i % 3 == 1).collect::<Vec<u8>>()
+        );
+        assert!(walk(Some(PeerId::random())).is_empty());
+        // An exact last page says no more follow.
+        let (page, more) = inbox.page(None, 0, 100);
+        assert_eq!((page.len(), more), (100, false));
     }
 }
