@@ -1069,6 +1069,26 @@ async fn a_stalled_partial_message_ends_its_session_and_a_new_one_follows() {
             "the session ended"
         );
         println!("session ended {:?} after the stall", stalled_at.elapsed());
+        // The message is answered as incomplete (§7 rev 4) before the
+        // session's stream closes.
+        let receipt = tokio::time::timeout(WAIT, async {
+            loop {
+                let frame = read_frame(&mut s, 1, 1 << 20)
+                    .await
+                    .expect("a frame before the stream ends");
+                if let Ok(pqnode_crypto::channel::Inbound::Receipt(r)) =
+                    session.channel.opener.open(&frame)
+                {
+                    return r;
+                }
+            }
+        })
+        .await
+        .expect("a receipt in time");
+        assert_eq!(
+            (receipt.message_id, receipt.status),
+            (1, pqnode_crypto::receipt::ReceiptStatus::Incomplete)
+        );
         assert!(
             a.pq.inbox().list(Some(h.peer_id), 0, 10).is_empty(),
             "nothing delivered"

@@ -455,3 +455,64 @@ async fn a_send_that_does_not_wait_reports_its_receipt_later() {
     })
     .await;
 }
+
+/// §7 rev 4: a message larger than the receiver's maximum is refused at its
+/// first fragment with receipt status 2; its rest is read and skipped, and
+/// the session goes on (no session error, the next message delivered on the
+/// same session).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_receivers_maximum_gets_too_large_and_the_session_goes_on() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let (da, db) = (tempdir(), tempdir());
+        let a = start(
+            da.path(),
+            Opts {
+                max_message_size: 4 << 20,
+                ..Opts::default()
+            },
+        )
+        .await;
+        let b = start(db.path(), Opts::default()).await;
+        a.connect(&b).await;
+        for (x, y) in [(&a, &b), (&b, &a)] {
+            x.pq.wait_for_session(&y.peer_id, Duration::from_secs(15))
+                .await
+                .expect("session");
+        }
+        let session = a.pq.session(&b.peer_id).expect("session").id;
+
+        let refused = a.pq.send(b.peer_id, vec![7; 2 << 20]).await;
+        assert!(
+            matches!(
+                refused,
+                Err(SendError::NotDelivered {
+                    status: ReceiptStatus::TooLarge,
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+        assert_eq!(undelivered(&a, "too-large"), 1);
+        let after = a.pq.send(b.peer_id, b"after".to_vec()).await;
+        assert!(after.is_ok(), "{after:?}");
+        assert_eq!(
+            a.pq.session(&b.peer_id).map(|s| s.id),
+            Some(session),
+            "the same session"
+        );
+        let got = b.pq.inbox().list(Some(a.peer_id), 0, 10);
+        assert_eq!(got.len(), 1);
+        assert_eq!(&got[0].body[..], b"after");
+        let errors = http(b.app.api_addr(), "GET", "/metrics", None, None)
+            .await
+            .body;
+        assert!(
+            !errors.contains("pqnode_pq_session_errors_total{"),
+            "no session error: {errors}"
+        );
+        a.stop().await;
+        b.stop().await;
+    })
+    .await
+    .expect("test timed out");
+}

@@ -12,7 +12,7 @@ use libp2p_stream::{IncomingStreams, OpenStreamError};
 use pqnode_crypto::channel::MAX_BODY;
 use pqnode_crypto::receipt::{RECEIPT_LEN, Receipt, ReceiptStatus};
 
-use super::fragment::{self, FragmentError, HEADER_LEN, Reassembler};
+use super::fragment::{self, HEADER_LEN, Pushed, Reassembler};
 use super::framing::{FrameError, read_frame, write_frame};
 use super::inbox::Security;
 use super::policy::{self, ClassicalStream};
@@ -203,29 +203,23 @@ async fn receive(inner: &Arc<Inner>, peer: PeerId, stream: &mut Stream) {
             Err(_) => return,
         };
         let receipt = match reassembler.push(&frame) {
-            Ok(Some((message_id, message))) => {
+            Ok(Pushed::Whole(message_id, message)) => {
                 let status = inner
                     .inbox
                     .deliver(peer, Security::Classical, None, message);
                 inner.touch(&peer);
                 Receipt { message_id, status }
             }
-            Ok(None) => continue,
+            Ok(Pushed::More) => continue,
+            // Refused at its first fragment; its rest is read and skipped.
+            Ok(Pushed::Refused { id, status }) => Receipt {
+                message_id: id,
+                status,
+            },
             Err(e) => {
                 inner.metrics.malformed("fragment");
                 if let Some(suppressed) = inner.may_log(peer, "classical-bad-fragment") {
                     tracing::warn!(peer = %peer, error = %e, suppressed, "bad classical message fragment");
-                }
-                // A message refused at its first fragment gets its receipt;
-                // after any fragment error the stream ends.
-                if let (FragmentError::TooLarge { .. }, Some(message_id)) =
-                    (&e, fragment::message_id(&frame))
-                {
-                    let r = Receipt {
-                        message_id,
-                        status: ReceiptStatus::TooLarge,
-                    };
-                    let _ = tokio::time::timeout(IDLE, write_frame(stream, &r.encode())).await;
                 }
                 return;
             }

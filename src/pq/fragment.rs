@@ -9,12 +9,18 @@
 //! that fragments of a message arrive contiguously, that a message is whole
 //! before the next begins, and that message ids increase. Anything else is a
 //! protocol violation that ends the session.
+//!
+//! A well-formed message the receiver will not take — larger than its
+//! maximum, or with no room left for partial messages — is refused at its
+//! first fragment ([`Pushed::Refused`], answered with a receipt, §7 rev 4)
+//! and the rest of it is read and skipped: the session goes on.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use pqnode_crypto::channel::MAX_BODY;
+use pqnode_crypto::receipt::ReceiptStatus;
 
 /// Bytes of a fragment's header.
 pub const HEADER_LEN: usize = 16;
@@ -38,14 +44,6 @@ pub enum FragmentError {
         /// Total length.
         total: u32,
     },
-    /// The message is larger than the configured maximum.
-    #[error("message of {total} bytes exceeds the maximum of {max}")]
-    TooLarge {
-        /// Announced total.
-        total: u32,
-        /// Configured maximum.
-        max: usize,
-    },
     /// Message ids must increase.
     #[error("message id {got} does not follow {last}")]
     IdNotIncreasing {
@@ -68,12 +66,23 @@ pub enum FragmentError {
     /// that changed between fragments.
     #[error("fragment interleaves with incomplete message {0}")]
     Interleaved(u64),
-    /// The partial messages of all sessions together would exceed their
-    /// budget (PROTOCOL.md §9 rev 3).
-    #[error("partial messages of all peers would exceed {max} bytes")]
-    BudgetExhausted {
-        /// The budget.
-        max: usize,
+}
+
+/// What one fragment did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pushed {
+    /// Part of a message still incomplete (or of one being skipped).
+    More,
+    /// A whole message: its id and bytes.
+    Whole(u64, Vec<u8>),
+    /// The first fragment of a message refused: larger than the maximum
+    /// (`TooLarge`), or partial messages of all peers would exceed their
+    /// budget (`InboxFull`, §9 rev 3). The rest of it will be skipped.
+    Refused {
+        /// The message id.
+        id: u64,
+        /// What its receipt says.
+        status: ReceiptStatus,
     },
 }
 
@@ -145,6 +154,8 @@ pub struct Reassembler {
     max_message: usize,
     last_id: Option<u64>,
     current: Option<(u64, u32, Vec<u8>)>,
+    /// A refused message being skipped: id, total, bytes seen.
+    skipping: Option<(u64, u32, u32)>,
     /// When the incomplete message began, and the bytes it reserved.
     partial: Option<(Instant, usize)>,
     budget: Option<Arc<PartialBudget>>,
@@ -163,6 +174,7 @@ impl Reassembler {
             max_message,
             last_id: None,
             current: None,
+            skipping: None,
             partial: None,
             budget: None,
         }
@@ -175,6 +187,7 @@ impl Reassembler {
             max_message,
             last_id: None,
             current: None,
+            skipping: None,
             partial: None,
             budget: Some(budget),
         }
@@ -186,29 +199,40 @@ impl Reassembler {
         self.partial.map(|(t, _)| t)
     }
 
+    /// The id of the message in progress, if one is incomplete (its
+    /// receipt says `Incomplete` when it never completes).
+    pub fn incomplete(&self) -> Option<u64> {
+        self.current.as_ref().map(|(id, _, _)| *id)
+    }
+
     fn release(&mut self) {
         if let (Some((_, n)), Some(b)) = (self.partial.take(), &self.budget) {
             b.release(n);
         }
     }
 
-    /// Takes one fragment; returns a whole message when it is complete.
-    pub fn push(&mut self, fragment: &[u8]) -> Result<Option<(u64, Vec<u8>)>, FragmentError> {
+    /// Takes one fragment.
+    pub fn push(&mut self, fragment: &[u8]) -> Result<Pushed, FragmentError> {
         if fragment.len() < HEADER_LEN {
             return Err(FragmentError::Truncated(fragment.len()));
         }
+        let header = |r: std::ops::Range<usize>| {
+            fragment
+                .get(r)
+                .ok_or(FragmentError::Truncated(fragment.len()))
+        };
         let id = u64::from_be_bytes(
-            fragment[0..8]
+            header(0..8)?
                 .try_into()
                 .map_err(|_| FragmentError::Truncated(fragment.len()))?,
         );
         let total = u32::from_be_bytes(
-            fragment[8..12]
+            header(8..12)?
                 .try_into()
                 .map_err(|_| FragmentError::Truncated(fragment.len()))?,
         );
         let offset = u32::from_be_bytes(
-            fragment[12..16]
+            header(12..16)?
                 .try_into()
                 .map_err(|_| FragmentError::Truncated(fragment.len()))?,
         );
@@ -220,11 +244,23 @@ impl Reassembler {
                 total,
             });
         }
-        if total as usize > self.max_message {
-            return Err(FragmentError::TooLarge {
-                total,
-                max: self.max_message,
-            });
+        // The next piece of a refused message: checked like any, dropped.
+        if let Some((skip_id, skip_total, seen)) = &mut self.skipping {
+            if *skip_id != id || *skip_total != total {
+                return Err(FragmentError::Interleaved(*skip_id));
+            }
+            if offset != *seen {
+                return Err(FragmentError::OutOfOrder {
+                    id,
+                    expected: *seen,
+                    got: offset,
+                });
+            }
+            *seen += bytes.len() as u32;
+            if *seen == total {
+                self.skipping = None;
+            }
+            return Ok(Pushed::More);
         }
         match &mut self.current {
             Some((cur_id, cur_total, buf)) => {
@@ -253,18 +289,29 @@ impl Reassembler {
                         got: offset,
                     });
                 }
-                if bytes.len() < total as usize {
+                self.last_id = Some(id);
+                let refused = if total as usize > self.max_message {
+                    Some(ReceiptStatus::TooLarge)
+                } else if bytes.len() < total as usize {
                     let need = total as usize;
-                    if let Some(b) = &self.budget
-                        && !b.reserve(need)
-                    {
-                        return Err(FragmentError::BudgetExhausted { max: b.max });
+                    match &self.budget {
+                        Some(b) if !b.reserve(need) => Some(ReceiptStatus::InboxFull),
+                        _ => {
+                            self.partial = Some((Instant::now(), need));
+                            None
+                        }
                     }
-                    self.partial = Some((Instant::now(), need));
+                } else {
+                    None
+                };
+                if let Some(status) = refused {
+                    if bytes.len() < total as usize {
+                        self.skipping = Some((id, total, bytes.len() as u32));
+                    }
+                    return Ok(Pushed::Refused { id, status });
                 }
                 let mut buf = Vec::with_capacity((total as usize).min(MAX_CHUNK * 2));
                 buf.extend_from_slice(bytes);
-                self.last_id = Some(id);
                 self.current = Some((id, total, buf));
             }
         }
@@ -272,14 +319,12 @@ impl Reassembler {
             Some((_, total, buf)) if buf.len() == *total as usize => {
                 let (id, _, buf) = self.current.take().ok_or(FragmentError::Truncated(0))?;
                 self.release();
-                Ok(Some((id, buf)))
+                Ok(Pushed::Whole(id, buf))
             }
-            _ => {
-                // Fragments that carry nothing for an incomplete message are
-                // allowed but cannot stall forever: the stream's own limits
-                // (idle timeout) apply.
-                Ok(None)
-            }
+            // Fragments that carry nothing for an incomplete message are
+            // allowed but cannot stall forever: the partial-message timeout
+            // and the stream's own limits apply.
+            _ => Ok(Pushed::More),
         }
     }
 }
@@ -296,8 +341,10 @@ mod tests {
         let mut r = Reassembler::new(max);
         let mut out = Vec::new();
         for f in frags {
-            if let Some(m) = r.push(&f)? {
-                out.push(m);
+            match r.push(&f)? {
+                Pushed::Whole(id, m) => out.push((id, m)),
+                Pushed::More => {}
+                Pushed::Refused { id, status } => panic!("message {id} refused: {status}"),
             }
         }
         Ok(out)
@@ -317,11 +364,6 @@ mod tests {
     fn violations_are_typed_errors() {
         let msg = vec![1u8; MAX_CHUNK * 2 + 10];
         let frags: Vec<_> = fragments(1, &msg).collect();
-        // too large
-        assert!(matches!(
-            reassemble(100, frags.clone()),
-            Err(FragmentError::TooLarge { .. })
-        ));
         // reordered
         let mut swapped = frags.clone();
         swapped.swap(0, 1);
@@ -370,19 +412,26 @@ mod tests {
         let mut a = Reassembler::with_budget(1 << 20, budget.clone());
         let mut b = Reassembler::with_budget(1 << 20, budget.clone());
         assert!(a.partial_since().is_none());
-        assert_eq!(a.push(&frags[0]), Ok(None));
+        assert_eq!(a.push(&frags[0]), Ok(Pushed::More));
         assert!(a.partial_since().is_some());
+        assert_eq!(a.incomplete(), Some(1));
         assert_eq!(budget.used(), 2 * MAX_CHUNK);
-        // A second partial message of the same size does not fit.
+        // A second partial message of the same size does not fit: refused
+        // as inbox-full, its rest skipped, and the next message taken.
         assert_eq!(
             b.push(&frags[0]),
-            Err(FragmentError::BudgetExhausted { max: 3 * MAX_CHUNK })
+            Ok(Pushed::Refused {
+                id: 1,
+                status: ReceiptStatus::InboxFull
+            })
         );
+        assert_eq!(b.push(&frags[1]), Ok(Pushed::More));
+        assert_eq!(b.incomplete(), None);
         // Single-fragment messages need no reservation.
         let small: Vec<_> = fragments(2, b"hi").collect();
-        assert!(matches!(b.push(&small[0]), Ok(Some(_))));
+        assert!(matches!(b.push(&small[0]), Ok(Pushed::Whole(2, _))));
         // Completing releases it; dropping an incomplete one too.
-        assert!(matches!(a.push(&frags[1]), Ok(Some(_))));
+        assert!(matches!(a.push(&frags[1]), Ok(Pushed::Whole(1, _))));
         assert_eq!(budget.used(), 0);
         let mut c = Reassembler::with_budget(1 << 20, budget.clone());
         let frags: Vec<_> = fragments(3, &big).collect();
@@ -390,6 +439,43 @@ mod tests {
         assert_eq!(budget.used(), 2 * MAX_CHUNK);
         drop(c);
         assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_message_over_the_maximum_is_refused_skipped_and_the_next_taken() {
+        let mut r = Reassembler::new(MAX_CHUNK + 10);
+        let big: Vec<_> = fragments(4, &vec![1u8; 3 * MAX_CHUNK]).collect();
+        assert_eq!(
+            r.push(&big[0]),
+            Ok(Pushed::Refused {
+                id: 4,
+                status: ReceiptStatus::TooLarge
+            })
+        );
+        // Its rest must still come in order, and is dropped.
+        assert!(matches!(
+            r.push(&big[2]),
+            Err(FragmentError::OutOfOrder { .. })
+        ));
+        let mut r = Reassembler::new(MAX_CHUNK + 10);
+        r.push(&big[0]).unwrap();
+        let other: Vec<_> = fragments(5, b"x").collect();
+        assert_eq!(r.push(&other[0]), Err(FragmentError::Interleaved(4)));
+        let mut r = Reassembler::new(MAX_CHUNK + 10);
+        r.push(&big[0]).unwrap();
+        assert_eq!(r.push(&big[1]), Ok(Pushed::More));
+        assert_eq!(r.push(&big[2]), Ok(Pushed::More));
+        assert_eq!(r.push(&other[0]), Ok(Pushed::Whole(5, b"x".to_vec())));
+        // A single-fragment message over the maximum: nothing to skip.
+        let mut r = Reassembler::new(1);
+        let two: Vec<_> = fragments(9, b"ab").collect();
+        assert!(matches!(r.push(&two[0]), Ok(Pushed::Refused { id: 9, .. })));
+        assert!(matches!(
+            r.push(&other[0]),
+            Err(FragmentError::IdNotIncreasing { .. })
+        ));
+        let next: Vec<_> = fragments(10, b"c").collect();
+        assert_eq!(r.push(&next[0]), Ok(Pushed::Whole(10, b"c".to_vec())));
     }
 
     proptest! {

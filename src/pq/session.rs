@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::fragment::{self, Reassembler};
+use super::fragment::{self, Pushed, Reassembler};
 use super::framing::{FrameError, read_frame};
 use super::inbox::Security;
 use super::metrics::{ReasonLabels, SuiteLabels};
@@ -32,7 +32,7 @@ use super::receipts::RECEIPT_QUEUE;
 use super::state::{PqStatus, Session, SessionStats};
 use super::transition::Event;
 use super::{Inner, SESSION_QUEUE, SendError, SessionInfo, WriterCmd, handshake_io, spawn_on};
-use pqnode_crypto::receipt::Receipt;
+use pqnode_crypto::receipt::{Receipt, ReceiptStatus};
 
 /// Flush the write buffer once it holds this much.
 const WRITE_CHUNK: usize = 256 * 1024;
@@ -152,6 +152,7 @@ pub(crate) fn start(
         cancel,
         previous_done,
         done: done_tx,
+        incomplete: None,
     };
     spawn_on(inner, reader.run(opener, r).instrument(span.clone()));
     if local_initiated {
@@ -358,8 +359,9 @@ async fn writer(
         }
     }
     if let Some(reason) = failed {
-        // The peer rejected the session or it broke: fail what is queued,
-        // saying why.
+        // The session ended (its reader found why): what is queued fails,
+        // saying why; the receipts it owes are still sent, best effort and
+        // bounded in time.
         rx.close();
         while let Some(cmd) = rx.recv().await {
             match cmd {
@@ -374,6 +376,7 @@ async fn writer(
                 }
             }
         }
+        flush_receipts(&mut sealer, &mut w, &mut buf, &mut receipts, &started).await;
         return;
     }
     // The session was replaced or ended: what was queued is written, and
@@ -522,6 +525,8 @@ struct Reader {
     /// The replaced session's reader: wait for it before delivering.
     previous_done: Option<watch::Receiver<bool>>,
     done: watch::Sender<bool>,
+    /// The message left incomplete when reading ended, if any.
+    incomplete: Option<u64>,
 }
 
 enum ReadEnd {
@@ -545,6 +550,15 @@ impl Reader {
         let peer = self.peer;
         if matches!(end, ReadEnd::Closed | ReadEnd::Io(_)) && !self.local_initiated {
             self.await_replacement().await;
+        }
+        // A message cut off by the end of its session is answered as
+        // incomplete (§7 rev 4), on the peer's current session: this one,
+        // whose writer still sends what receipts it owes, or its successor.
+        if let Some(message_id) = self.incomplete.take() {
+            self.send_receipt(Receipt {
+                message_id,
+                status: ReceiptStatus::Incomplete,
+            });
         }
         let current = end_if_current(&inner, &peer, self.id);
         match end {
@@ -659,10 +673,25 @@ impl Reader {
         }
     }
 
+    /// Reads until the session ends; a message left incomplete then is
+    /// remembered for its receipt (§7 rev 4: status 4).
     async fn read_all(&mut self, opener: &mut Opener, r: &mut ReadHalf<Stream>) -> ReadEnd {
+        let mut reassembler = Reassembler::with_budget(
+            self.inner.limits.max_message_size,
+            self.inner.partial_budget.clone(),
+        );
+        let end = self.read_frames(opener, r, &mut reassembler).await;
+        self.incomplete = reassembler.incomplete();
+        end
+    }
+
+    async fn read_frames(
+        &mut self,
+        opener: &mut Opener,
+        r: &mut ReadHalf<Stream>,
+        reassembler: &mut Reassembler,
+    ) -> ReadEnd {
         let inner = self.inner.clone();
-        let mut reassembler =
-            Reassembler::with_budget(inner.limits.max_message_size, inner.partial_budget.clone());
         let limit = inner.limits.rehandshake_bytes;
         let mut first = true;
         loop {
@@ -706,7 +735,7 @@ impl Reader {
             self.stats.add_received(frame.len() as u64, limit);
             match opener.open(&frame) {
                 Ok(Inbound::Data(data)) => match reassembler.push(&data) {
-                    Ok(Some((message_id, message))) => {
+                    Ok(Pushed::Whole(message_id, message)) => {
                         if let Some(prev) = self.previous_done.take() {
                             wait_done(prev).await;
                         }
@@ -717,7 +746,21 @@ impl Reader {
                         inner.touch(&self.peer);
                         self.send_receipt(Receipt { message_id, status });
                     }
-                    Ok(None) => {}
+                    Ok(Pushed::More) => {}
+                    // Refused at its first fragment: answered, its rest
+                    // skipped, and the session goes on (§7 rev 4).
+                    Ok(Pushed::Refused { id, status }) => {
+                        if status == ReceiptStatus::InboxFull {
+                            inner.metrics.inbox_dropped.inc();
+                        }
+                        if let Some(suppressed) = inner.may_log(self.peer, "message-refused") {
+                            tracing::warn!(peer = %self.peer, %status, suppressed, max = inner.limits.max_message_size, "message from the peer refused at its first fragment");
+                        }
+                        self.send_receipt(Receipt {
+                            message_id: id,
+                            status,
+                        });
+                    }
                     Err(e) => return ReadEnd::Violation("bad-fragment", e.to_string()),
                 },
                 Ok(Inbound::KeyUpdate) => {

@@ -45,6 +45,8 @@ pub struct Opts {
     pub partial_message_timeout: Duration,
     /// `limits.delivery_timeout_secs`.
     pub delivery_timeout: Duration,
+    /// `limits.max_message_size`.
+    pub max_message_size: usize,
 }
 
 impl Default for Opts {
@@ -62,6 +64,7 @@ impl Default for Opts {
             max_connections_per_ip: 100,
             partial_message_timeout: Duration::from_secs(30),
             delivery_timeout: Duration::from_secs(10),
+            max_message_size: 1 << 20,
         }
     }
 }
@@ -114,6 +117,7 @@ pub fn config(dir: &Path, opts: &Opts) -> Config {
     config.limits.max_connections_per_ip = opts.max_connections_per_ip;
     config.limits.partial_message_timeout = opts.partial_message_timeout;
     config.limits.delivery_timeout = opts.delivery_timeout;
+    config.limits.max_message_size = opts.max_message_size;
     config.limits.max_established_per_peer = 4;
     config
 }
