@@ -76,7 +76,7 @@ pub enum SendError {
     #[error("the node is shutting down")]
     ShuttingDown,
     /// The peer's receipt says it did not store the message (§7 rev 4).
-    #[error("{peer} did not store the message: {status}")]
+    #[error("{peer} did not store the message: {status} ({})", explain(*status))]
     NotDelivered {
         /// The peer.
         peer: PeerId,
@@ -281,5 +281,16 @@ impl Inner {
                 security: security.as_str(),
             })
             .inc();
+    }
+}
+/// What a receipt's status means, for the sender.
+fn explain(status: ReceiptStatus) -> &'static str {
+    match status {
+        ReceiptStatus::Stored => "stored",
+        ReceiptStatus::InboxFull => "the peer's inbox has no room for it now; try again later",
+        ReceiptStatus::TooLarge => "larger than the peer's limits.max_message_size",
+        ReceiptStatus::Refused => "the peer's policy does not take messages from this node",
+        ReceiptStatus::Incomplete => "it did not reach the peer whole",
+        ReceiptStatus::Unspecified(_) => "a status this node does not know",
     }
 }
