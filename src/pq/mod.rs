@@ -45,7 +45,10 @@ mod session;
 pub mod setup;
 pub mod state;
 pub mod transition;
+mod trim;
 pub mod verifier;
+mod wait;
+mod writer;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -55,7 +58,7 @@ use libp2p::{PeerId, StreamProtocol};
 use pqnode_crypto::Suite;
 use pqnode_crypto::handshake::HandshakeConfig;
 use pqnode_keys::db::PinDb;
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use crate::config::PqPolicy;
@@ -74,6 +77,7 @@ pub use send::{Delivery, SendError};
 use state::{PeerLimits, PeerTable};
 pub use state::{PeerSnapshot, PqStatus};
 use transition::Event;
+pub use trim::TRIM_PROTECT_ACTIVE;
 pub use verifier::PeerVerifier;
 
 /// The PQ stream protocol.
@@ -398,71 +402,6 @@ impl PqLayer {
         self.inner.verifier.is_pinned(peer)
     }
 
-    /// Waits up to `timeout` for `peer`'s status to settle (a session,
-    /// classical or refused) and returns it; `None` when it does not
-    /// connect within `timeout` (or disconnects meanwhile).
-    pub async fn wait_settled(&self, peer: &PeerId, timeout: Duration) -> Option<PqStatus> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut rx = self.watch_or_wait_join(peer, deadline).await?;
-        let settled = tokio::time::timeout_at(deadline, async {
-            rx.wait_for(PqStatus::is_settled).await.map(|s| s.clone())
-        })
-        .await;
-        match settled {
-            Ok(Ok(s)) => Some(s),
-            Ok(Err(_)) => None,
-            Err(_) => Some(rx.borrow().clone()),
-        }
-    }
-
-    /// `peer`'s status receiver; when it is not connected, waits (until
-    /// `deadline`) for it to connect.
-    async fn watch_or_wait_join(
-        &self,
-        peer: &PeerId,
-        deadline: tokio::time::Instant,
-    ) -> Option<watch::Receiver<PqStatus>> {
-        loop {
-            let mut joins = {
-                let table = self.inner.table();
-                if let Some(rx) = table.watch(peer) {
-                    return Some(rx);
-                }
-                table.joins()
-            };
-            match tokio::time::timeout_at(deadline, joins.changed()).await {
-                Ok(Ok(())) => {}
-                _ => return None,
-            }
-        }
-    }
-
-    /// Waits up to `timeout` for a PQ session with `peer`; a peer that is
-    /// not connected yet is waited for too.
-    pub async fn wait_for_session(&self, peer: &PeerId, timeout: Duration) -> Option<SessionInfo> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let mut rx = self.watch_or_wait_join(peer, deadline).await?;
-            let r =
-                tokio::time::timeout_at(deadline, rx.wait_for(|s| matches!(s, PqStatus::Pq(_))))
-                    .await;
-            match r {
-                Ok(Ok(s)) => {
-                    if let PqStatus::Pq(info) = &*s {
-                        return Some(info.clone());
-                    }
-                }
-                // The peer disconnected: it may come back (a redial), which
-                // the next `watch_or_wait_join` waits for.
-                Ok(Err(_)) => {}
-                Err(_) => return None,
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return None;
-            }
-        }
-    }
-
     /// The suites of the current credentials, in preference order (empty
     /// when PQ is off).
     pub fn suites(&self) -> Vec<Suite> {
@@ -555,32 +494,6 @@ impl PqLayer {
             self.inner.blocking.wait().await;
         };
         let _ = tokio::time::timeout_at(deadline, drained).await;
-    }
-}
-
-/// Peers that exchanged messages this recently are never trimmed.
-pub const TRIM_PROTECT_ACTIVE: Duration = Duration::from_secs(300);
-
-impl crate::discovery::trim::TrimPolicy for PqLayer {
-    /// Protected: a live PQ session to a pinned key, or messages within
-    /// [`TRIM_PROTECT_ACTIVE`]; useful: another PQ session.
-    fn protection(&self, peer: &PeerId) -> crate::discovery::trim::Protection {
-        use crate::discovery::trim::Protection;
-        let (pq, recent) = match self.inner.table().get(peer) {
-            Some(e) => (
-                matches!(e.status, PqStatus::Pq(_)),
-                e.last_message
-                    .is_some_and(|t| t.elapsed() < TRIM_PROTECT_ACTIVE),
-            ),
-            None => (false, false),
-        };
-        if recent || (pq && self.is_pinned(peer)) {
-            Protection::Protected
-        } else if pq {
-            Protection::Useful
-        } else {
-            Protection::None
-        }
     }
 }
 
