@@ -12,6 +12,7 @@ use libp2p::identity::Keypair;
 use pqnode::config::PqPolicy;
 use pqnode::pq::framing::{read_frame, write_frame};
 use pqnode::pq::policy::RefuseReason;
+use pqnode::pq::reasons::HandshakeFailure;
 use pqnode::pq::{PQ_PROTOCOL, Security, SendError};
 use pqnode_crypto::Suite;
 use pqnode_crypto::handshake::{
@@ -486,7 +487,8 @@ async fn a_fin_with_a_bad_signature_gets_reject_5_and_pins_nothing() {
             .expect("stream");
         let failed = |n: &pqsupport::TestNode| {
             let m = n.pq.metrics();
-            m.handshake_failure_count("mac") + m.handshake_failure_count("signature")
+            m.handshake_failure_count(HandshakeFailure::Mac)
+                + m.handshake_failure_count(HandshakeFailure::Signature)
         };
         let (refused, bad_fins) = (
             a.pq.metrics().refused_count(RefuseReason::AuthFailed),
@@ -675,19 +677,26 @@ async fn hostile_peers_are_refused_while_an_honest_peer_is_served() {
             Ok(reply) => reply,
             Err(e) => panic!(
                 "no Reject ({e}); the node counted decode failures: {}",
-                a.pq.metrics().handshake_failure_count("decode")
+                a.pq.metrics()
+                    .handshake_failure_count(HandshakeFailure::Decode)
             ),
         };
         assert_eq!(reply, vec![5, 4], "Reject: bad message");
         assert!(
-            a.until(WAIT, |n| n.pq.metrics().handshake_failure_count("decode")
+            a.until(WAIT, |n| n
+                .pq
+                .metrics()
+                .handshake_failure_count(HandshakeFailure::Decode)
                 >= 1)
                 .await
         );
         check_honest(1).await;
 
         // 2. A record for another PeerId, and 3. a forged (bit-flipped) record.
-        for (flip, expect) in [(false, "record"), (true, "record")] {
+        for (flip, expect) in [
+            (false, HandshakeFailure::Record),
+            (true, HandshakeFailure::Record),
+        ] {
             let (dh, dother) = (tempdir(), tempdir());
             let own = KeyStore::open_or_create(dh.path(), StoreOptions::default()).expect("store");
             let mut other =
@@ -831,7 +840,11 @@ async fn concurrent_inbound_handshakes_never_exceed_the_limit() {
             .await
             .expect("stream");
         assert_eq!(busy_reply(extra).await, vec![5, 3], "Reject busy");
-        assert_eq!(a.pq.metrics().handshake_failure_count("busy"), 1);
+        assert_eq!(
+            a.pq.metrics()
+                .handshake_failure_count(HandshakeFailure::Busy),
+            1
+        );
         let second = peers[0]
             .control
             .clone()
@@ -840,7 +853,11 @@ async fn concurrent_inbound_handshakes_never_exceed_the_limit() {
             .await
             .expect("stream");
         assert_eq!(busy_reply(second).await, vec![5, 3], "per-peer Reject busy");
-        assert_eq!(a.pq.metrics().handshake_failure_count("peer-busy"), 1);
+        assert_eq!(
+            a.pq.metrics()
+                .handshake_failure_count(HandshakeFailure::PeerBusy),
+            1
+        );
         assert_eq!(in_progress(&a), i64::from(limit));
         // The holders are let go at the 3 s handshake deadline.
         for mut s in holders {
@@ -848,7 +865,10 @@ async fn concurrent_inbound_handshakes_never_exceed_the_limit() {
             assert!(ended.is_ok(), "a stream was left hanging past the deadline");
         }
         assert!(
-            a.until(WAIT, |n| n.pq.metrics().handshake_failure_count("timeout")
+            a.until(WAIT, |n| n
+                .pq
+                .metrics()
+                .handshake_failure_count(HandshakeFailure::Timeout)
                 >= u64::from(limit))
                 .await
         );
@@ -908,9 +928,16 @@ async fn concurrent_inbound_handshakes_never_exceed_the_limit() {
             "busy {busy}, held {held}, closed {turned_away}"
         );
         // The burst's Reject busy, plus the one of part 1.
-        assert!(a.pq.metrics().handshake_failure_count("busy") > busy as u64);
         assert!(
-            a.until(WAIT, |n| n.pq.metrics().handshake_failure_count("timeout")
+            a.pq.metrics()
+                .handshake_failure_count(HandshakeFailure::Busy)
+                > busy as u64
+        );
+        assert!(
+            a.until(WAIT, |n| n
+                .pq
+                .metrics()
+                .handshake_failure_count(HandshakeFailure::Timeout)
                 >= u64::from(limit) + held as u64)
                 .await
         );

@@ -12,6 +12,7 @@ use pqnode::app::{App, AppOptions};
 use pqnode::config::Config;
 use pqnode::pq::framing::{read_frame, write_frame};
 use pqnode::pq::policy::RefuseReason;
+use pqnode::pq::reasons::HandshakeFailure;
 use pqnode::pq::{PQ_PROTOCOL, Security, SendError};
 use pqnode_crypto::Suite;
 use pqnode_crypto::channel::KeyUpdatePolicy;
@@ -770,7 +771,12 @@ async fn rehandshakes_faster_than_a_peer_admits_are_paced_not_refused() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         for (node, other) in [(&a, b.peer_id), (&b, a.peer_id)] {
-            assert_eq!(node.pq.metrics().handshake_failure_count("peer-busy"), 0);
+            assert_eq!(
+                node.pq
+                    .metrics()
+                    .handshake_failure_count(HandshakeFailure::PeerBusy),
+                0
+            );
             assert_eq!(node.pq.refused_total(), 0);
             assert_eq!(
                 node.pq.metrics().rehandshakes.get(),

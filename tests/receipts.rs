@@ -14,6 +14,7 @@ use libp2p::identity::Keypair;
 use pqnode::config::PqPolicy;
 use pqnode::pq::fragment::fragments;
 use pqnode::pq::framing::{read_frame, write_frame};
+use pqnode::pq::reasons::Undelivered;
 use pqnode::pq::{CLASSICAL_PROTOCOL, SendError};
 use pqnode_crypto::receipt::{Receipt, ReceiptStatus};
 use pqsupport::{Opts, TEST_TIMEOUT, TestNode, raw_peer, start, tempdir};
@@ -90,14 +91,8 @@ async fn classical_by_hand(
 }
 
 /// Messages `node` sent that were not delivered, for `reason`.
-fn undelivered(node: &TestNode, reason: &str) -> u64 {
-    node.pq
-        .metrics()
-        .messages_undelivered
-        .get_or_create(&pqnode::pq::metrics::ReasonLabels {
-            reason: reason.into(),
-        })
-        .get()
+fn undelivered(node: &TestNode, reason: Undelivered) -> u64 {
+    node.pq.metrics().undelivered_count(reason)
 }
 
 /// Waits until `node` labels `peer` `level`.
@@ -182,7 +177,7 @@ async fn a_classical_message_the_receiver_cannot_take_is_not_reported_sent() {
             "{err}"
         );
         assert!(r.pq.inbox().list(None, 0, 10).is_empty(), "nothing stored");
-        assert_eq!(undelivered(&s, "inbox-full"), 1);
+        assert_eq!(undelivered(&s, Undelivered::InboxFull), 1);
 
         // The slots free up: the same message is delivered, and says so.
         drop(hogs);
@@ -315,7 +310,7 @@ async fn no_receipt_in_time_is_504_never_delivered() {
             .try_recv()
             .expect("the message did arrive, unanswered");
         assert!(!got.is_empty());
-        assert_eq!(undelivered(&r, "no-receipt"), 1);
+        assert_eq!(undelivered(&r, Undelivered::NoReceipt), 1);
 
         // Without waiting: 202 and an id at once; the outcome follows.
         let body = format!(
@@ -492,7 +487,7 @@ async fn a_message_over_the_receivers_maximum_gets_too_large_and_the_session_goe
             ),
             "{refused:?}"
         );
-        assert_eq!(undelivered(&a, "too-large"), 1);
+        assert_eq!(undelivered(&a, Undelivered::TooLarge), 1);
         let after = a.pq.send(b.peer_id, b"after".to_vec()).await;
         assert!(after.is_ok(), "{after:?}");
         assert_eq!(

@@ -6,6 +6,7 @@ mod pqsupport;
 
 use common::eventually;
 use pqnode::pq::policy::RefuseReason;
+use pqnode::pq::reasons::HandshakeFailure;
 use pqsupport::{Opts, TEST_TIMEOUT, TestNode, start, tempdir};
 
 async fn bounded<F: std::future::Future<Output = ()>>(f: F) {
@@ -44,8 +45,8 @@ async fn an_unpinned_peer_gets_reject_policy_at_init_and_no_pq_work() {
         a.connect(&r).await;
         until_refused(&r, a.peer_id, RefuseReason::Unpinned).await;
         let m = r.pq.metrics();
-        assert_eq!(m.handshake_failure_count("unpinned"), 1);
-        assert_eq!(m.handshake_failure_count("auth-failed"), 0);
+        assert_eq!(m.handshake_failure_count(HandshakeFailure::Unpinned), 1);
+        assert_eq!(m.refused_count(RefuseReason::AuthFailed), 0);
         assert_eq!(
             m.responses_signed.get(),
             0,
@@ -54,7 +55,11 @@ async fn an_unpinned_peer_gets_reject_policy_at_init_and_no_pq_work() {
         assert_eq!(r.pq.refused_total(), 1, "counted once");
         // A heard why: a policy Reject, not an authentication failure.
         eventually(|| async {
-            (a.pq.metrics().handshake_failure_count("rejected-by-peer") >= 1).then_some(())
+            (a.pq
+                .metrics()
+                .handshake_failure_count(HandshakeFailure::RejectedByPeer)
+                >= 1)
+                .then_some(())
         })
         .await;
 
@@ -70,7 +75,7 @@ async fn an_unpinned_peer_gets_reject_policy_at_init_and_no_pq_work() {
             0,
             "B never answered an Init"
         );
-        assert_eq!(r.pq.metrics().handshake_failure_count("auth-failed"), 0);
+        assert_eq!(r.pq.metrics().refused_count(RefuseReason::AuthFailed), 0);
         assert_eq!(r.pq.refused_total(), 2);
         for n in [a, b, r] {
             n.stop().await;
@@ -124,10 +129,16 @@ async fn a_busy_answer_is_retried_until_a_session_once_there_is_room() {
         assert!(session.is_some(), "no session after the busy answer");
         println!("session after a busy answer in {:?}", t.elapsed());
         assert!(
-            r.pq.metrics().handshake_failure_count("busy") >= 1,
+            r.pq.metrics()
+                .handshake_failure_count(HandshakeFailure::Busy)
+                >= 1,
             "R answered busy first"
         );
-        assert!(b.pq.metrics().handshake_failure_count("rejected-by-peer") >= 1);
+        assert!(
+            b.pq.metrics()
+                .handshake_failure_count(HandshakeFailure::RejectedByPeer)
+                >= 1
+        );
         assert_eq!(b.pq.refused_total(), 0, "busy is never a reason to refuse");
         b.stop().await;
         r.stop().await;

@@ -16,6 +16,7 @@ use super::fragment::{self, HEADER_LEN, Pushed, Reassembler};
 use super::framing::{FrameError, read_frame, write_frame};
 use super::inbox::Security;
 use super::policy::{self, ClassicalStream};
+use super::reasons::Malformed;
 use super::{CLASSICAL_PROTOCOL, Inner, PqStatus, SendError, spawn_on};
 use tokio::sync::watch;
 
@@ -193,7 +194,7 @@ async fn receive(inner: &Arc<Inner>, peer: PeerId, stream: &mut Stream) {
             Ok(Err(FrameError::Closed)) => return,
             Ok(Err(e)) => {
                 if matches!(e, FrameError::BadLength { .. }) {
-                    inner.metrics.malformed("frame");
+                    inner.metrics.malformed(Malformed::Frame);
                 }
                 if let Some(suppressed) = inner.may_log(peer, "classical-bad-frame") {
                     tracing::warn!(peer = %peer, error = %e, suppressed, "bad classical message frame");
@@ -217,7 +218,7 @@ async fn receive(inner: &Arc<Inner>, peer: PeerId, stream: &mut Stream) {
                 status,
             },
             Err(e) => {
-                inner.metrics.malformed("fragment");
+                inner.metrics.malformed(Malformed::Fragment);
                 if let Some(suppressed) = inner.may_log(peer, "classical-bad-fragment") {
                     tracing::warn!(peer = %peer, error = %e, suppressed, "bad classical message fragment");
                 }

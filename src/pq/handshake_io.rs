@@ -23,6 +23,7 @@ use tracing::Instrument;
 use super::framing::{FrameError, read_frame, write_frame};
 use super::policy::SuiteRule;
 use super::policy::{self, FailureAction, HandshakeOutcome, NoPq, RefuseReason};
+use super::reasons::HandshakeFailure;
 use super::state::{Admission, Pace, RETRY_MAX};
 use super::transition::Event;
 use super::{Inner, PQ_PROTOCOL, session, spawn_on};
@@ -51,18 +52,18 @@ pub(crate) enum HsFailure {
 }
 
 impl HsFailure {
-    pub(crate) fn name(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> HandshakeFailure {
         match self {
-            HsFailure::Handshake(e) => e.name(),
-            HsFailure::Frame(FrameError::Closed) => "stream-closed",
-            HsFailure::Frame(FrameError::BadLength { .. }) => "decode",
-            HsFailure::Frame(FrameError::Io(_)) => "io",
-            HsFailure::Timeout => "timeout",
-            HsFailure::Unsupported(_) => "unsupported",
-            HsFailure::Open(_) => "open-stream",
-            HsFailure::NoPinnedSuite | HsFailure::PinMismatch(_) => "key-mismatch",
-            HsFailure::Local(_) => "local",
-            HsFailure::Unpinned => "unpinned",
+            HsFailure::Handshake(e) => HandshakeFailure::from(e),
+            HsFailure::Frame(FrameError::Closed) => HandshakeFailure::StreamClosed,
+            HsFailure::Frame(FrameError::BadLength { .. }) => HandshakeFailure::Decode,
+            HsFailure::Frame(FrameError::Io(_)) => HandshakeFailure::Io,
+            HsFailure::Timeout => HandshakeFailure::Timeout,
+            HsFailure::Unsupported(_) => HandshakeFailure::Unsupported,
+            HsFailure::Open(_) => HandshakeFailure::OpenStream,
+            HsFailure::NoPinnedSuite | HsFailure::PinMismatch(_) => HandshakeFailure::KeyMismatch,
+            HsFailure::Local(_) => HandshakeFailure::Local,
+            HsFailure::Unpinned => HandshakeFailure::Unpinned,
         }
     }
 
@@ -205,7 +206,7 @@ pub(crate) async fn accept_loop(inner: Arc<Inner>, mut incoming: IncomingStreams
         match admission {
             Admission::Admitted => {}
             Admission::Busy => {
-                inner.metrics.handshake_failed("peer-busy");
+                inner.metrics.handshake_failed(HandshakeFailure::PeerBusy);
                 let abusive = inner.table().rejected_busy(&peer, now);
                 if let Some(suppressed) = inner.may_log(peer, "busy") {
                     tracing::warn!(peer = %peer, suppressed, "PQ handshake beyond the per-peer limits: rejecting (busy)");
@@ -230,7 +231,7 @@ pub(crate) async fn accept_loop(inner: Arc<Inner>, mut incoming: IncomingStreams
         }
         let Ok(permit) = inner.inbound_permits.clone().try_acquire_owned() else {
             inner.table().inbound_done(&peer);
-            inner.metrics.handshake_failed("busy");
+            inner.metrics.handshake_failed(HandshakeFailure::Busy);
             if let Some(suppressed) = inner.may_log(peer, "global-busy") {
                 tracing::warn!(peer = %peer, suppressed, "too many concurrent inbound PQ handshakes: rejecting (busy)");
             }
@@ -578,10 +579,10 @@ async fn failed(
     e: &HsFailure,
     local_initiated: bool,
 ) -> FailureAction {
-    let reason = e.name();
+    let reason = e.reason();
     inner.metrics.handshake_failed(reason);
     if let Some(suppressed) = inner.may_log(peer, "handshake-failed") {
-        tracing::warn!(peer = %peer, reason, initiator = local_initiated, record = e.record_reason().unwrap_or(""), error = %e, suppressed, "PQ handshake failed");
+        tracing::warn!(peer = %peer, %reason, initiator = local_initiated, record = e.record_reason().unwrap_or(""), error = %e, suppressed, "PQ handshake failed");
     }
     let pinned = inner.verifier.is_pinned(&peer);
     let action = policy::on_handshake_failure(inner.policy, pinned, e.outcome());

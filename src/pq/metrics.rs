@@ -1,7 +1,7 @@
 //! Metrics of the PQ layer: every handshake outcome, every refusal, every
 //! message, registered under `pqnode_pq_`.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, EncodeLabelValue, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -9,12 +9,19 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use super::policy::RefuseReason;
+use super::reasons::{HandshakeFailure, Malformed, SessionError, Undelivered};
 
-/// A reason label.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    /// Low-cardinality reason name.
-    pub reason: String,
+/// A reason label, typed ([`super::reasons`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct ReasonLabels<R> {
+    /// The reason, encoded as its stable name.
+    pub reason: R,
+}
+
+impl<R: EncodeLabelValue + Copy> EncodeLabelSet for ReasonLabels<R> {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        EncodeLabel::encode(&("reason", self.reason), encoder.encode_label())
+    }
 }
 
 /// A refusal's reason label.
@@ -60,7 +67,7 @@ pub struct PqMetrics {
     /// Handshakes started (either side).
     pub handshakes_started: Counter,
     /// Failed handshakes, by reason.
-    pub handshake_failures: Family<ReasonLabels, Counter>,
+    pub handshake_failures: Family<ReasonLabels<HandshakeFailure>, Counter>,
     /// Failed handshakes, all reasons (not exported: the family above is;
     /// this total feeds the periodic summary line).
     pub handshake_failures_all: Counter,
@@ -74,7 +81,7 @@ pub struct PqMetrics {
     /// `limits.max_concurrent_handshakes` in use.
     pub inbound_handshakes_in_progress: Gauge,
     /// Sessions ended by an error, by reason.
-    pub session_errors: Family<ReasonLabels, Counter>,
+    pub session_errors: Family<ReasonLabels<SessionError>, Counter>,
     /// Messages sent, by security level.
     pub messages_sent: Family<SecurityLabels, Counter>,
     /// Messages received, by security level.
@@ -107,13 +114,13 @@ pub struct PqMetrics {
     pub responses_signed: Counter,
     /// Messages sent but not delivered, by what the receipt said or
     /// `no-receipt` (§7 rev 4).
-    pub messages_undelivered: Family<ReasonLabels, Counter>,
+    pub messages_undelivered: Family<ReasonLabels<Undelivered>, Counter>,
     /// Identical log lines about one peer suppressed (§9 rev 3).
     pub log_suppressed: Counter,
     /// Malformed inbound messages dropped, by what was wrong (`frame`: a
     /// length outside the allowed range; `fragment`: a bad fragment header
     /// or sequence).
-    pub malformed_messages: Family<ReasonLabels, Counter>,
+    pub malformed_messages: Family<ReasonLabels<Malformed>, Counter>,
 }
 
 impl PqMetrics {
@@ -295,12 +302,31 @@ impl PqMetrics {
     }
 
     /// Counts a malformed inbound message.
-    pub fn malformed(&self, reason: &str) {
+    pub fn malformed(&self, reason: Malformed) {
         self.malformed_messages
-            .get_or_create(&ReasonLabels {
-                reason: reason.to_owned(),
-            })
+            .get_or_create(&ReasonLabels { reason })
             .inc();
+    }
+
+    /// Counts a session ended by an error.
+    pub fn session_error(&self, reason: SessionError) {
+        self.session_errors
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Counts a message sent but not delivered.
+    pub fn undelivered(&self, reason: Undelivered) {
+        self.messages_undelivered
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Reads an undelivered-message counter (tests, API).
+    pub fn undelivered_count(&self, reason: Undelivered) -> u64 {
+        self.messages_undelivered
+            .get_or_create(&ReasonLabels { reason })
+            .get()
     }
 
     /// Counts a refusal.
@@ -309,12 +335,10 @@ impl PqMetrics {
     }
 
     /// Counts a failed handshake.
-    pub fn handshake_failed(&self, reason: &str) {
+    pub fn handshake_failed(&self, reason: HandshakeFailure) {
         self.handshake_failures_all.inc();
         self.handshake_failures
-            .get_or_create(&ReasonLabels {
-                reason: reason.to_owned(),
-            })
+            .get_or_create(&ReasonLabels { reason })
             .inc();
     }
 
@@ -324,11 +348,9 @@ impl PqMetrics {
     }
 
     /// Reads a handshake-failure counter (tests, API).
-    pub fn handshake_failure_count(&self, reason: &str) -> u64 {
+    pub fn handshake_failure_count(&self, reason: HandshakeFailure) -> u64 {
         self.handshake_failures
-            .get_or_create(&ReasonLabels {
-                reason: reason.to_owned(),
-            })
+            .get_or_create(&ReasonLabels { reason })
             .get()
     }
 }

@@ -39,6 +39,7 @@ mod limits;
 mod log_limit;
 pub mod metrics;
 pub mod policy;
+pub mod reasons;
 mod receipts;
 mod send;
 mod session;

@@ -1,6 +1,7 @@
 //! Sending messages: over the peer's PQ session, or classically where §8.2
 //! allows it, and why a message could not be sent.
 
+use super::reasons::Undelivered;
 use super::*;
 use pqnode_crypto::receipt::ReceiptStatus;
 
@@ -262,16 +263,13 @@ impl Inner {
     /// (or `no-receipt`).
     pub(super) fn count_undelivered(&self, e: &SendError) {
         let reason = match e {
-            SendError::NotDelivered { status, .. } => status.name(),
-            SendError::NoReceipt { .. } => "no-receipt",
-            _ => return,
+            SendError::NotDelivered { status, .. } => Undelivered::of(*status),
+            SendError::NoReceipt { .. } => Some(Undelivered::NoReceipt),
+            _ => None,
         };
-        self.metrics
-            .messages_undelivered
-            .get_or_create(&metrics::ReasonLabels {
-                reason: reason.to_owned(),
-            })
-            .inc();
+        if let Some(reason) = reason {
+            self.metrics.undelivered(reason);
+        }
     }
 
     pub(super) fn count_sent(&self, security: Security) {

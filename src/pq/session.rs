@@ -25,8 +25,9 @@ use tracing::Instrument;
 use super::fragment::{Pushed, Reassembler};
 use super::framing::{FrameError, read_frame};
 use super::inbox::Security;
-use super::metrics::{ReasonLabels, SuiteLabels};
+use super::metrics::SuiteLabels;
 use super::policy::RefuseReason;
+use super::reasons::SessionError;
 use super::receipts::RECEIPT_QUEUE;
 use super::state::{PqStatus, Session, SessionStats};
 use super::transition::Event;
@@ -248,14 +249,14 @@ async fn rehandshake_timer(inner: Arc<Inner>, peer: PeerId, id: u64, stats: Arc<
     }
 }
 
-fn channel_error_name(e: &ChannelError) -> &'static str {
+fn channel_error_name(e: &ChannelError) -> SessionError {
     match e {
-        ChannelError::BadFrameLength(_) => "bad-frame-length",
-        ChannelError::UnexpectedSeq { .. } => "unexpected-seq",
-        ChannelError::Forged => "forged-frame",
-        ChannelError::InvalidRecord(_) => "invalid-record",
-        ChannelError::Closed => "frame-after-close",
-        _ => "record-layer",
+        ChannelError::BadFrameLength(_) => SessionError::BadFrameLength,
+        ChannelError::UnexpectedSeq { .. } => SessionError::UnexpectedSeq,
+        ChannelError::Forged => SessionError::ForgedFrame,
+        ChannelError::InvalidRecord(_) => SessionError::InvalidRecord,
+        ChannelError::Closed => SessionError::FrameAfterClose,
+        _ => SessionError::RecordLayer,
     }
 }
 
@@ -284,7 +285,7 @@ enum ReadEnd {
     /// Stream I/O.
     Io(String),
     /// A protocol violation.
-    Violation(&'static str, String),
+    Violation(SessionError, String),
 }
 
 impl Reader {
@@ -325,7 +326,7 @@ impl Reader {
                     reason.name()
                 ));
                 tracing::warn!(peer = %peer, reason = reason.name(), "the peer rejected our Fin; session ended");
-                self.count("rejected");
+                self.count(SessionError::Rejected);
                 inner.refuse(peer, RefuseReason::RejectedByPeer).await;
             }
             ReadEnd::PartialTimeout => {
@@ -335,7 +336,7 @@ impl Reader {
                 self.cancel.end(
                     "the session ended: a partial message from the peer did not complete in time",
                 );
-                self.count("partial-timeout");
+                self.count(SessionError::PartialTimeout);
                 if let Some(suppressed) = inner.may_log(peer, "partial-timeout") {
                     tracing::warn!(peer = %peer, suppressed, "a partial message did not complete in time; session ended, to be re-established");
                 }
@@ -348,7 +349,7 @@ impl Reader {
                     "the session ended on a record-layer error ({reason})"
                 ));
                 self.count(reason);
-                tracing::warn!(peer = %peer, reason, error = %detail, "PQ session ended by a record-layer error");
+                tracing::warn!(peer = %peer, %reason, error = %detail, "PQ session ended by a record-layer error");
                 inner.refuse(peer, RefuseReason::SessionError).await;
             }
         }
@@ -400,14 +401,8 @@ impl Reader {
         }
     }
 
-    fn count(&self, reason: &str) {
-        self.inner
-            .metrics
-            .session_errors
-            .get_or_create(&ReasonLabels {
-                reason: reason.to_owned(),
-            })
-            .inc();
+    fn count(&self, reason: SessionError) {
+        self.inner.metrics.session_error(reason);
     }
 
     /// The current session was lost while the peer may stay connected: its
@@ -462,7 +457,7 @@ impl Reader {
                 Ok(f) => f,
                 Err(FrameError::Closed) => return ReadEnd::Closed,
                 Err(e @ FrameError::BadLength { .. }) => {
-                    return ReadEnd::Violation("bad-frame-length", e.to_string());
+                    return ReadEnd::Violation(SessionError::BadFrameLength, e.to_string());
                 }
                 Err(e) => return ReadEnd::Io(e.to_string()),
             };
@@ -471,7 +466,7 @@ impl Reader {
                 return match ToInitiator::decode(&frame) {
                     Ok(ToInitiator::Reject(r)) => ReadEnd::Rejected(r.reason),
                     _ => ReadEnd::Violation(
-                        "bad-frame-length",
+                        SessionError::BadFrameLength,
                         format!("frame of {} bytes", frame.len()),
                     ),
                 };
@@ -506,7 +501,7 @@ impl Reader {
                             status,
                         });
                     }
-                    Err(e) => return ReadEnd::Violation("bad-fragment", e.to_string()),
+                    Err(e) => return ReadEnd::Violation(SessionError::BadFragment, e.to_string()),
                 },
                 Ok(Inbound::KeyUpdate) => {
                     tracing::debug!(peer = %self.peer, "peer updated its traffic key")
