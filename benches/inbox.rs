@@ -19,6 +19,9 @@ use libp2p::PeerId;
 use pqnode::pq::{Inbox, PqMetrics, Security};
 
 const PEERS: usize = 200;
+const PQ: Security = Security::Pq {
+    suite: pqnode_crypto::Suite::Kyber1024Dilithium5,
+};
 const PER_PEER: usize = 1024;
 
 fn inbox(c: &mut Criterion) {
@@ -28,7 +31,7 @@ fn inbox(c: &mut Criterion) {
     let peers: Vec<PeerId> = (0..PEERS).map(|_| PeerId::random()).collect();
     for _ in 0..PER_PEER {
         for p in &peers {
-            inbox.deliver(*p, Security::Pq, None, vec![0x42; 64]);
+            inbox.deliver(*p, PQ, vec![0x42; 64]);
         }
     }
     let total = (PEERS * PER_PEER) as u64;
@@ -45,7 +48,7 @@ fn inbox(c: &mut Criterion) {
         b.iter(|| black_box(inbox.list(Some(peers[7]), 0, 1000)))
     });
     g.bench_function("deliver", |b| {
-        b.iter(|| inbox.deliver(peers[3], Security::Pq, None, vec![0x42; 64]))
+        b.iter(|| inbox.deliver(peers[3], PQ, vec![0x42; 64]))
     });
     g.finish();
 }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
-use pqnode::pq::{PqStatus, Security};
+use pqnode::pq::{PqStatus, SecurityLevel};
 use pqsupport::{Opts, TEST_TIMEOUT, TestNode, start, tempdir};
 
 /// Peers around the hub; the first `PQ_PEERS` can do PQ, the others run as
@@ -126,11 +126,11 @@ async fn thirty_peers_churning_leave_the_hub_consistent() {
                     .await;
                     if let Ok(Ok(delivery)) = sent {
                         let expected = if i < PQ_PEERS {
-                            Security::Pq
+                            SecurityLevel::Pq
                         } else {
-                            Security::Classical
+                            SecurityLevel::Classical
                         };
-                        assert_eq!(delivery.security, expected, "peer {i} sent {n}");
+                        assert_eq!(delivery.security.level(), expected, "peer {i} sent {n}");
                         sent_ok.fetch_add(1, Ordering::Relaxed);
                     }
                     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -236,12 +236,16 @@ async fn thirty_peers_churning_leave_the_hub_consistent() {
                 "body {body} from peer {i}"
             );
             if i < PQ_PEERS {
-                assert_eq!(m.security, Security::Pq, "message {body} from PQ peer {i}");
+                assert_eq!(
+                    m.security.level(),
+                    SecurityLevel::Pq,
+                    "message {body} from PQ peer {i}"
+                );
                 by_security[0] += 1;
             } else {
                 assert_eq!(
-                    m.security,
-                    Security::Classical,
+                    m.security.level(),
+                    SecurityLevel::Classical,
                     "message {body} from classical peer {i}"
                 );
                 by_security[1] += 1;

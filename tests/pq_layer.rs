@@ -13,7 +13,7 @@ use pqnode::config::PqPolicy;
 use pqnode::pq::framing::{read_frame, write_frame};
 use pqnode::pq::policy::RefuseReason;
 use pqnode::pq::reasons::HandshakeFailure;
-use pqnode::pq::{PQ_PROTOCOL, Security, SendError};
+use pqnode::pq::{PQ_PROTOCOL, Security, SecurityLevel, SendError};
 use pqnode_crypto::Suite;
 use pqnode_crypto::handshake::{
     HandshakeConfig, Initiator, InitiatorStep, Responder, ResponderStep, messages::MAX_MESSAGE_LEN,
@@ -58,7 +58,7 @@ async fn two_nodes_reach_pq_sessions_in_both_suites_and_exchange_messages() {
             a.pq.send(b.peer_id, b"first contact".to_vec())
                 .await
                 .expect("send");
-        assert_eq!(first.security, Security::Pq);
+        assert_eq!(first.security.level(), SecurityLevel::Pq);
         // The same from the listening side, which learns of the connection
         // before the dialler's PQ stream arrives.
         let (de, df) = (tempdir(), tempdir());
@@ -86,8 +86,8 @@ async fn two_nodes_reach_pq_sessions_in_both_suites_and_exchange_messages() {
                 .await
                 .expect("send");
         assert_eq!(
-            back.security,
-            Security::Pq,
+            back.security.level(),
+            SecurityLevel::Pq,
             "the listener waited for the handshake"
         );
         e.stop().await;
@@ -113,14 +113,16 @@ async fn two_nodes_reach_pq_sessions_in_both_suites_and_exchange_messages() {
             a.pq.send(b.peer_id, b"hello from A".to_vec())
                 .await
                 .expect("send");
-        assert_eq!(d.security, Security::Pq);
+        assert_eq!(d.security.level(), SecurityLevel::Pq);
         let m = recv(&b, a.peer_id, 0, WAIT).await.expect("B receives");
         assert_eq!(&m.body[..], b"first contact");
         let m = recv(&b, a.peer_id, m.seq, WAIT).await.expect("B receives");
         assert_eq!(&m.body[..], b"hello from A");
         assert_eq!(
-            (m.security, m.suite),
-            (Security::Pq, Some(Suite::Kyber1024Dilithium5))
+            m.security,
+            Security::Pq {
+                suite: Suite::Kyber1024Dilithium5
+            }
         );
         b.pq.send(a.peer_id, big.clone()).await.expect("send 1 MiB");
         let m = recv(&a, b.peer_id, 0, WAIT)
@@ -128,7 +130,7 @@ async fn two_nodes_reach_pq_sessions_in_both_suites_and_exchange_messages() {
             .expect("A receives 1 MiB");
         assert_eq!(m.body.len(), big.len());
         assert!(m.body[..] == big[..], "1 MiB arrives intact");
-        assert_eq!(m.security, Security::Pq);
+        assert_eq!(m.security.level(), SecurityLevel::Pq);
         let too_big = vec![0u8; (1 << 20) + 1];
         assert!(matches!(
             a.pq.send(b.peer_id, too_big).await,
@@ -149,8 +151,10 @@ async fn two_nodes_reach_pq_sessions_in_both_suites_and_exchange_messages() {
             .expect("send");
         let m = recv(&b, c.peer_id, 0, WAIT).await.expect("B receives");
         assert_eq!(
-            (m.security, m.suite),
-            (Security::Pq, Some(Suite::Mlkem1024Mldsa87))
+            m.security,
+            Security::Pq {
+                suite: Suite::Mlkem1024Mldsa87
+            }
         );
         assert!(b.crypto.snapshot().sessions.pq >= 2);
         assert!(
@@ -291,17 +295,20 @@ async fn a_node_without_pq_falls_back_visibly_or_is_refused() {
             y.pq.send(x.peer_id, b"classical hello".to_vec())
                 .await
                 .expect("classical send");
-        assert_eq!(d.security, Security::Classical);
+        assert_eq!(d.security.level(), SecurityLevel::Classical);
         let m = recv(&x, y.peer_id, 0, WAIT).await.expect("X receives");
         assert_eq!(
-            (&m.body[..], m.security),
-            (&b"classical hello"[..], Security::Classical)
+            (&m.body[..], m.security.level()),
+            (&b"classical hello"[..], SecurityLevel::Classical)
         );
         x.pq.send(y.peer_id, vec![3u8; 200_000])
             .await
             .expect("classical send back");
         let m = recv(&y, x.peer_id, 0, WAIT).await.expect("Y receives");
-        assert_eq!((m.body.len(), m.security), (200_000, Security::Classical));
+        assert_eq!(
+            (m.body.len(), m.security.level()),
+            (200_000, SecurityLevel::Classical)
+        );
         y.stop().await;
 
         // Under required, Z refuses X: no messages, a clear error.

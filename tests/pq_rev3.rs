@@ -13,7 +13,7 @@ use pqnode::config::Config;
 use pqnode::pq::framing::{read_frame, write_frame};
 use pqnode::pq::policy::RefuseReason;
 use pqnode::pq::reasons::HandshakeFailure;
-use pqnode::pq::{PQ_PROTOCOL, Security, SendError};
+use pqnode::pq::{PQ_PROTOCOL, SecurityLevel, SendError};
 use pqnode_crypto::Suite;
 use pqnode_crypto::channel::KeyUpdatePolicy;
 use pqnode_crypto::handshake::{
@@ -127,17 +127,25 @@ async fn run_with_peer_never_sends_a_message_classically() {
             );
             took.push((t0.elapsed(), r1 + r2));
             for m in a.pq().inbox().list(None, 0, 10_000) {
-                assert_eq!(m.security, Security::Pq, "A received a classical message");
+                assert_eq!(
+                    m.security.level(),
+                    SecurityLevel::Pq,
+                    "A received a classical message"
+                );
             }
             for m in b.pq().inbox().list(None, 0, 10_000) {
-                assert_eq!(m.security, Security::Pq, "B received a classical message");
+                assert_eq!(
+                    m.security.level(),
+                    SecurityLevel::Pq,
+                    "B received a classical message"
+                );
             }
             assert_eq!(
                 a.pq()
                     .metrics()
                     .messages_sent
                     .get_or_create(&pqnode::pq::metrics::SecurityLabels {
-                        security: "classical"
+                        security: SecurityLevel::Classical
                     })
                     .get(),
                 0
@@ -442,7 +450,7 @@ async fn a_full_pin_store_never_stops_a_node_and_new_peers_run_unpinned() {
             a.pq.send(b.peer_id, b"over pq".to_vec())
                 .await
                 .expect("sent");
-        assert_eq!(sent.security, Security::Pq);
+        assert_eq!(sent.security.level(), SecurityLevel::Pq);
         b.stop().await;
         a.stop().await;
     })
@@ -525,7 +533,7 @@ async fn send_pq_retrying(
     loop {
         match from.send(to, body.clone()).await {
             Ok(d) => {
-                assert_eq!(d.security, Security::Pq);
+                assert_eq!(d.security.level(), SecurityLevel::Pq);
                 return;
             }
             Err(e @ (SendError::Busy { .. } | SendError::StatusPending { .. })) => {

@@ -14,8 +14,9 @@ use libp2p::identity::Keypair;
 use pqnode::config::PqPolicy;
 use pqnode::pq::fragment::fragments;
 use pqnode::pq::framing::{read_frame, write_frame};
+use pqnode::pq::policy::ClassicalReason;
 use pqnode::pq::reasons::Undelivered;
-use pqnode::pq::{CLASSICAL_PROTOCOL, SendError};
+use pqnode::pq::{CLASSICAL_PROTOCOL, Security, SendError};
 use pqnode_crypto::receipt::{Receipt, ReceiptStatus};
 use pqsupport::{Opts, TEST_TIMEOUT, TestNode, raw_peer, start, tempdir};
 
@@ -188,9 +189,32 @@ async fn a_classical_message_the_receiver_cannot_take_is_not_reported_sent() {
         let sent = sent.json();
         assert_eq!(sent["delivered"], true);
         assert_eq!(sent["security"], "classical");
+        // Why classically, as each side sees it: S has PQ off; R sees a
+        // peer without the PQ protocol.
+        assert_eq!(sent["reason"], "pq-disabled", "{sent}");
         let got = r.pq.inbox().list(Some(s.peer_id), 0, 10);
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].body.as_slice(), b"room now");
+        assert_eq!(
+            got[0].security,
+            Security::Classical {
+                reason: ClassicalReason::NoPqProtocol
+            }
+        );
+        let listed = http(
+            r.app.api_addr(),
+            "GET",
+            "/api/messages",
+            Some(r.app.state().token.expose()),
+            None,
+        )
+        .await
+        .json();
+        assert_eq!(
+            (listed[0]["security"].as_str(), listed[0]["reason"].as_str()),
+            (Some("classical"), Some("no-pq-protocol")),
+            "{listed}"
+        );
         s.stop().await;
         r.stop().await;
     })

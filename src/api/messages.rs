@@ -68,6 +68,10 @@ pub struct SendResponse {
     pub security: &'static str,
     /// The suite, for PQ.
     pub suite: Option<&'static str>,
+    /// Why classically (`no-pq-protocol`, `no-common-suite`,
+    /// `local-pq-unavailable`, `pq-disabled`), for classical.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
     /// Bytes sent.
     pub size: usize,
     /// Always true: the peer's receipt said it stored the message (§7 rev
@@ -89,6 +93,9 @@ pub struct MessageJson {
     pub security: &'static str,
     /// The suite, for PQ.
     pub suite: Option<&'static str>,
+    /// Why classically, for classical (as in [`SendResponse`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
     /// Unix milliseconds of delivery.
     pub received_at: u64,
     /// `utf8` when the body is valid UTF-8, else `base64`.
@@ -109,7 +116,8 @@ impl From<&InboundMessage> for MessageJson {
             id: m.seq,
             from: m.from.to_base58(),
             security: m.security.as_str(),
-            suite: m.suite.map(|s| s.name()),
+            suite: m.security.suite().map(|s| s.name()),
+            reason: m.security.classical_reason().map(|r| r.as_str()),
             received_at: m
                 .received_at
                 .duration_since(UNIX_EPOCH)
@@ -236,7 +244,8 @@ pub async fn send(
     Ok(Json(SendResponse {
         to: to.to_base58(),
         security: delivery.security.as_str(),
-        suite: delivery.suite.map(|s| s.name()),
+        suite: delivery.security.suite().map(|s| s.name()),
+        reason: delivery.security.classical_reason().map(|r| r.as_str()),
         size,
         delivered: true,
         message_id: delivery.message_id,

@@ -128,7 +128,10 @@ impl SentLog {
                 v["state"] = json!("delivered");
                 v["delivered"] = json!(true);
                 v["security"] = json!(d.security.as_str());
-                v["suite"] = json!(d.suite.map(|s| s.name()));
+                v["suite"] = json!(d.security.suite().map(|s| s.name()));
+                if let Some(r) = d.security.classical_reason() {
+                    v["reason"] = json!(r.as_str());
+                }
                 v["messageId"] = json!(d.message_id);
             }
             Outcome::Failed {

@@ -74,7 +74,7 @@ pub(crate) async fn accept_loop(inner: Arc<Inner>, mut incoming: IncomingStreams
                 let _ = tokio::time::timeout(STATUS_WAIT, rx.wait_for(PqStatus::is_settled)).await;
                 verdict = decide(&inner2, &peer);
             }
-            if verdict.0 != ClassicalStream::Accept {
+            let ClassicalStream::Accept(reason) = verdict.0 else {
                 drop(slot);
                 inner2.metrics.classical_streams_refused.inc();
                 if let Some(suppressed) = inner2.may_log(peer, "classical-refused") {
@@ -82,8 +82,8 @@ pub(crate) async fn accept_loop(inner: Arc<Inner>, mut incoming: IncomingStreams
                 }
                 refuse_stream(&inner2, peer, stream, ReceiptStatus::Refused);
                 return;
-            }
-            receive(&inner2, peer, &mut stream).await;
+            };
+            receive(&inner2, peer, &mut stream, Security::Classical { reason }).await;
             let _ = tokio::time::timeout(Duration::from_secs(1), stream.close()).await;
             drop(slot);
         });
@@ -185,7 +185,7 @@ impl Drop for Slot {
 /// Reads the messages of one accepted classical stream, answering each
 /// whole message (or the first fragment refused) with its receipt (§8.2
 /// rev 4).
-async fn receive(inner: &Arc<Inner>, peer: PeerId, stream: &mut Stream) {
+async fn receive(inner: &Arc<Inner>, peer: PeerId, stream: &mut Stream, security: Security) {
     let mut reassembler = Reassembler::new(inner.limits.max_message_size);
     loop {
         let frame = match tokio::time::timeout(IDLE, read_frame(stream, HEADER_LEN, MAX_BODY)).await
@@ -205,9 +205,7 @@ async fn receive(inner: &Arc<Inner>, peer: PeerId, stream: &mut Stream) {
         };
         let receipt = match reassembler.push(&frame) {
             Ok(Pushed::Whole(message_id, message)) => {
-                let status = inner
-                    .inbox
-                    .deliver(peer, Security::Classical, None, message);
+                let status = inner.inbox.deliver(peer, security, message);
                 inner.touch(&peer);
                 Receipt { message_id, status }
             }
@@ -260,7 +258,13 @@ fn refuse_stream(inner: &Arc<Inner>, peer: PeerId, mut stream: Stream, status: R
 
 /// Sends one message over a new classical stream and waits for its receipt
 /// (§8.2 rev 4); returns its message id when the peer stored it.
-pub(crate) async fn send(inner: &Arc<Inner>, peer: PeerId, body: &[u8]) -> Result<u64, SendError> {
+/// `security` says why it goes classically.
+pub(crate) async fn send(
+    inner: &Arc<Inner>,
+    peer: PeerId,
+    body: &[u8],
+    security: Security,
+) -> Result<u64, SendError> {
     let unreachable = |reason: String| SendError::Unreachable { peer, reason };
     let mut control = inner.node.stream_control();
     let mut stream = match tokio::time::timeout(
@@ -307,7 +311,7 @@ pub(crate) async fn send(inner: &Arc<Inner>, peer: PeerId, body: &[u8]) -> Resul
         }
         Err(_) => return Err(unreachable("writing timed out".into())),
     }
-    inner.count_sent(Security::Classical);
+    inner.count_sent(security);
     let no_receipt = |reason: String| SendError::NoReceipt { peer, reason };
     match tokio::time::timeout(inner.limits.delivery_timeout, read_receipt(&mut stream)).await {
         Ok(Ok(r)) if r.message_id != id => Err(no_receipt(format!(

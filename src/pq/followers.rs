@@ -260,8 +260,9 @@ mod tests {
         InboundMessage {
             seq,
             from: PeerId::random(),
-            security: Security::Pq,
-            suite: None,
+            security: Security::Pq {
+                suite: pqnode_crypto::Suite::Kyber1024Dilithium5,
+            },
             received_at: SystemTime::now(),
             body: Arc::new(vec![0; len]),
         }

@@ -14,24 +14,86 @@ use pqnode_crypto::receipt::ReceiptStatus;
 
 use super::followers::{Follower, Followers, TooManyFollowers};
 use super::metrics::PqMetrics;
+use super::policy::ClassicalReason;
 
-/// How a message travelled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+/// How a message travelled: the one type the PQ layer, the API's JSON and
+/// the metrics labels share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Security {
-    /// Under a PQ session (hybrid keys).
-    Pq,
-    /// Protected only by libp2p's Noise (PROTOCOL.md §8.2).
-    Classical,
+    /// Under a PQ session (hybrid keys) of this suite.
+    Pq {
+        /// The session's suite.
+        suite: Suite,
+    },
+    /// Protected only by libp2p's Noise (PROTOCOL.md §8.2), because the
+    /// peer is labelled classical for this reason.
+    Classical {
+        /// Why the peer has no PQ session.
+        reason: ClassicalReason,
+    },
 }
 
 impl Security {
-    /// `pq` or `classical`.
+    /// The level: `pq` or `classical` (the `security` metric label and
+    /// JSON field).
     pub const fn as_str(self) -> &'static str {
         match self {
-            Security::Pq => "pq",
-            Security::Classical => "classical",
+            Security::Pq { .. } => "pq",
+            Security::Classical { .. } => "classical",
         }
+    }
+
+    /// The level alone.
+    pub const fn level(self) -> SecurityLevel {
+        match self {
+            Security::Pq { .. } => SecurityLevel::Pq,
+            Security::Classical { .. } => SecurityLevel::Classical,
+        }
+    }
+
+    /// The suite, for PQ.
+    pub const fn suite(self) -> Option<Suite> {
+        match self {
+            Security::Pq { suite } => Some(suite),
+            Security::Classical { .. } => None,
+        }
+    }
+
+    /// Why it went classically, for classical.
+    pub const fn classical_reason(self) -> Option<ClassicalReason> {
+        match self {
+            Security::Pq { .. } => None,
+            Security::Classical { reason } => Some(reason),
+        }
+    }
+}
+
+/// A [`Security`] without its suite or reason: the metric label (suites
+/// and reasons would multiply the series).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum SecurityLevel {
+    /// `pq`.
+    Pq,
+    /// `classical`.
+    Classical,
+}
+
+impl From<Security> for SecurityLevel {
+    fn from(s: Security) -> Self {
+        s.level()
+    }
+}
+
+impl prometheus_client::encoding::EncodeLabelValue for SecurityLevel {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder<'_>,
+    ) -> Result<(), fmt::Error> {
+        let name = match self {
+            SecurityLevel::Pq => "pq",
+            SecurityLevel::Classical => "classical",
+        };
+        fmt::Write::write_str(encoder, name)
     }
 }
 
@@ -42,10 +104,8 @@ pub struct InboundMessage {
     pub seq: u64,
     /// The sender.
     pub from: PeerId,
-    /// How it travelled.
+    /// How it travelled (with the suite, or why classically).
     pub security: Security,
-    /// The suite, for PQ messages.
-    pub suite: Option<Suite>,
     /// When it was delivered.
     pub received_at: SystemTime,
     /// The body. Never logged.
@@ -228,19 +288,12 @@ impl Inbox {
     }
 
     /// Delivers a message; returns what its receipt says (§7 rev 4).
-    pub fn deliver(
-        &self,
-        from: PeerId,
-        security: Security,
-        suite: Option<Suite>,
-        body: Vec<u8>,
-    ) -> ReceiptStatus {
+    pub fn deliver(&self, from: PeerId, security: Security, body: Vec<u8>) -> ReceiptStatus {
         let mut msg = InboundMessage {
             // Numbered under the lock below, so ids are in storing order.
             seq: 0,
             from,
             security,
-            suite,
             received_at: SystemTime::now(),
             body: Arc::new(body),
         };
@@ -300,7 +353,7 @@ impl Inbox {
             .metrics
             .messages_received
             .get_or_create(&super::metrics::SecurityLabels {
-                security: security.as_str(),
+                security: security.into(),
             })
             .inc();
         ReceiptStatus::Stored
@@ -338,6 +391,13 @@ impl Inbox {
 mod tests {
     use super::*;
 
+    const PQ: Security = Security::Pq {
+        suite: Suite::Kyber1024Dilithium5,
+    };
+    const CLASSICAL: Security = Security::Classical {
+        reason: ClassicalReason::NoPqProtocol,
+    };
+
     #[test]
     fn bounded_per_peer_and_in_peers() {
         let mut reg = prometheus_client::registry::Registry::default();
@@ -345,7 +405,7 @@ mod tests {
         let inbox = Inbox::new(3, 2, 1 << 20, 1 << 20, 1 << 20, metrics.clone());
         let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
         for i in 0..5u8 {
-            inbox.deliver(a, Security::Pq, None, vec![i]);
+            inbox.deliver(a, PQ, vec![i]);
         }
         let got = inbox.list(Some(a), 0, 100);
         assert_eq!(
@@ -353,8 +413,8 @@ mod tests {
             vec![2, 3, 4]
         );
         assert_eq!(metrics.inbox_dropped.get(), 2);
-        inbox.deliver(b, Security::Classical, None, vec![9]);
-        inbox.deliver(c, Security::Classical, None, vec![8]);
+        inbox.deliver(b, CLASSICAL, vec![9]);
+        inbox.deliver(c, CLASSICAL, vec![8]);
         assert!(
             inbox.list(Some(a), 0, 100).is_empty(),
             "oldest peer evicted"
@@ -372,17 +432,11 @@ mod tests {
         // 1000 bytes in all, 500 per peer.
         let inbox = Inbox::new(100, 10, 1000, 500, 1 << 20, metrics.clone());
         let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
-        assert_eq!(
-            inbox.deliver(a, Security::Pq, None, vec![1; 400]),
-            ReceiptStatus::Stored
-        );
-        inbox.deliver(b, Security::Pq, None, vec![2; 300]);
-        inbox.deliver(b, Security::Pq, None, vec![3; 100]);
+        assert_eq!(inbox.deliver(a, PQ, vec![1; 400]), ReceiptStatus::Stored);
+        inbox.deliver(b, PQ, vec![2; 300]);
+        inbox.deliver(b, PQ, vec![3; 100]);
         // B over its share: its own oldest goes, never A's.
-        assert_eq!(
-            inbox.deliver(b, Security::Pq, None, vec![4; 200]),
-            ReceiptStatus::Stored
-        );
+        assert_eq!(inbox.deliver(b, PQ, vec![4; 200]), ReceiptStatus::Stored);
         let bodies = |p| {
             inbox
                 .list(Some(p), 0, 100)
@@ -395,24 +449,15 @@ mod tests {
         assert_eq!(metrics.inbox_dropped.get(), 1);
         // 700 held; C's 400 fits under its share but not in all: refused,
         // and nobody loses anything.
-        assert_eq!(
-            inbox.deliver(c, Security::Pq, None, vec![5; 400]),
-            ReceiptStatus::InboxFull
-        );
+        assert_eq!(inbox.deliver(c, PQ, vec![5; 400]), ReceiptStatus::InboxFull);
         assert_eq!(bodies(a), vec![1]);
         assert_eq!(bodies(b), vec![3, 4]);
         assert!(bodies(c).is_empty());
         // Larger than a share: refused outright.
-        assert_eq!(
-            inbox.deliver(a, Security::Pq, None, vec![6; 501]),
-            ReceiptStatus::InboxFull
-        );
+        assert_eq!(inbox.deliver(a, PQ, vec![6; 501]), ReceiptStatus::InboxFull);
         assert_eq!(bodies(a), vec![1]);
         // A makes room from its own: 400 + 300 > 500 drops its 400.
-        assert_eq!(
-            inbox.deliver(a, Security::Pq, None, vec![7; 300]),
-            ReceiptStatus::Stored
-        );
+        assert_eq!(inbox.deliver(a, PQ, vec![7; 300]), ReceiptStatus::Stored);
         assert_eq!(bodies(a), vec![7]);
         assert_eq!(bodies(b), vec![3, 4]);
     }
@@ -423,10 +468,10 @@ mod tests {
         let metrics = PqMetrics::register(&mut reg);
         let inbox = Inbox::new(1024, 10, 256 << 20, 32 << 20, 1 << 20, metrics);
         let (flood, quiet) = (PeerId::random(), PeerId::random());
-        inbox.deliver(quiet, Security::Pq, None, b"still here".to_vec());
+        inbox.deliver(quiet, PQ, b"still here".to_vec());
         for _ in 0..260 {
             assert_eq!(
-                inbox.deliver(flood, Security::Pq, None, vec![0; 1 << 20]),
+                inbox.deliver(flood, PQ, vec![0; 1 << 20]),
                 ReceiptStatus::Stored
             );
         }
@@ -441,7 +486,7 @@ mod tests {
         let inbox = Inbox::new(1024, 10, 1 << 20, 1 << 20, 1 << 20, metrics);
         let peers = [PeerId::random(), PeerId::random(), PeerId::random()];
         for i in 0..100u8 {
-            inbox.deliver(peers[usize::from(i) % 3], Security::Pq, None, vec![i]);
+            inbox.deliver(peers[usize::from(i) % 3], PQ, vec![i]);
         }
         let walk = |from: Option<PeerId>| {
             let (mut since, mut got) = (0, Vec::new());

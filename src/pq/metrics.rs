@@ -35,7 +35,7 @@ pub struct RefusedLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SecurityLabels {
     /// `pq` or `classical`.
-    pub security: &'static str,
+    pub security: super::inbox::SecurityLevel,
 }
 
 /// A suite label.

@@ -69,7 +69,7 @@ use crate::status::SharedCryptoStatus;
 use connection::Observer;
 pub use followers::{Follower, TooManyFollowers};
 pub use fragment::PartialBudget;
-pub use inbox::{InboundMessage, Inbox, Security};
+pub use inbox::{InboundMessage, Inbox, Security, SecurityLevel};
 pub use limits::{PqLimits, PqSetup};
 use log_limit::LogLimiter;
 pub use metrics::PqMetrics;

@@ -253,8 +253,8 @@ pub enum SendRefusal {
 pub enum SendDecision {
     /// Over the PQ session.
     Pq,
-    /// Over `/pqnode/msg-classical/1.0.0` (§8.2).
-    Classical,
+    /// Over `/pqnode/msg-classical/1.0.0` (§8.2), for this reason.
+    Classical(ClassicalReason),
     /// Not yet decidable: wait for the status to change (bounded).
     Wait,
     /// Not at all.
@@ -283,15 +283,15 @@ pub fn send_decision(
         StatusKind::Classical(_) if policy == PqPolicy::Required => {
             SendDecision::Refuse(SendRefusal::PqRequired)
         }
-        StatusKind::Classical(_) => SendDecision::Classical,
+        StatusKind::Classical(r) => SendDecision::Classical(r),
     }
 }
 
 /// What to do with an inbound classical message stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClassicalStream {
-    /// Read its messages (labelled `classical`).
-    Accept,
+    /// Read its messages (labelled `classical`, for this reason).
+    Accept(ClassicalReason),
     /// Close it unread.
     Refuse,
     /// The peer's status is open: hold the stream (unread, bounded) until
@@ -305,7 +305,7 @@ pub enum ClassicalStream {
 pub fn classical_stream(policy: PqPolicy, pinned: bool, status: StatusKind) -> ClassicalStream {
     match status {
         _ if policy == PqPolicy::Required || pinned => ClassicalStream::Refuse,
-        StatusKind::Classical(_) => ClassicalStream::Accept,
+        StatusKind::Classical(r) => ClassicalStream::Accept(r),
         StatusKind::Unknown | StatusKind::Negotiating => ClassicalStream::Wait,
         StatusKind::Pq | StatusKind::Refused(_) => ClassicalStream::Refuse,
     }

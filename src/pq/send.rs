@@ -98,10 +98,8 @@ pub enum SendError {
 /// A message the peer stored: its receipt said so (§7 rev 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Delivery {
-    /// `pq` or `classical`.
+    /// How it travelled (with the suite, or why classically).
     pub security: Security,
-    /// The suite, for PQ.
-    pub suite: Option<Suite>,
     /// The message id it travelled with (§7).
     pub message_id: u64,
 }
@@ -149,14 +147,14 @@ impl PqLayer {
                     }
                     r => return r,
                 },
-                SendDecision::Classical => {
-                    let message_id = classical::send(inner, peer, &body)
+                SendDecision::Classical(reason) => {
+                    let security = Security::Classical { reason };
+                    let message_id = classical::send(inner, peer, &body, security)
                         .await
                         .inspect_err(|e| inner.count_undelivered(e))?;
                     inner.touch(&peer);
                     return Ok(Delivery {
-                        security: Security::Classical,
-                        suite: None,
+                        security,
                         message_id,
                     });
                 }
@@ -220,13 +218,12 @@ impl PqLayer {
                 });
             }
         };
-        inner.count_sent(Security::Pq);
+        inner.count_sent(Security::Pq { suite });
         inner.touch(&peer);
         let outcome = tokio::time::timeout(inner.limits.delivery_timeout, receipt_rx).await;
         let result = match outcome {
             Ok(Ok(status)) if status.is_delivered() => Ok(Delivery {
-                security: Security::Pq,
-                suite: Some(suite),
+                security: Security::Pq { suite },
                 message_id,
             }),
             Ok(Ok(status)) => Err(SendError::NotDelivered { peer, status }),
@@ -276,7 +273,7 @@ impl Inner {
         self.metrics
             .messages_sent
             .get_or_create(&metrics::SecurityLabels {
-                security: security.as_str(),
+                security: security.into(),
             })
             .inc();
     }

@@ -479,10 +479,11 @@ impl Reader {
                         if let Some(prev) = self.previous_done.take() {
                             wait_done(prev).await;
                         }
-                        let status =
-                            inner
-                                .inbox
-                                .deliver(self.peer, Security::Pq, Some(self.suite), message);
+                        let status = inner.inbox.deliver(
+                            self.peer,
+                            Security::Pq { suite: self.suite },
+                            message,
+                        );
                         inner.touch(&self.peer);
                         self.send_receipt(Receipt { message_id, status });
                     }

@@ -208,13 +208,19 @@ fn send_table() {
         (Preferred, true, false, S::Unknown, D::Wait),
         (Preferred, true, false, S::Negotiating, D::Wait),
         (Preferred, true, true, S::Unknown, D::Wait),
-        (Preferred, true, false, classical, D::Classical),
+        (
+            Preferred,
+            true,
+            false,
+            classical,
+            D::Classical(ClassicalReason::NoPqProtocol),
+        ),
         (
             Disabled,
             true,
             false,
             S::Classical(ClassicalReason::Disabled),
-            D::Classical,
+            D::Classical(ClassicalReason::Disabled),
         ),
         (
             Preferred,
@@ -280,12 +286,17 @@ fn classical_stream_table() {
     use ClassicalStream::*;
     let classical = StatusKind::Classical(ClassicalReason::NoPqProtocol);
     let rows = [
-        (Preferred, false, classical, Accept),
+        (
+            Preferred,
+            false,
+            classical,
+            Accept(ClassicalReason::NoPqProtocol),
+        ),
         (
             Disabled,
             false,
             StatusKind::Classical(ClassicalReason::Disabled),
-            Accept,
+            Accept(ClassicalReason::Disabled),
         ),
         (Preferred, true, classical, Refuse),
         (Preferred, true, StatusKind::Unknown, Refuse),
