@@ -34,6 +34,9 @@ pub struct PeerView {
     /// Sessions with this peer replaced by a re-handshake (§5.1) since it
     /// connected.
     pub rehandshakes: u32,
+    /// A re-handshake is pending or in flight beside the current PQ
+    /// session, which carries the messages until it is replaced.
+    pub rehandshaking: bool,
     /// Whether a PQ key is pinned for this peer (under any suite).
     pub pinned: bool,
 }
@@ -217,9 +220,9 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<PeersResponse>, 
 
 fn view(state: &AppState, info: PeerInfo) -> PeerView {
     let snapshot = state.pq.peer(&info.peer_id);
-    let (status, bytes, rehandshakes) = match snapshot {
-        Some(p) => (p.status, p.session_bytes, p.rehandshakes),
-        None => (PqStatus::Unknown, None, 0),
+    let (status, bytes, rehandshakes, rehandshaking) = match snapshot {
+        Some(p) => (p.status, p.session_bytes, p.rehandshakes, p.rehandshaking),
+        None => (PqStatus::Unknown, None, 0, false),
     };
     let session_age_secs = match &status {
         PqStatus::Pq(s) => Some(
@@ -235,6 +238,7 @@ fn view(state: &AppState, info: PeerInfo) -> PeerView {
         session_bytes_sent: bytes.map(|(sent, _)| sent),
         session_bytes_received: bytes.map(|(_, received)| received),
         rehandshakes,
+        rehandshaking,
         security: status.name(),
         reason: status.reason(),
         suite: status.suite().map(|s| s.name()),

@@ -104,6 +104,10 @@ pub struct PeerSnapshot {
     /// Sessions with this peer replaced by a re-handshake (§5.1) while it
     /// stayed connected.
     pub rehandshakes: u32,
+    /// Re-handshaking: the peer has a PQ session (still carrying its
+    /// messages) and a handshake to replace it is pending or in flight,
+    /// on either side (§5.1).
+    pub rehandshaking: bool,
 }
 
 /// Bytes through one session, for the re-handshake limit (§5.1).
@@ -249,6 +253,7 @@ impl PeerEntry {
             connections: self.connections,
             session_bytes: self.session.as_ref().map(|s| s.stats.bytes()),
             rehandshakes: self.rehandshakes,
+            rehandshaking: self.session.is_some() && (self.inbound_hs || self.outbound_hs),
         }
     }
 

@@ -58,6 +58,21 @@ fn busy_counts_as_a_failure_only_for_a_peer_without_a_session() {
     for _ in 0..10 {
         assert!(!t.rejected_busy(&q, now), "a re-handshake told to wait");
     }
+    // A handshake beside a session is a re-handshake, either way; one
+    // without a session is not.
+    assert!(!t.snapshot(&q).unwrap().rehandshaking);
+    assert!(t.begin_outbound(&q));
+    assert!(t.snapshot(&q).unwrap().rehandshaking);
+    t.outbound_done(&q);
+    assert_eq!(t.admit_inbound(&q, now), Admission::Admitted);
+    assert!(t.snapshot(&q).unwrap().rehandshaking);
+    t.inbound_done(&q);
+    assert!(!t.snapshot(&q).unwrap().rehandshaking);
+    assert!(t.begin_outbound(&p));
+    assert!(
+        !t.snapshot(&p).unwrap().rehandshaking,
+        "no session: negotiating"
+    );
 }
 
 #[test]
