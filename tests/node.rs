@@ -702,3 +702,58 @@ async fn connect_from(
         .unwrap_or_else(|_| panic!("the node neither answered nor closed {source}"));
     (stream, matches!(read, Ok(n) if n > 0))
 }
+
+/// The TCP port of a `/ip4/…/tcp/PORT…` address.
+fn tcp_port(addr: &Multiaddr) -> u16 {
+    addr.iter()
+        .find_map(|p| match p {
+            Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .expect("a TCP address")
+}
+
+/// A node dials from its listen port (port reuse, for hole punching). A
+/// connection between that port and the remote's that already exists (a
+/// simultaneous dial, a socket left from a restart) does not make the dial
+/// fail: it goes out from a new port. Here a plain socket holds the same
+/// two ports. (Linux refuses that socket with EADDRNOTAVAIL, which
+/// libp2p-tcp handles; for EADDRINUSE, which it does not, the node redials
+/// from a new port itself — see `reused_port_in_use`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dial_whose_reused_port_is_taken_goes_out_from_a_new_port() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let a = start_node(&test_config(da.path())).await;
+        let b = start_node(&test_config(db.path())).await;
+        let (a_addr, b_addr) = (tcp_addr(&a), tcp_addr(&b));
+        // The connection B's listen port would make to A, held by a plain
+        // socket (port reuse lets it share B's port).
+        let holder = tokio::net::TcpSocket::new_v4().expect("socket");
+        holder.set_reuseaddr(true).expect("reuseaddr");
+        holder.set_reuseport(true).expect("reuseport");
+        holder
+            .bind(([127, 0, 0, 1], tcp_port(&b_addr)).into())
+            .expect("bind to B's listen port");
+        let _held = holder
+            .connect(([127, 0, 0, 1], tcp_port(&a_addr)).into())
+            .await
+            .expect("connect to A");
+
+        let dialled = b.node().dial(a_addr).await;
+        assert!(dialled.is_ok(), "{dialled:?}");
+        assert!(
+            b.node()
+                .peers()
+                .await
+                .expect("peers")
+                .iter()
+                .any(|p| p.peer_id == a.node().peer_id()),
+            "B is connected to A"
+        );
+        let _ = a.shutdown(Duration::from_secs(4)).await;
+        let _ = b.shutdown(Duration::from_secs(4)).await;
+    })
+    .await
+    .expect("test timed out");
+}

@@ -112,6 +112,9 @@ pub(super) struct EventLoop {
     gossip_rx: mpsc::Receiver<VerifiedGossip>,
     dial_sources: HashMap<ConnectionId, Source>,
     configured: Vec<PeerId>,
+    /// Dials retried from a new port after the reused listen port was in
+    /// use (each is retried once): at most one per pending dial.
+    new_port_dials: std::collections::HashSet<ConnectionId>,
 }
 
 /// A DHT lookup in flight.
@@ -189,6 +192,7 @@ impl EventLoop {
             gossip_tx,
             gossip_rx,
             dial_sources: HashMap::new(),
+            new_port_dials: Default::default(),
             configured,
         }
     }
@@ -444,6 +448,43 @@ impl EventLoop {
                 }
             }
         }
+    }
+
+    /// Dials `addrs` again from a new local port, handing the failed dial
+    /// `id`'s waiting caller, source and configured-peer state to the new
+    /// one; its id, or `None` when the dial could not start.
+    fn redial_from_new_port(
+        &mut self,
+        id: ConnectionId,
+        peer: Option<PeerId>,
+        addrs: Vec<Multiaddr>,
+    ) -> Option<ConnectionId> {
+        let opts = match (peer, addrs.first()) {
+            (Some(peer), _) => DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .condition(PeerCondition::Always)
+                .allocate_new_port()
+                .build(),
+            (None, Some(addr)) => DialOpts::unknown_peer_id()
+                .address(addr.clone())
+                .allocate_new_port()
+                .build(),
+            (None, None) => return None,
+        };
+        let new_id = opts.connection_id();
+        self.swarm.dial(opts).ok()?;
+        if let Some(reply) = self.pending_dials.remove(&id) {
+            self.pending_dials.insert(new_id, reply);
+        }
+        if let Some(source) = self.dial_sources.remove(&id) {
+            self.remember_source(new_id, source);
+        }
+        for p in &mut self.manual {
+            if matches!(p.state, ManualState::Dialing(d) if d == id) {
+                p.state = ManualState::Dialing(new_id);
+            }
+        }
+        Some(new_id)
     }
 
     fn schedule_redial(&mut self, i: usize) {
@@ -742,6 +783,15 @@ impl EventLoop {
                 error,
             } => {
                 tracing::debug!(peer = ?peer_id, %error, "outgoing connection failed");
+                let retried = self.new_port_dials.remove(&connection_id);
+                if !retried
+                    && let Some(addrs) = reused_port_in_use(&error)
+                    && let Some(new_id) = self.redial_from_new_port(connection_id, peer_id, addrs)
+                {
+                    tracing::debug!(peer = ?peer_id, "the dial's reused listen port was in use; dialling again from a new port");
+                    self.new_port_dials.insert(new_id);
+                    return;
+                }
                 self.dial_sources.remove(&connection_id);
                 if let Some(reply) = self.pending_dials.remove(&connection_id) {
                     let _ = reply.send(Err(NodeError::Dial(error.to_string())));
@@ -823,6 +873,7 @@ impl EventLoop {
             num_established,
             source,
         });
+        self.new_port_dials.remove(&connection_id);
         // After the observer: when a dial returns, the PQ layer already
         // knows the connection (a send right after it waits for its status).
         if let Some(reply) = self.pending_dials.remove(&connection_id) {
@@ -1225,5 +1276,66 @@ impl EventLoop {
             .behaviour_mut()
             .gossipsub
             .report_message_validation_result(id, from, acceptance);
+    }
+}
+
+/// The addresses of a dial that failed only because its socket, bound to
+/// the listen port for port reuse, collided with a connection between the
+/// same two ports (EADDRINUSE: one still in TIME_WAIT after a restart or a
+/// reconnect, or a simultaneous dial). libp2p-tcp 0.45 dials again from a
+/// new port on EADDRNOTAVAIL but not on this. The io error is nested in
+/// transport wrappers that hide its kind, so the text of each error in
+/// the chain is matched (`io::ErrorKind::AddrInUse`'s OS message on Linux).
+fn reused_port_in_use(error: &libp2p::swarm::DialError) -> Option<Vec<Multiaddr>> {
+    let libp2p::swarm::DialError::Transport(errors) = error else {
+        return None;
+    };
+    let says_in_use = |e: &libp2p::TransportError<std::io::Error>| {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(c) = cur {
+            if c.to_string().contains("Address already in use") {
+                return true;
+            }
+            cur = c.source();
+        }
+        false
+    };
+    let in_use = !errors.is_empty() && errors.iter().all(|(_, e)| says_in_use(e));
+    in_use.then(|| errors.iter().map(|(a, _)| a.clone()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libp2p::TransportError;
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn only_a_dial_refused_for_a_port_in_use_is_made_again() {
+        let addr: Multiaddr = "/ip4/127.0.0.1/tcp/4001".parse().expect("addr");
+        let failed = |codes: &[i32]| {
+            libp2p::swarm::DialError::Transport(
+                codes
+                    .iter()
+                    .map(|c| {
+                        (
+                            addr.clone(),
+                            TransportError::Other(std::io::Error::from_raw_os_error(*c)),
+                        )
+                    })
+                    .collect(),
+            )
+        };
+        // EADDRINUSE (98 on Linux) on every address: dial again.
+        assert_eq!(reused_port_in_use(&failed(&[98])), Some(vec![addr.clone()]));
+        assert_eq!(
+            reused_port_in_use(&failed(&[98, 98])).map(|a| a.len()),
+            Some(2)
+        );
+        // Anything else, or only some addresses: the failure stands.
+        assert_eq!(reused_port_in_use(&failed(&[111])), None);
+        assert_eq!(reused_port_in_use(&failed(&[98, 111])), None);
+        assert_eq!(reused_port_in_use(&failed(&[])), None);
+        assert_eq!(reused_port_in_use(&libp2p::swarm::DialError::Aborted), None);
     }
 }
