@@ -159,7 +159,9 @@ impl Followers {
         if dropped > 0 {
             self.metrics.followers_lagged.inc_by(dropped as u64);
             self.metrics.followers.set(list.len() as i64);
+            // Not the delivering peer's doing: outside its session's span.
             tracing::warn!(
+                parent: None,
                 dropped,
                 budget = self.budget,
                 "message stream follower(s) fell behind by more than their queue holds; dropped"
