@@ -315,6 +315,13 @@ impl PqMetrics {
             .inc();
     }
 
+    /// Reads a session-error counter (tests, API).
+    pub fn session_error_count(&self, reason: SessionError) -> u64 {
+        self.session_errors
+            .get_or_create(&ReasonLabels { reason })
+            .get()
+    }
+
     /// Counts a message sent but not delivered.
     pub fn undelivered(&self, reason: Undelivered) {
         self.messages_undelivered

@@ -95,8 +95,6 @@ const MAX_BUSY_REJECTS: usize = 256;
 const MAX_CLASSICAL_STREAMS: usize = 64;
 /// ... and per peer.
 const MAX_CLASSICAL_STREAMS_PER_PEER: usize = 4;
-/// How long a send waits for its frames to be written.
-const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// The layer's tasks (handshakes, sessions, timers) at most.
 const MAX_TASKS: usize = 32_768;
 /// A listener opens the PQ stream itself this long after an inbound
@@ -120,12 +118,22 @@ pub struct SessionInfo {
     pub peer_key: pqnode_keys::Fingerprint,
 }
 
+/// Why a session's writer did not write a message.
+pub(crate) enum WriteFailed {
+    /// No frame of it left: it may go on the peer's next session.
+    Unsent(SendError),
+    /// Writing it began and failed: frames may have reached the peer, so
+    /// it is never sent again: at most once, since PROTOCOL.md gives a
+    /// receiver no way to recognise a message it already stored.
+    Interrupted(String),
+}
+
 pub(crate) enum WriterCmd {
     /// Seal and write a message; `ack` gets its message id once written,
     /// `receipt` the peer's receipt for it (§7 rev 4).
     Send {
         body: Vec<u8>,
-        ack: oneshot::Sender<Result<u64, SendError>>,
+        ack: oneshot::Sender<Result<u64, WriteFailed>>,
         receipt: oneshot::Sender<pqnode_crypto::receipt::ReceiptStatus>,
     },
     Close {

@@ -117,6 +117,9 @@ reasons! {
         Rejected => "rejected",
         /// A partial message did not complete in time (§9 rev 3).
         PartialTimeout => "partial-timeout",
+        /// The peer took nothing of what this node was writing for
+        /// `limits.partial_message_timeout_secs`: it stopped reading.
+        WriteStalled => "write-stalled",
         /// A record frame's length outside the allowed range.
         BadFrameLength => "bad-frame-length",
         /// A replayed, dropped or reordered record.

@@ -123,6 +123,8 @@ impl PqLayer {
         // Rev 3 (§5): an open status is waited for up to the handshake
         // timeout, then the send is refused, never made classical.
         let deadline = tokio::time::Instant::now() + inner.limits.handshake_timeout;
+        // Sessions tried that could not take the message (none of it left).
+        let mut unsent = 0;
         loop {
             let (status, rx) = {
                 let table = inner.table();
@@ -140,12 +142,21 @@ impl PqLayer {
             let pinned = !matches!(status, PqStatus::Pq(_)) && inner.verifier.is_pinned(&peer);
             match policy::send_decision(inner.policy, connected, pinned, status.kind()) {
                 SendDecision::Pq => match self.send_pq(peer, &body).await {
-                    // Replaced by a re-handshake between the lookup and the
-                    // send: use the new session.
-                    Err(SendError::SessionEnded { .. }) if self.session(&peer).is_some() => {
-                        continue;
+                    Attempt::Done(r) => return r,
+                    // The session ended or was replaced before any of the
+                    // message left: it goes on the session that replaced
+                    // it, a bounded number of times, and only once the
+                    // session changed (never spinning on one whose writer
+                    // is gone); a session that ended without a successor
+                    // fails the send with its reason.
+                    Attempt::Unsent { session, error } => {
+                        unsent += 1;
+                        if unsent >= MAX_SESSIONS_TRIED
+                            || !self.replaced(&peer, session, deadline).await
+                        {
+                            return Err(error);
+                        }
                     }
-                    r => return r,
                 },
                 SendDecision::Classical(reason) => {
                     let security = Security::Classical { reason };
@@ -176,51 +187,107 @@ impl PqLayer {
         }
     }
 
-    pub(super) async fn send_pq(&self, peer: PeerId, body: &[u8]) -> Result<Delivery, SendError> {
+    /// Waits until `peer`'s session is no longer session `id`, until
+    /// `deadline`. Returns whether another session took its place.
+    async fn replaced(&self, peer: &PeerId, id: u64, deadline: tokio::time::Instant) -> bool {
+        let current = |table: &state::PeerTable| {
+            table
+                .get(peer)
+                .and_then(|e| e.session.as_ref().map(|s| s.id))
+        };
+        let mut rx = {
+            let table = self.inner.table();
+            match (current(&table), table.watch(peer)) {
+                (Some(now), Some(rx)) if now == id => rx,
+                (now, _) => return now.is_some(),
+            }
+        };
+        // Every end or replacement of a session changes the status.
+        if tokio::time::timeout_at(deadline, rx.changed())
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        current(&self.inner.table()).is_some_and(|now| now != id)
+    }
+
+    /// One attempt to send `body` over `peer`'s current PQ session. The
+    /// whole attempt, the write and the receipt, takes at most
+    /// `limits.delivery_timeout_secs`.
+    async fn send_pq(&self, peer: PeerId, body: &[u8]) -> Attempt {
         let inner = &self.inner;
-        let session = inner
-            .table()
-            .get(&peer)
-            .and_then(|e| e.session.as_ref().map(|s| (s.tx.clone(), s.info.suite)));
-        let Some((tx, suite)) = session else {
-            return Err(SendError::SessionEnded {
+        let timeout = inner.limits.delivery_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let session = inner.table().get(&peer).and_then(|e| {
+            e.session
+                .as_ref()
+                .map(|s| (s.id, s.tx.clone(), s.info.suite))
+        });
+        let Some((session, tx, suite)) = session else {
+            return Attempt::Done(Err(SendError::SessionEnded {
                 peer,
                 reason: "no session".into(),
-            });
+            }));
         };
         let (ack, done) = oneshot::channel();
         let (receipt, receipt_rx) = oneshot::channel();
-        tx.try_send(WriterCmd::Send {
+        let queued = tx.try_send(WriterCmd::Send {
             body: body.to_vec(),
             ack,
             receipt,
-        })
-        .map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => SendError::Busy { peer },
-            mpsc::error::TrySendError::Closed(_) => SendError::SessionEnded {
-                peer,
-                reason: "session closed".into(),
-            },
-        })?;
-        let message_id = match tokio::time::timeout(SEND_TIMEOUT, done).await {
+        });
+        match queued {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                return Attempt::Done(Err(SendError::Busy { peer }));
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return Attempt::Unsent {
+                    session,
+                    error: SendError::SessionEnded {
+                        peer,
+                        reason: "session closed".into(),
+                    },
+                };
+            }
+        }
+        let message_id = match tokio::time::timeout_at(deadline, done).await {
             Ok(Ok(Ok(id))) => id,
-            Ok(Ok(Err(e))) => return Err(e),
+            Ok(Ok(Err(WriteFailed::Unsent(error)))) => return Attempt::Unsent { session, error },
+            Ok(Ok(Err(WriteFailed::Interrupted(reason)))) => {
+                return Attempt::Done(Err(SendError::SessionEnded {
+                    peer,
+                    reason: format!(
+                        "{reason}; part of the message may have reached the peer, so it is not sent again"
+                    ),
+                }));
+            }
+            // The writer went without answering (the node is stopping):
+            // whether it began writing is unknown, so it is not retried.
             Ok(Err(_)) => {
-                return Err(SendError::SessionEnded {
+                return Attempt::Done(Err(SendError::SessionEnded {
                     peer,
                     reason: "session closed".into(),
-                });
+                }));
             }
+            // Dropping `done` tells the writer not to begin it late; if it
+            // is being written, it may still arrive.
             Err(_) => {
-                return Err(SendError::SessionEnded {
+                let e = SendError::NoReceipt {
                     peer,
-                    reason: "write timed out".into(),
-                });
+                    reason: format!(
+                        "not written within {} s (limits.delivery_timeout_secs): the peer is not taking data",
+                        timeout.as_secs()
+                    ),
+                };
+                inner.count_undelivered(&e);
+                return Attempt::Done(Err(e));
             }
         };
         inner.count_sent(Security::Pq { suite });
         inner.touch(&peer);
-        let outcome = tokio::time::timeout(inner.limits.delivery_timeout, receipt_rx).await;
+        let outcome = tokio::time::timeout_at(deadline, receipt_rx).await;
         let result = match outcome {
             Ok(Ok(status)) if status.is_delivered() => Ok(Delivery {
                 security: Security::Pq { suite },
@@ -237,12 +304,25 @@ impl PqLayer {
                 }
                 Err(SendError::NoReceipt {
                     peer,
-                    reason: format!("none within {} s", inner.limits.delivery_timeout.as_secs()),
+                    reason: format!("none within {} s", timeout.as_secs()),
                 })
             }
         };
-        result.inspect_err(|e| inner.count_undelivered(e))
+        Attempt::Done(result.inspect_err(|e| inner.count_undelivered(e)))
     }
+}
+
+/// How many sessions one send tries when each ends before taking the
+/// message (a re-handshake replacing one, then another).
+const MAX_SESSIONS_TRIED: u32 = 3;
+
+/// What one attempt on a session came to.
+enum Attempt {
+    /// Sent or failed for good.
+    Done(Result<Delivery, SendError>),
+    /// Session `session` could not take it and none of it left: it may go
+    /// on the peer's next session.
+    Unsent { session: u64, error: SendError },
 }
 
 pub(super) fn refusal(peer: PeerId, r: SendRefusal) -> SendError {

@@ -282,6 +282,8 @@ enum ReadEnd {
     Rejected(RejectReason),
     /// A partial message did not complete in time (§9 rev 3).
     PartialTimeout,
+    /// The writer ended the session: the peer stopped reading.
+    WriteStalled,
     /// Stream I/O.
     Io(String),
     /// A protocol violation.
@@ -339,6 +341,16 @@ impl Reader {
                 self.count(SessionError::PartialTimeout);
                 if let Some(suppressed) = inner.may_log(peer, "partial-timeout") {
                     tracing::warn!(peer = %peer, suppressed, "a partial message did not complete in time; session ended, to be re-established");
+                }
+                if current {
+                    self.after_loss();
+                }
+            }
+            ReadEnd::WriteStalled => {
+                // Counted by the writer, which found it; re-established
+                // like a lost session, the peer staying connected.
+                if let Some(suppressed) = inner.may_log(peer, "write-stalled") {
+                    tracing::warn!(peer = %peer, suppressed, "the peer stopped reading what this node writes; session ended, to be re-established");
                 }
                 if current {
                     self.after_loss();
@@ -443,15 +455,25 @@ impl Reader {
                 MIN_FRAME
             };
             let read = read_frame(r, min, MAX_FRAME);
-            let frame = match reassembler.partial_since() {
-                Some(since) => {
-                    let deadline = since + inner.limits.partial_message_timeout;
-                    match tokio::time::timeout_at(deadline.into(), read).await {
-                        Ok(f) => f,
-                        Err(_) => return ReadEnd::PartialTimeout,
+            let read = async {
+                match reassembler.partial_since() {
+                    Some(since) => {
+                        let deadline = since + inner.limits.partial_message_timeout;
+                        tokio::time::timeout_at(deadline.into(), read)
+                            .await
+                            .map_err(|_| ReadEnd::PartialTimeout)
                     }
+                    None => Ok(read.await),
                 }
-                None => read.await,
+            };
+            // The writer ends the session when the peer stops reading.
+            let frame = tokio::select! {
+                biased;
+                _ = self.cancel.ended() => return ReadEnd::WriteStalled,
+                f = read => match f {
+                    Ok(f) => f,
+                    Err(end) => return end,
+                },
             };
             let frame = match frame {
                 Ok(f) => f,

@@ -3,6 +3,12 @@
 //! in-flight map before their first frame), receipts ahead of them, and
 //! the close frame; when the session ends it fails what is still queued
 //! with the reason, and still sends the receipts it owes.
+//!
+//! A peer that stops reading cannot hold it: a message or a batch of
+//! receipts not taken whole within `limits.partial_message_timeout_secs`
+//! (the time the peer itself gives a partial message) ends the session.
+//! A message whose writing began is never reported "unsent", so it is
+//! never sent twice ([`WriteFailed`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -17,8 +23,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::fragment;
+use super::reasons::SessionError;
 use super::state::SessionStats;
-use super::{Inner, SendError, WriterCmd};
+use super::{Inner, SendError, WriteFailed, WriterCmd};
 
 /// Flush the write buffer once it holds this much.
 const WRITE_CHUNK: usize = 256 * 1024;
@@ -38,6 +45,7 @@ pub(super) async fn writer(
 ) {
     let mut buf = Vec::with_capacity(WRITE_CHUNK + MAX_FRAME);
     let limit = inner.limits.rehandshake_bytes;
+    let stall = inner.limits.partial_message_timeout;
     // Why the session failed, if it did: every message still queued then
     // fails with it.
     let mut failed: Option<String> = None;
@@ -55,10 +63,12 @@ pub(super) async fn writer(
         let cmd = match next {
             Next::Receipt(first) => {
                 let now_ms = started.elapsed().as_millis() as u64;
+                let write =
+                    write_receipts(&mut sealer, &mut w, &mut buf, first, &mut receipts, now_ms);
                 let result = tokio::select! {
                     biased;
                     _ = cancel.ended() => Err(cancel.reason()),
-                    r = write_receipts(&mut sealer, &mut w, &mut buf, first, &mut receipts, now_ms) => r,
+                    r = tokio::time::timeout(stall, write) => r.unwrap_or_else(|_| Err(stalled(&inner, &cancel, stall))),
                 };
                 if let Err(reason) = result {
                     failed = Some(reason);
@@ -71,6 +81,11 @@ pub(super) async fn writer(
         };
         match cmd {
             WriterCmd::Send { body, ack, receipt } => {
+                if ack.is_closed() {
+                    // Its sender gave up waiting (the session was not
+                    // taking data): it is not written late.
+                    continue;
+                }
                 let msg_id = inner.next_message_id.fetch_add(1, Ordering::Relaxed);
                 // In flight before its first frame leaves, so that even
                 // the fastest receipt finds it.
@@ -81,21 +96,23 @@ pub(super) async fn writer(
                 match registered {
                     Some(true) => {}
                     Some(false) => {
-                        let _ = ack.send(Err(SendError::Busy { peer }));
+                        let _ = ack.send(Err(WriteFailed::Unsent(SendError::Busy { peer })));
                         continue;
                     }
                     None => {
-                        let _ = ack.send(Err(SendError::NotConnected { peer }));
+                        let _ =
+                            ack.send(Err(WriteFailed::Unsent(SendError::NotConnected { peer })));
                         continue;
                     }
                 }
                 let now_ms = started.elapsed().as_millis() as u64;
                 // A write stuck on a peer that stopped reading is abandoned
                 // when the session ends.
+                let write = write_message(&mut sealer, &mut w, &mut buf, msg_id, &body, now_ms);
                 let result = tokio::select! {
                     biased;
                     _ = cancel.ended() => Err(cancel.reason()),
-                    r = write_message(&mut sealer, &mut w, &mut buf, msg_id, &body, now_ms) => r,
+                    r = tokio::time::timeout(stall, write) => r.unwrap_or_else(|_| Err(stalled(&inner, &cancel, stall))),
                 }
                 // The connection may close (the peer is being disconnected)
                 // before this task sees the end: say why, not "closed".
@@ -115,11 +132,14 @@ pub(super) async fn writer(
                         failed = Some(reason.clone());
                     }
                 }
-                let _ = ack.send(
-                    result
-                        .map(|()| msg_id)
-                        .map_err(|reason| SendError::SessionEnded { peer, reason }),
-                );
+                let answered = ack.send(result.map(|()| msg_id).map_err(WriteFailed::Interrupted));
+                if answered.is_err() {
+                    // Its sender stopped waiting meanwhile: no one waits
+                    // for its receipt either.
+                    if let Some(e) = inner.table().get_mut(&peer) {
+                        e.in_flight.forget(msg_id);
+                    }
+                }
                 if failed.is_some() {
                     break;
                 }
@@ -140,10 +160,10 @@ pub(super) async fn writer(
         while let Some(cmd) = rx.recv().await {
             match cmd {
                 WriterCmd::Send { ack, .. } => {
-                    let _ = ack.send(Err(SendError::SessionEnded {
+                    let _ = ack.send(Err(WriteFailed::Unsent(SendError::SessionEnded {
                         peer,
                         reason: reason.clone(),
-                    }));
+                    })));
                 }
                 WriterCmd::Close { done } => {
                     let _ = done.send(());
@@ -157,6 +177,18 @@ pub(super) async fn writer(
     // the receipts already owed; tell the peer, best effort.
     flush_receipts(&mut sealer, &mut w, &mut buf, &mut receipts, &started).await;
     close(&mut sealer, &mut w).await;
+}
+
+/// The peer did not take a message (or receipts) within `stall`: the
+/// session ends (its reader stops too, and the initiator re-establishes it
+/// like a lost one).
+fn stalled(inner: &Inner, cancel: &SessionEnd, stall: Duration) -> String {
+    inner.metrics.session_error(SessionError::WriteStalled);
+    cancel.end(format!(
+        "the peer did not take what this node wrote within {} s (limits.partial_message_timeout_secs): it stopped reading; session ended",
+        stall.as_secs()
+    ));
+    cancel.reason()
 }
 
 enum Next {
@@ -230,11 +262,11 @@ impl SessionEnd {
         self.token.is_cancelled()
     }
 
-    async fn ended(&self) {
+    pub(super) async fn ended(&self) {
         self.token.cancelled().await;
     }
 
-    fn reason(&self) -> String {
+    pub(super) fn reason(&self) -> String {
         self.reason
             .get()
             .cloned()

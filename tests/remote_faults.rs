@@ -1,0 +1,209 @@
+//! Faults a remote peer can cause (issue 29), each against real nodes
+//! started through `App` as `pqnode run` starts them.
+
+mod common;
+mod pqsupport;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::http;
+use pqnode::pq::reasons::SessionError;
+use pqsupport::{Opts, TEST_TIMEOUT, TestNode, start, tempdir};
+use tokio::sync::oneshot;
+
+async fn bounded<F: std::future::Future<Output = ()>>(f: F) {
+    tokio::time::timeout(TEST_TIMEOUT, f)
+        .await
+        .expect("test timed out");
+}
+
+fn token(node: &TestNode) -> String {
+    node.app.state().token.expose().to_owned()
+}
+
+async fn post(from: &TestNode, to: libp2p::PeerId, text: &str) -> common::Response {
+    let body = format!(r#"{{"to":"{to}","body":"{text}"}}"#);
+    http(
+        from.app.api_addr(),
+        "POST",
+        "/api/messages",
+        Some(&token(from)),
+        Some(&body),
+    )
+    .await
+}
+
+/// A node on a runtime and thread of its own, which the test can freeze
+/// the way SIGSTOP freezes a process: while frozen nothing of it runs, so
+/// it reads nothing from its sockets.
+struct Freezable {
+    node: Option<TestNode>,
+    rt: tokio::runtime::Handle,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Freezable {
+    async fn start(dir: PathBuf, opts: Opts) -> Self {
+        let (started, node) = oneshot::channel();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let node = rt.block_on(start(&dir, opts));
+            let _ = started.send((node, rt.handle().clone()));
+            rt.block_on(async {
+                let _ = stopped.await;
+            });
+        });
+        let (node, rt) = node.await.expect("node started");
+        Freezable {
+            node: Some(node),
+            rt,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    fn node(&self) -> &TestNode {
+        self.node.as_ref().expect("running")
+    }
+
+    /// Freezes the node's runtime; it runs again when the sender returned
+    /// is used or dropped.
+    async fn freeze(&self) -> std::sync::mpsc::Sender<()> {
+        let (thaw, frozen) = std::sync::mpsc::channel::<()>();
+        let (is_frozen, confirmed) = oneshot::channel();
+        self.rt.spawn(async move {
+            let _ = is_frozen.send(());
+            // Blocks the runtime's only thread: every task of the node stops.
+            let _ = frozen.recv();
+        });
+        confirmed.await.expect("frozen");
+        thaw
+    }
+
+    async fn stop(mut self) {
+        if let Some(node) = self.node.take() {
+            let _ = self.rt.spawn(node.stop()).await;
+        }
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+/// Item 4: a receiver that stops reading gets a message at most once, and
+/// the sender's API answers within `limits.delivery_timeout_secs` instead
+/// of hanging; a writer stuck past `limits.partial_message_timeout_secs`
+/// ends the session, which comes back when the receiver reads again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_stops_reading_gets_each_message_at_most_once_and_the_send_answers_in_time()
+{
+    bounded(async {
+        let (da, db) = (tempdir(), tempdir());
+        let delivery = Duration::from_secs(2);
+        let stall = Duration::from_secs(6);
+        let opts = Opts {
+            delivery_timeout: delivery,
+            partial_message_timeout: stall,
+            ..Opts::default()
+        };
+        let a = start(da.path(), opts.clone()).await;
+        let b = Freezable::start(db.path().to_path_buf(), opts).await;
+        let b_id = b.node().peer_id;
+        a.connect(b.node()).await;
+        let session =
+            a.pq.wait_for_session(&b_id, Duration::from_secs(15))
+                .await
+                .expect("a session with B");
+        b.node()
+            .pq
+            .wait_for_session(&a.peer_id, Duration::from_secs(15))
+            .await
+            .expect("a session with A");
+
+        let thaw = b.freeze().await;
+        // Far more than the stream's window: the write cannot finish.
+        let big = "x".repeat(1_000_000);
+        let t0 = Instant::now();
+        let r = post(&a, b_id, &big).await;
+        let took = t0.elapsed();
+        assert_eq!(r.status, 504, "{}", r.body);
+        assert_eq!(r.json()["error"]["code"], "no_receipt", "{}", r.body);
+        assert!(
+            took < delivery * 5,
+            "the API answered after {took:?}, not within 5 × {delivery:?}"
+        );
+        // Queued behind the stuck one: answered in time too, never
+        // written late.
+        let t0 = Instant::now();
+        let r = post(&a, b_id, "queued").await;
+        assert_eq!(r.status, 504, "{}", r.body);
+        assert!(t0.elapsed() < delivery * 5, "{:?}", t0.elapsed());
+
+        // The stuck writer ends the session.
+        let ended = a
+            .until(stall * 5, |a| {
+                a.pq.metrics()
+                    .session_error_count(SessionError::WriteStalled)
+                    >= 1
+                    && a.pq.session(&b_id).is_none_or(|s| s.id != session.id)
+            })
+            .await;
+        assert!(ended, "the session with the frozen peer did not end");
+
+        drop(thaw);
+        // B reads again: a new session, and a message over it arrives.
+        let mut resumed = false;
+        for _ in 0..3 {
+            if a.pq
+                .wait_for_session(&b_id, Duration::from_secs(20))
+                .await
+                .is_some()
+            {
+                resumed = true;
+                break;
+            }
+            let _ = a.handle.dial(b.node().full_addr()).await;
+        }
+        assert!(resumed, "no new session with B after it read again");
+        let r = post(&a, b_id, "after").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+
+        let bodies: Vec<Vec<u8>> = b
+            .node()
+            .pq
+            .inbox()
+            .list(Some(a.peer_id), 0, 100)
+            .into_iter()
+            .map(|m| m.body.as_ref().clone())
+            .collect();
+        let copies = |text: &str| {
+            bodies
+                .iter()
+                .filter(|m| m.as_slice() == text.as_bytes())
+                .count()
+        };
+        assert!(
+            copies(&big) <= 1,
+            "B holds {} copies of one message",
+            copies(&big)
+        );
+        assert_eq!(
+            copies("queued"),
+            0,
+            "a message given up on was written late"
+        );
+        assert_eq!(copies("after"), 1);
+        a.stop().await;
+        b.stop().await;
+    })
+    .await;
+}
