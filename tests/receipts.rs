@@ -535,3 +535,92 @@ async fn a_message_over_the_receivers_maximum_gets_too_large_and_the_session_goe
     .await
     .expect("test timed out");
 }
+
+/// Issue 29, item 3: classical slots follow the partial-message rules of
+/// the PQ path. A peer trickling one byte of a message every 300 ms on each
+/// of its 4 streams held them forever (the idle timer restarted on every
+/// frame); now each message must be whole within
+/// `limits.partial_message_timeout_secs`: it gets receipt status 4
+/// (incomplete), the stream closes and its slot is free. A stream whose
+/// message is answered is closed too, so a slot is held for one message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_trickling_classical_fragments_holds_no_slot_past_the_partial_timeout() {
+    bounded(async {
+        let dr = tempdir();
+        let partial = Duration::from_secs(2);
+        let r = start(
+            dr.path(),
+            Opts {
+                partial_message_timeout: partial,
+                ..Opts::default()
+            },
+        )
+        .await;
+        let hog = raw_peer(Keypair::generate_ed25519(), r.full_addr()).await;
+        until_level(&r, hog.peer_id, "classical").await;
+        let held = hold_streams(&hog, &r, 4).await;
+        let started = tokio::time::Instant::now();
+        let mut answers = Vec::new();
+        for (i, stream) in held.into_iter().enumerate() {
+            let id = 100 + i as u64;
+            let (mut rd, mut wr) = stream.split();
+            // One byte of a 1000-byte message every 300 ms, until the
+            // stream is closed on it.
+            let trickle = tokio::spawn(async move {
+                for offset in 0u32..1000 {
+                    let mut frag = id.to_be_bytes().to_vec();
+                    frag.extend_from_slice(&1000u32.to_be_bytes());
+                    frag.extend_from_slice(&offset.to_be_bytes());
+                    frag.push(b'x');
+                    if write_frame(&mut wr, &frag).await.is_err() {
+                        return offset;
+                    }
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                1000
+            });
+            answers.push((id, trickle, async move {
+                tokio::time::timeout(partial * 5, read_frame(&mut rd, 9, 9)).await
+            }));
+        }
+        for (id, trickle, answer) in answers {
+            let frame = answer
+                .await
+                .expect("the trickled message is answered within 5 × the partial timeout")
+                .expect("a receipt frame");
+            assert_eq!(
+                Receipt::decode(&frame).expect("9 bytes"),
+                Receipt {
+                    message_id: id,
+                    status: ReceiptStatus::Incomplete
+                }
+            );
+            trickle.abort();
+        }
+        eventually(|| async { (r.pq.metrics().classical_streams_open.get() == 0).then_some(()) })
+            .await;
+        let took = started.elapsed();
+        assert!(took < partial * 5, "slots held for {took:?}");
+        assert!(r.pq.inbox().list(None, 0, 10).is_empty());
+
+        // A whole message is stored and answered, and its stream closes:
+        // the slot is back at once.
+        let control = hog.control.clone().expect("raw peer");
+        let (receipt, mut stream) = classical_by_hand(control, r.peer_id, 7, b"whole").await;
+        assert_eq!(
+            receipt,
+            Receipt {
+                message_id: 7,
+                status: ReceiptStatus::Stored
+            }
+        );
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(partial, stream.read_to_end(&mut rest)).await;
+        assert!(rest.is_empty());
+        eventually(|| async { (r.pq.metrics().classical_streams_open.get() == 0).then_some(()) })
+            .await;
+        assert_eq!(r.pq.inbox().list(Some(hog.peer_id), 0, 10).len(), 1);
+        r.stop().await;
+    })
+    .await;
+}

@@ -20,8 +20,8 @@ use super::reasons::Malformed;
 use super::{CLASSICAL_PROTOCOL, Inner, PqStatus, SendError, spawn_on};
 use tokio::sync::watch;
 
-/// How long a classical stream may sit idle between frames.
-const IDLE: Duration = Duration::from_secs(30);
+/// How long a receipt may take to write before the stream is dropped.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long an inbound classical stream is held unread while the peer's
 /// PQ status is still open.
@@ -182,13 +182,24 @@ impl Drop for Slot {
     }
 }
 
-/// Reads the messages of one accepted classical stream, answering each
-/// whole message (or the first fragment refused) with its receipt (§8.2
-/// rev 4).
+/// Reads the one message of an accepted classical stream and answers it
+/// with its receipt (§8.2 rev 4), under the partial-message rules of the
+/// PQ path (§9 rev 3): the message must be whole within
+/// `limits.partial_message_timeout_secs` of the stream being read, and it
+/// reserves its size from the 256 MiB that all partial messages share.
+/// The slot is then given back: a sender that keeps a stream open, or
+/// trickles fragments, holds it no longer than that (every sender opens a
+/// stream per message).
 async fn receive(inner: &Arc<Inner>, peer: PeerId, stream: &mut Stream, security: Security) {
-    let mut reassembler = Reassembler::new(inner.limits.max_message_size);
-    loop {
-        let frame = match tokio::time::timeout(IDLE, read_frame(stream, HEADER_LEN, MAX_BODY)).await
+    let mut reassembler =
+        Reassembler::with_budget(inner.limits.max_message_size, inner.partial_budget.clone());
+    let deadline = tokio::time::Instant::now() + inner.limits.partial_message_timeout;
+    let receipt = loop {
+        let frame = match tokio::time::timeout_at(
+            deadline,
+            read_frame(stream, HEADER_LEN, MAX_BODY),
+        )
+        .await
         {
             Ok(Ok(f)) => f,
             Ok(Err(FrameError::Closed)) => return,
@@ -201,20 +212,37 @@ async fn receive(inner: &Arc<Inner>, peer: PeerId, stream: &mut Stream, security
                 }
                 return;
             }
-            Err(_) => return,
+            Err(_) => {
+                inner.metrics.malformed(Malformed::Incomplete);
+                if let Some(suppressed) = inner.may_log(peer, "classical-incomplete") {
+                    tracing::warn!(peer = %peer, suppressed, "classical message not whole in time; its stream closed");
+                }
+                // The message begun, if any, is answered as incomplete
+                // (§7 rev 4) before the stream closes.
+                break match reassembler.incomplete() {
+                    Some(message_id) => Receipt {
+                        message_id,
+                        status: ReceiptStatus::Incomplete,
+                    },
+                    None => return,
+                };
+            }
         };
-        let receipt = match reassembler.push(&frame) {
+        match reassembler.push(&frame) {
             Ok(Pushed::Whole(message_id, message)) => {
                 let status = inner.inbox.deliver(peer, security, message);
                 inner.touch(&peer);
-                Receipt { message_id, status }
+                break Receipt { message_id, status };
             }
-            Ok(Pushed::More) => continue,
-            // Refused at its first fragment; its rest is read and skipped.
-            Ok(Pushed::Refused { id, status }) => Receipt {
-                message_id: id,
-                status,
-            },
+            Ok(Pushed::More) => {}
+            // Refused at its first fragment: answered, and the stream
+            // closes without reading the rest.
+            Ok(Pushed::Refused { id, status }) => {
+                break Receipt {
+                    message_id: id,
+                    status,
+                };
+            }
             Err(e) => {
                 inner.metrics.malformed(Malformed::Fragment);
                 if let Some(suppressed) = inner.may_log(peer, "classical-bad-fragment") {
@@ -222,12 +250,10 @@ async fn receive(inner: &Arc<Inner>, peer: PeerId, stream: &mut Stream, security
                 }
                 return;
             }
-        };
-        match tokio::time::timeout(IDLE, write_frame(stream, &receipt.encode())).await {
-            Ok(Ok(())) => {}
-            _ => return,
         }
-    }
+    };
+    drop(reassembler);
+    let _ = tokio::time::timeout(ANSWER_TIMEOUT, write_frame(stream, &receipt.encode())).await;
 }
 
 /// Answers a classical stream that is not read (§8.2 rev 4): its first

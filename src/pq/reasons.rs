@@ -145,6 +145,9 @@ reasons! {
         Frame => "frame",
         /// A bad fragment header or sequence.
         Fragment => "fragment",
+        /// A classical message not whole within
+        /// `limits.partial_message_timeout_secs`.
+        Incomplete => "incomplete",
     }
 }
 
