@@ -8,8 +8,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::http;
+use pqnode::config::TrustedPeer;
+use pqnode::pq::policy::RefuseReason;
 use pqnode::pq::reasons::SessionError;
-use pqsupport::{Opts, TEST_TIMEOUT, TestNode, start, tempdir};
+use pqsupport::{Opts, TEST_TIMEOUT, TestNode, start, start_with, tempdir};
 use tokio::sync::oneshot;
 
 async fn bounded<F: std::future::Future<Output = ()>>(f: F) {
@@ -204,6 +206,75 @@ async fn a_receiver_that_stops_reading_gets_each_message_at_most_once_and_the_se
         assert_eq!(copies("after"), 1);
         a.stop().await;
         b.stop().await;
+    })
+    .await;
+}
+
+/// Item 10: a configured peer that this node refuses (the operator pinned a
+/// wrong fingerprint for it) was redialled every second or two, forever:
+/// the back-off was reset when the connection was established, a moment
+/// before the refusal. The refusal now counts as a failed dial (1 s
+/// doubling), and `/api/peers` and `/api/health/ready` name the peer and
+/// why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_configured_peer_is_redialled_with_back_off() {
+    bounded(async {
+        let (da, db) = (tempdir(), tempdir());
+        let a = start(da.path(), Opts::default()).await;
+        let opts = Opts::default();
+        let mut config = pqsupport::config(db.path(), &opts);
+        config.peers = vec![a.full_addr()];
+        config.trusted_peers = vec![TrustedPeer {
+            peer_id: a.peer_id,
+            fingerprint: [0x5a; 32],
+            suite: None,
+        }];
+        let b = start_with(db.path(), config, &opts).await;
+        let refusals = || b.pq.metrics().refused_count(RefuseReason::KeyMismatch);
+        assert!(
+            b.until(Duration::from_secs(20), |_| refusals() >= 1).await,
+            "the configured peer is refused for its key"
+        );
+        // Dials 1, 2, 4 and 8 s apart (each after the refusal): at most 5
+        // refusals in 15.5 s; every second or two would be 8 or more.
+        let window = Duration::from_millis(15_500);
+        tokio::time::sleep(window).await;
+        let seen = refusals();
+        assert!(
+            (2..=5).contains(&seen),
+            "{seen} refusals in {window:?}: not backing off"
+        );
+
+        let peers = http(b.app.api_addr(), "GET", "/api/peers", None, None).await;
+        assert_eq!(peers.status, 200, "{}", peers.body);
+        let configured = &peers.json()["configured"][0];
+        assert_eq!(configured["peerId"], a.peer_id.to_base58(), "{configured}");
+        assert!(
+            configured["failures"].as_u64().is_some_and(|n| n >= 2),
+            "{configured}"
+        );
+        assert!(
+            configured["lastError"]
+                .as_str()
+                .is_some_and(|e| e.contains("refused")),
+            "{configured}"
+        );
+        if configured["state"] == "waiting" {
+            assert!(
+                configured["nextRetrySecs"].as_u64().is_some(),
+                "{configured}"
+            );
+        }
+        // Between two redials (a redial in flight is "waiting for the PQ
+        // outcome" for a moment).
+        let expected = format!("configured peer {}: refused (key-mismatch)", a.peer_id);
+        common::eventually(|| async {
+            let ready = http(b.app.api_addr(), "GET", "/api/health/ready", None, None).await;
+            (ready.json()["reason"] == expected.as_str()).then_some(())
+        })
+        .await;
+        b.stop().await;
+        a.stop().await;
     })
     .await;
 }

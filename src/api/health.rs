@@ -178,18 +178,28 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
 }
 
 /// Readiness of a node with configured peers: the first configured peer
-/// (in the order of `peers`) whose PQ status has settled.
+/// (in the order of `peers`) whose PQ status has settled, one it can talk
+/// to before one it refused (which is named, with why).
 fn configured_peer_outcome(state: &AppState, stats: &NodeStats) -> (bool, String) {
     let mut connected = false;
+    let mut refused = None;
     for peer in &stats.configured_peers {
         if let Some(status) = state.pq.outcome(peer) {
             let detail = match status.reason() {
                 Some(reason) => format!("{} ({reason})", status.name()),
                 None => status.name().to_owned(),
             };
-            return (true, format!("configured peer {peer}: {detail}"));
+            let outcome = format!("configured peer {peer}: {detail}");
+            if matches!(status, crate::pq::PqStatus::Refused(_)) {
+                refused.get_or_insert(outcome);
+                continue;
+            }
+            return (true, outcome);
         }
         connected |= state.pq.peer(peer).is_some();
+    }
+    if let Some(outcome) = refused {
+        return (true, outcome);
     }
     let reason = if connected {
         "waiting for the PQ outcome of a configured peer"

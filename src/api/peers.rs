@@ -6,6 +6,7 @@ use libp2p::Multiaddr;
 use serde::{Deserialize, Serialize};
 
 use super::{AppError, AppState, Authorized};
+use crate::node::configured::ConfiguredPeer;
 use crate::node::{DialOutcome, PeerInfo, RoutingEntry};
 use crate::pq::PqStatus;
 
@@ -57,6 +58,23 @@ pub struct PeersResponse {
     /// Peers refused in the last 10 minutes and no longer connected, most
     /// recent first (at most 1024): why they are not in `peers`.
     pub refused: Vec<RefusedView>,
+    /// The configured `peers`, in their order: redial state and PQ outcome.
+    pub configured: Vec<ConfiguredView>,
+}
+
+/// A configured peer: how its redials stand, and what its PQ status is
+/// while connected or recently refused.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfiguredView {
+    /// Address, PeerId, `state` (`connected` / `dialing` / `waiting`),
+    /// `failures`, `lastError`, `nextRetrySecs`.
+    #[serde(flatten)]
+    pub redial: ConfiguredPeer,
+    /// Its PQ status (`pq`, `classical`, `refused`, …), when known.
+    pub security: Option<&'static str>,
+    /// Why it is classical or refused.
+    pub reason: Option<&'static str>,
 }
 
 /// A peer refused recently (its connections were closed).
@@ -209,12 +227,32 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<PeersResponse>, 
             seconds_ago: ago.as_secs(),
         })
         .collect();
+    let stats = state.node_query(|n| async move { n.stats().await }).await?;
+    let configured = stats
+        .configured
+        .into_iter()
+        .map(|redial| {
+            let status = redial.peer_id.and_then(|id| {
+                state
+                    .pq
+                    .peer(&id)
+                    .map(|p| p.status)
+                    .or_else(|| state.pq.outcome(&id))
+            });
+            ConfiguredView {
+                security: status.as_ref().map(PqStatus::name),
+                reason: status.as_ref().and_then(PqStatus::reason),
+                redial,
+            }
+        })
+        .collect();
     Ok(Json(PeersResponse {
         connected: peers.len(),
         peers,
         known,
         cached,
         refused,
+        configured,
     }))
 }
 

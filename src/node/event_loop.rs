@@ -17,6 +17,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
+use super::configured::{ConfiguredPeers, Failure};
 use super::records::validate_dht_record;
 use super::{
     ConnectionObserver, DialOutcome, Direction, GossipStats, LearnedRecord, MAX_RECORD_VALUES,
@@ -45,29 +46,23 @@ const MAX_PENDING_GETS: usize = 64;
 const MAX_DIAL_SOURCES: usize = 1024;
 /// Own records handed to the node at most (one per suite).
 const MAX_OWN_RECORDS: usize = 8;
-/// Redial back-off for configured peers.
-const BACKOFF_MIN: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(300);
-
-/// A configured peer (`peers`), redialled with back-off while disconnected.
-struct ManualPeer {
-    addr: Multiaddr,
-    peer_id: Option<PeerId>,
-    state: ManualState,
-    backoff: Duration,
-}
-
-enum ManualState {
-    Waiting(Instant),
-    Dialing(ConnectionId),
-    Connected,
-}
-
 fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
     match addr.iter().last() {
         Some(Protocol::P2p(peer)) => Some(peer),
         _ => None,
     }
+}
+
+/// A failed attempt to reach a configured peer: logged once per back-off
+/// step (1 s doubling to 5 min), with the address and the reason.
+fn log_configured_failure(f: &Failure) {
+    tracing::warn!(
+        addr = %f.addr,
+        error = %f.error,
+        failures = f.failures,
+        retry_in_secs = f.retry_in.as_secs(),
+        "configured peer not connected; retrying with back-off"
+    );
 }
 
 fn without_p2p(addr: &Multiaddr) -> Multiaddr {
@@ -94,7 +89,7 @@ pub(super) struct EventLoop {
     listen_addrs: Vec<Multiaddr>,
     listeners: Vec<ListenerId>,
     pending_dials: HashMap<ConnectionId, oneshot::Sender<Result<DialOutcome, NodeError>>>,
-    manual: Vec<ManualPeer>,
+    manual: ConfiguredPeers,
     max_peers: usize,
     verify_permits: Arc<tokio::sync::Semaphore>,
     verified_tx: mpsc::Sender<VerifiedPut>,
@@ -150,16 +145,7 @@ impl EventLoop {
         libp2p_metrics: libp2p::metrics::Metrics,
         config: &Config,
     ) -> Self {
-        let manual = config
-            .peers
-            .iter()
-            .map(|addr| ManualPeer {
-                addr: addr.clone(),
-                peer_id: peer_of(addr),
-                state: ManualState::Waiting(Instant::now()),
-                backoff: BACKOFF_MIN,
-            })
-            .collect();
+        let manual = ConfiguredPeers::new(&config.peers, Instant::now());
         let (verified_tx, verified_rx) = mpsc::channel(MAX_RECORD_VERIFICATIONS);
         let (gossip_tx, gossip_rx) = mpsc::channel(gossip::MAX_VERIFYING);
         let now = Instant::now();
@@ -262,13 +248,13 @@ impl EventLoop {
 
     /// Adds the configured peers to Kademlia and dials them.
     pub(super) fn dial_configured_peers(&mut self) {
-        for p in &self.manual {
-            if let Some(peer) = p.peer_id {
-                self.swarm
-                    .behaviour_mut()
-                    .kad
-                    .add_address(&peer, without_p2p(&p.addr));
-            }
+        let known: Vec<(PeerId, Multiaddr)> = self
+            .manual
+            .known()
+            .map(|(peer, addr)| (peer, without_p2p(addr)))
+            .collect();
+        for (peer, addr) in known {
+            self.swarm.behaviour_mut().kad.add_address(&peer, addr);
         }
         self.redial_manual_peers();
     }
@@ -414,37 +400,30 @@ impl EventLoop {
 
     fn redial_manual_peers(&mut self) {
         let now = Instant::now();
-        for i in 0..self.manual.len() {
-            let p = &self.manual[i];
-            let ManualState::Waiting(at) = p.state else {
-                continue;
-            };
-            if at > now {
-                continue;
-            }
-            if let Some(peer) = p.peer_id
+        for (i, peer, addr) in self.manual.due(now) {
+            if let Some(peer) = peer
                 && self.swarm.is_connected(&peer)
             {
-                self.manual[i].state = ManualState::Connected;
+                self.manual.already_connected(i, now);
                 continue;
             }
-            let opts = match p.peer_id {
+            let opts = match peer {
                 Some(peer) => DialOpts::peer_id(peer)
-                    .addresses(vec![p.addr.clone()])
+                    .addresses(vec![addr.clone()])
                     .condition(PeerCondition::DisconnectedAndNotDialing)
                     .build(),
-                None => DialOpts::unknown_peer_id().address(p.addr.clone()).build(),
+                None => DialOpts::unknown_peer_id().address(addr.clone()).build(),
             };
             let id = opts.connection_id();
-            let addr = p.addr.clone();
             match self.swarm.dial(opts) {
                 Ok(()) => {
                     tracing::debug!(%addr, "dialling configured peer");
-                    self.manual[i].state = ManualState::Dialing(id);
+                    self.manual.dialing(i, id);
                 }
                 Err(e) => {
-                    tracing::debug!(%addr, error = %e, "dial of configured peer not started");
-                    self.schedule_redial(i);
+                    if let Some(f) = self.manual.not_started(i, e.to_string(), now) {
+                        log_configured_failure(&f);
+                    }
                 }
             }
         }
@@ -479,18 +458,8 @@ impl EventLoop {
         if let Some(source) = self.dial_sources.remove(&id) {
             self.remember_source(new_id, source);
         }
-        for p in &mut self.manual {
-            if matches!(p.state, ManualState::Dialing(d) if d == id) {
-                p.state = ManualState::Dialing(new_id);
-            }
-        }
+        self.manual.redialled(id, new_id);
         Some(new_id)
-    }
-
-    fn schedule_redial(&mut self, i: usize) {
-        let p = &mut self.manual[i];
-        p.state = ManualState::Waiting(Instant::now() + p.backoff);
-        p.backoff = (p.backoff * 2).min(BACKOFF_MAX);
     }
 
     fn on_command(&mut self, command: NodeCommand) {
@@ -557,6 +526,8 @@ impl EventLoop {
                 let _ = reply.send(self.stats());
             }
             NodeCommand::Disconnect { peer_id, reply } => {
+                // Only the PQ layer disconnects, when it refuses a peer.
+                self.manual.refused(peer_id);
                 let _ = reply.send(self.swarm.disconnect_peer_id(peer_id).is_ok());
             }
             NodeCommand::Shutdown { reply } => {
@@ -679,7 +650,8 @@ impl EventLoop {
             connections: u32::try_from(self.connections.len()).unwrap_or(u32::MAX),
             routing_table_size: u32::try_from(routing_table_size).unwrap_or(u32::MAX),
             kad_mode: kad_mode(&self.swarm),
-            configured_peers: self.manual.iter().filter_map(|p| p.peer_id).collect(),
+            configured_peers: self.manual.peer_ids(),
+            configured: self.manual.views(Instant::now()),
         }
     }
 
@@ -762,10 +734,8 @@ impl EventLoop {
                 }
                 if num_established == 0 {
                     self.peers.remove(&peer_id);
-                    for p in &mut self.manual {
-                        if p.peer_id == Some(peer_id) && matches!(p.state, ManualState::Connected) {
-                            p.state = ManualState::Waiting(Instant::now() + p.backoff);
-                        }
+                    for f in self.manual.closed(peer_id, Instant::now()) {
+                        log_configured_failure(&f);
                     }
                 } else if let Some(info) = self.peers.get_mut(&peer_id) {
                     info.connections = num_established;
@@ -796,10 +766,11 @@ impl EventLoop {
                 if let Some(reply) = self.pending_dials.remove(&connection_id) {
                     let _ = reply.send(Err(NodeError::Dial(error.to_string())));
                 }
-                if let Some(i) = self.manual.iter().position(
-                    |p| matches!(p.state, ManualState::Dialing(id) if id == connection_id),
-                ) {
-                    self.schedule_redial(i);
+                if let Some(f) =
+                    self.manual
+                        .dial_failed(connection_id, error.to_string(), Instant::now())
+                {
+                    log_configured_failure(&f);
                 }
             }
             SwarmEvent::IncomingConnectionError {
@@ -837,15 +808,8 @@ impl EventLoop {
             self.kad_bootstrap
                 .soon(Instant::now() + Duration::from_secs(1));
         }
-        for p in &mut self.manual {
-            let ours = matches!(p.state, ManualState::Dialing(id) if id == connection_id)
-                || p.peer_id == Some(peer_id);
-            if ours {
-                p.peer_id = Some(peer_id);
-                p.state = ManualState::Connected;
-                p.backoff = BACKOFF_MIN;
-            }
-        }
+        self.manual
+            .established(peer_id, connection_id, Instant::now());
         if self.peers.len() < self.max_peers || self.peers.contains_key(&peer_id) {
             let info = self.peers.entry(peer_id).or_insert_with(|| PeerInfo {
                 peer_id,

@@ -18,6 +18,7 @@
 //!   by the event loop, in order; none is queued or lost.
 
 pub mod behaviour;
+pub mod configured;
 mod event_loop;
 pub mod ip_limits;
 pub mod records;
@@ -283,6 +284,8 @@ pub struct NodeStats {
     /// `/p2p/` part, or learned when a dial to it connected.
     #[serde(serialize_with = "ser_display_seq")]
     pub configured_peers: Vec<PeerId>,
+    /// Each configured peer's redial state.
+    pub configured: Vec<configured::ConfiguredPeer>,
 }
 
 /// Values kept per DHT lookup at most.

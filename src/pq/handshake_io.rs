@@ -598,8 +598,10 @@ async fn failed(
             }
         }
         FailureAction::NoPq(policy::NoPqAction::Refuse(r)) | FailureAction::Refuse(r) => {
-            if r == RefuseReason::KeyMismatch {
-                tracing::warn!(peer = %peer, "pinned peer showed another key or suite; refusing (pin unchanged)");
+            if r == RefuseReason::KeyMismatch
+                && let Some(suppressed) = inner.may_log(peer, "key-mismatch")
+            {
+                tracing::warn!(peer = %peer, suppressed, "pinned peer showed another key or suite; refusing (pin unchanged)");
             }
             inner.refuse(peer, r).await;
         }

@@ -327,7 +327,9 @@ impl Reader {
                     "the peer rejected the session after our Fin (Reject {}): not delivered",
                     reason.name()
                 ));
-                tracing::warn!(peer = %peer, reason = reason.name(), "the peer rejected our Fin; session ended");
+                if let Some(suppressed) = inner.may_log(peer, "rejected-fin") {
+                    tracing::warn!(peer = %peer, reason = reason.name(), suppressed, "the peer rejected our Fin; session ended");
+                }
                 self.count(SessionError::Rejected);
                 inner.refuse(peer, RefuseReason::RejectedByPeer).await;
             }
@@ -361,7 +363,9 @@ impl Reader {
                     "the session ended on a record-layer error ({reason})"
                 ));
                 self.count(reason);
-                tracing::warn!(peer = %peer, %reason, error = %detail, "PQ session ended by a record-layer error");
+                if let Some(suppressed) = inner.may_log(peer, "record-layer-error") {
+                    tracing::warn!(peer = %peer, %reason, error = %detail, suppressed, "PQ session ended by a record-layer error");
+                }
                 inner.refuse(peer, RefuseReason::SessionError).await;
             }
         }

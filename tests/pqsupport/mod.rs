@@ -125,8 +125,13 @@ pub fn config(dir: &Path, opts: &Opts) -> Config {
 /// Starts a node through `App`, exactly as `pqnode run` does (key store
 /// with keys for every suite, so that a test may switch suites later).
 pub async fn start(dir: &Path, opts: Opts) -> TestNode {
-    init_test_logging();
     let config = config(dir, &opts);
+    start_with(dir, config, &opts).await
+}
+
+/// [`start`] with `config` (made by [`config`] and changed by the test).
+pub async fn start_with(dir: &Path, config: Config, opts: &Opts) -> TestNode {
+    init_test_logging();
     // Keys for every suite exist, whatever this run enables.
     drop(
         KeyStore::open_or_create(
