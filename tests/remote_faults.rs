@@ -8,10 +8,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::http;
+use futures::AsyncWriteExt;
+use libp2p::identity::Keypair;
 use pqnode::config::TrustedPeer;
+use pqnode::pq::PQ_PROTOCOL;
 use pqnode::pq::policy::RefuseReason;
 use pqnode::pq::reasons::SessionError;
-use pqsupport::{Opts, TEST_TIMEOUT, TestNode, start, start_with, tempdir};
+use pqsupport::{Opts, TEST_TIMEOUT, TestNode, raw_peer, start, start_with, tempdir};
 use tokio::sync::oneshot;
 
 async fn bounded<F: std::future::Future<Output = ()>>(f: F) {
@@ -274,6 +277,71 @@ async fn a_refused_configured_peer_is_redialled_with_back_off() {
         })
         .await;
         b.stop().await;
+        a.stop().await;
+    })
+    .await;
+}
+
+fn abandoned(node: &TestNode) -> u64 {
+    node.pq
+        .metrics()
+        .handshake_failure_count(pqnode::pq::reasons::HandshakeFailure::StreamClosed)
+}
+
+/// Opens a PQ stream from `peer` to `node` and closes it without a word:
+/// an abandoned handshake, awaited until `node` has counted it.
+async fn abandon(node: &TestNode, peer: &pqsupport::Peer) {
+    let mut control = peer.control.clone().expect("raw peer");
+    let before = abandoned(node);
+    let mut s = control
+        .open_stream(node.peer_id, PQ_PROTOCOL)
+        .await
+        .expect("PQ stream");
+    let _ = s.close().await;
+    drop(s);
+    assert!(
+        node.until(Duration::from_secs(10), |n| abandoned(n) > before)
+            .await,
+        "the abandoned handshake is counted"
+    );
+}
+
+/// Item 7: the per-peer handshake budget (3 failed or abandoned handshakes
+/// a minute, §9 rev 3) started afresh on every reconnect, so a peer that
+/// abandoned two handshakes per connection and reconnected was never cut
+/// off. Now its third abandoned handshake in the minute, on a new
+/// connection, gets it refused as abusive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_reconnecting_does_not_reset_its_handshake_budget() {
+    bounded(async {
+        let da = tempdir();
+        let a = start(da.path(), Opts::default()).await;
+        let key = Keypair::generate_ed25519();
+        let first = raw_peer(key.clone(), a.full_addr()).await;
+        assert!(first.wait_connected(Duration::from_secs(10)).await);
+        abandon(&a, &first).await;
+        abandon(&a, &first).await;
+        drop(first);
+        assert!(
+            a.until(Duration::from_secs(10), |n| n
+                .pq
+                .peer(&key.public().to_peer_id())
+                .is_none())
+                .await,
+            "the peer left"
+        );
+        let abusive = a.pq.metrics().refused_count(RefuseReason::Abusive);
+        let second = raw_peer(key.clone(), a.full_addr()).await;
+        assert!(second.wait_connected(Duration::from_secs(10)).await);
+        abandon(&a, &second).await;
+        assert!(
+            a.until(Duration::from_secs(10), |n| {
+                n.pq.metrics().refused_count(RefuseReason::Abusive) > abusive
+            })
+            .await,
+            "the third abandoned handshake in a minute gets the peer refused"
+        );
+        assert!(second.until_disconnected(Duration::from_secs(10)).await);
         a.stop().await;
     })
     .await;

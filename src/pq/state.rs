@@ -208,11 +208,9 @@ pub(crate) struct PeerEntry {
     /// end without polling.
     inbound_hs_watch: watch::Sender<bool>,
     pub outbound_hs: bool,
-    inbound_starts: VecDeque<Instant>,
-    /// Outbound handshakes started in the window (see
-    /// [`PeerTable::pace_outbound`]).
-    outbound_starts: VecDeque<Instant>,
-    failures: VecDeque<Instant>,
+    /// Its handshake starts and failures in the window: kept for the
+    /// window after it leaves ([`PeerTable::connected`]).
+    budget: HandshakeBudget,
     /// Back-off before the next attempt to (re-)establish a lost session.
     pub retry_backoff: Duration,
     /// When a message last went to or came from this peer.
@@ -235,9 +233,7 @@ impl PeerEntry {
             inbound_hs: false,
             inbound_hs_watch: watch::channel(false).0,
             outbound_hs: false,
-            inbound_starts: VecDeque::new(),
-            outbound_starts: VecDeque::new(),
-            failures: VecDeque::new(),
+            budget: HandshakeBudget::default(),
             last_message: None,
             in_flight: Default::default(),
             retry_backoff: RETRY_MIN,
@@ -256,23 +252,80 @@ impl PeerEntry {
             rehandshaking: self.session.is_some() && (self.inbound_hs || self.outbound_hs),
         }
     }
+}
 
+/// One peer's handshake starts and failures within the window (§9 rev 3:
+/// 10 inbound starts and 3 failures a minute).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct HandshakeBudget {
+    inbound_starts: VecDeque<Instant>,
+    /// Outbound handshakes started in the window (see
+    /// [`PeerTable::pace_outbound`]).
+    outbound_starts: VecDeque<Instant>,
+    failures: VecDeque<Instant>,
+}
+
+impl HandshakeBudget {
     fn prune(&mut self, now: Instant, window: Duration) {
-        for starts in [&mut self.inbound_starts, &mut self.outbound_starts] {
-            while starts
+        for times in [
+            &mut self.inbound_starts,
+            &mut self.outbound_starts,
+            &mut self.failures,
+        ] {
+            while times
                 .front()
-                .is_some_and(|t| now.duration_since(*t) >= window)
+                .is_some_and(|t| now.saturating_duration_since(*t) >= window)
             {
-                starts.pop_front();
+                times.pop_front();
             }
         }
-        while self
-            .failures
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= window)
-        {
-            self.failures.pop_front();
+    }
+
+    fn is_empty(&self) -> bool {
+        self.inbound_starts.is_empty()
+            && self.outbound_starts.is_empty()
+            && self.failures.is_empty()
+    }
+}
+
+/// Peers whose handshake budget is remembered after they left, so that
+/// reconnecting does not start it afresh (issue 29, item 7): each for the
+/// window, at most [`MAX_DEPARTED`], the earliest to leave forgotten first.
+#[derive(Default)]
+struct Departed {
+    budgets: HashMap<PeerId, (HandshakeBudget, Instant)>,
+    /// Departures in order; an entry whose peer left again later, or came
+    /// back, is skipped when it comes up.
+    order: VecDeque<(PeerId, Instant)>,
+}
+
+/// Departed peers whose handshake budget is remembered at most.
+pub const MAX_DEPARTED: usize = 4096;
+
+impl Departed {
+    fn remember(&mut self, peer: PeerId, budget: HandshakeBudget, now: Instant, window: Duration) {
+        while let Some(&(p, at)) = self.order.front() {
+            let expired = now.saturating_duration_since(at) >= window;
+            if !expired && self.budgets.len() < MAX_DEPARTED && self.order.len() < 2 * MAX_DEPARTED
+            {
+                break;
+            }
+            self.order.pop_front();
+            if self.budgets.get(&p).is_some_and(|(_, left)| *left == at) {
+                self.budgets.remove(&p);
+            }
         }
+        self.budgets.insert(peer, (budget, now));
+        self.order.push_back((peer, now));
+    }
+
+    fn take(&mut self, peer: &PeerId) -> Option<HandshakeBudget> {
+        self.budgets.remove(peer).map(|(b, _)| b)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.budgets.len()
     }
 }
 
@@ -305,6 +358,7 @@ pub(crate) struct PeerTable {
     /// Peers refused recently (their connections are gone), so a sender
     /// learns why; bounded by [`RECENT_REFUSALS`], kept [`REFUSAL_MEMORY`].
     recent_refusals: HashMap<PeerId, (RefuseReason, Instant)>,
+    departed: Departed,
 }
 
 /// How many refused peers are remembered after they disconnect.
@@ -334,6 +388,7 @@ impl PeerTable {
             refused_total: 0,
             joined: watch::channel(0).0,
             recent_refusals: HashMap::new(),
+            departed: Departed::default(),
         }
     }
 
@@ -352,9 +407,15 @@ impl PeerTable {
             return false;
         }
         let mut new = false;
+        let departed = &mut self.departed;
         let entry = self.peers.entry(peer).or_insert_with(|| {
             new = true;
-            PeerEntry::new(we_dialled)
+            let mut e = PeerEntry::new(we_dialled);
+            // Back within the window: its budget goes on where it stopped.
+            if let Some(budget) = departed.take(&peer) {
+                e.budget = budget;
+            }
+            e
         });
         entry.connections += 1;
         entry.we_dialled |= we_dialled;
@@ -369,13 +430,18 @@ impl PeerTable {
     /// session, whose writer then closes) goes. Returns the removed entry.
     pub fn connection_closed(&mut self, peer: &PeerId, remaining: u32) -> Option<PeerEntry> {
         if remaining == 0 {
-            let removed = self.peers.remove(peer);
-            if let Some(PeerEntry {
-                status: PqStatus::Refused(r),
-                ..
-            }) = &removed
-            {
-                self.remember_refusal(*peer, *r, Instant::now());
+            let now = Instant::now();
+            let mut removed = self.peers.remove(peer);
+            if let Some(e) = &mut removed {
+                if let PqStatus::Refused(r) = e.status {
+                    self.remember_refusal(*peer, r, now);
+                }
+                e.budget.prune(now, self.limits.window);
+                if !e.budget.is_empty() {
+                    let budget = std::mem::take(&mut e.budget);
+                    self.departed
+                        .remember(*peer, budget, now, self.limits.window);
+                }
             }
             return removed;
         }
@@ -478,16 +544,16 @@ impl PeerTable {
             // connection event is treated as busy.
             return Admission::Busy;
         };
-        e.prune(now, limits.window);
-        if e.failures.len() >= limits.failures_per_window {
+        e.budget.prune(now, limits.window);
+        if e.budget.failures.len() >= limits.failures_per_window {
             return Admission::Abusive;
         }
-        if e.inbound_hs || e.inbound_starts.len() >= limits.inbound_per_window {
+        if e.inbound_hs || e.budget.inbound_starts.len() >= limits.inbound_per_window {
             return Admission::Busy;
         }
         e.inbound_hs = true;
         e.inbound_hs_watch.send_replace(true);
-        e.inbound_starts.push_back(now);
+        e.budget.inbound_starts.push_back(now);
         Admission::Admitted
     }
 
@@ -530,14 +596,14 @@ impl PeerTable {
         let Some(e) = self.peers.get_mut(peer) else {
             return Pace::Gone;
         };
-        e.prune(now, limits.window);
+        e.budget.prune(now, limits.window);
         let allowed = limits.inbound_per_window.saturating_sub(1).max(1);
-        if e.outbound_starts.len() >= allowed
-            && let Some(oldest) = e.outbound_starts.front()
+        if e.budget.outbound_starts.len() >= allowed
+            && let Some(oldest) = e.budget.outbound_starts.front()
         {
             return Pace::Wait(limits.window.saturating_sub(now.duration_since(*oldest)));
         }
-        e.outbound_starts.push_back(now);
+        e.budget.outbound_starts.push_back(now);
         Pace::Now
     }
 
@@ -555,9 +621,9 @@ impl PeerTable {
         let Some(e) = self.peers.get_mut(peer) else {
             return false;
         };
-        e.prune(now, limits.window);
-        e.failures.push_back(now);
-        e.failures.len() >= limits.failures_per_window
+        e.budget.prune(now, limits.window);
+        e.budget.failures.push_back(now);
+        e.budget.failures.len() >= limits.failures_per_window
     }
 
     /// An inbound handshake of `peer` was rejected `busy` (beyond the

@@ -187,3 +187,41 @@ fn status_changes_are_published_and_refusals_counted_once() {
     t.connected(p, false);
     assert_eq!(t.recent_refusal(&p), None, "forgotten on reconnect");
 }
+
+#[test]
+fn a_peer_that_reconnects_keeps_its_handshake_budget_for_the_window() {
+    let mut t = table();
+    let p = PeerId::random();
+    let now = Instant::now();
+    assert!(t.connected(p, false));
+    assert!(!t.handshake_failed(&p, now));
+    assert!(!t.handshake_failed(&p, now));
+    assert!(t.connection_closed(&p, 0).is_some());
+    assert!(t.connected(p, false));
+    assert!(
+        t.handshake_failed(&p, now),
+        "the third failure in a minute, across a reconnect"
+    );
+    assert_eq!(t.admit_inbound(&p, now), Admission::Abusive);
+    // A minute later it starts afresh.
+    let later = now + Duration::from_secs(61);
+    assert_eq!(t.admit_inbound(&p, later), Admission::Admitted);
+}
+
+#[test]
+fn budgets_of_departed_peers_are_bounded() {
+    let n = MAX_DEPARTED + 100;
+    let mut t = PeerTable::new(n, PeerLimits::default());
+    for _ in 0..n {
+        let p = PeerId::random();
+        t.connected(p, false);
+        t.handshake_failed(&p, Instant::now());
+        t.connection_closed(&p, 0);
+    }
+    assert_eq!(t.departed.len(), MAX_DEPARTED);
+    // A peer that left with nothing in its budget is not remembered.
+    let quiet = PeerId::random();
+    t.connected(quiet, false);
+    t.connection_closed(&quiet, 0);
+    assert!(t.departed.take(&quiet).is_none());
+}
