@@ -406,7 +406,8 @@ async fn a_flood_from_one_peer_leaves_another_peers_earlier_message() {
         assert_eq!(from_b.len(), 1);
         assert_eq!(from_b[0].body.as_slice(), b"earlier");
         let from_a = r.pq.inbox().list(Some(a.peer_id), 0, 1000);
-        assert_eq!(from_a.len(), 32, "A keeps its newest 32 MiB");
+        // Its newest 32 MiB: 31 messages of 1 MiB with their overhead.
+        assert_eq!(from_a.len(), 31, "A keeps its newest 32 MiB");
         for n in [a, b, r] {
             n.stop().await;
         }
@@ -620,6 +621,50 @@ async fn a_peer_trickling_classical_fragments_holds_no_slot_past_the_partial_tim
         eventually(|| async { (r.pq.metrics().classical_streams_open.get() == 0).then_some(()) })
             .await;
         assert_eq!(r.pq.inbox().list(Some(hog.peer_id), 0, 10).len(), 1);
+        r.stop().await;
+    })
+    .await;
+}
+
+/// Issue 29, item 5: the inbox kept messages of at most `max_established`
+/// peers and made room for a new one by dropping every message of the peer
+/// heard from longest ago, receipted ones included. With
+/// `limits.max_established = 4`, a message answered `delivered: true` was
+/// gone after four one-shot peers each sent one; now it stays (a new peer
+/// that found no room would get status 1 instead).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipted_message_stays_when_other_peers_come_and_go() {
+    bounded(async {
+        let (dr, ds) = (tempdir(), tempdir());
+        let opts = Opts::default();
+        let mut config = pqsupport::config(dr.path(), &opts);
+        config.limits.max_established = 4;
+        let r = pqsupport::start_with(dr.path(), config, &opts).await;
+        let s = start(ds.path(), Opts::default()).await;
+        s.connect(&r).await;
+        s.pq.wait_for_session(&r.peer_id, Duration::from_secs(15))
+            .await
+            .expect("session");
+        let sent = post(&s, r.peer_id, "keep me").await;
+        assert_eq!(sent.status, 200, "{}", sent.body);
+        assert_eq!(sent.json()["delivered"], true);
+
+        for i in 0..5u64 {
+            let hog = raw_peer(Keypair::generate_ed25519(), r.full_addr()).await;
+            until_level(&r, hog.peer_id, "classical").await;
+            let control = hog.control.clone().expect("raw peer");
+            let (receipt, _stream) =
+                classical_by_hand(control, r.peer_id, i + 1, b"one-shot").await;
+            assert_eq!(receipt.status, ReceiptStatus::Stored, "peer {i}");
+            let gone = hog.peer_id;
+            drop(hog);
+            eventually(|| async { r.pq.peer(&gone).is_none().then_some(()) }).await;
+        }
+        let kept = r.pq.inbox().list(Some(s.peer_id), 0, 10);
+        assert_eq!(kept.len(), 1, "the receipted message is still there");
+        assert_eq!(kept[0].body.as_slice(), b"keep me");
+        assert_eq!(r.pq.inbox().list(None, 0, 100).len(), 6);
+        s.stop().await;
         r.stop().await;
     })
     .await;

@@ -249,7 +249,7 @@ impl PqLayer {
             partial_budget: PartialBudget::new(limits.partial_max_bytes),
             inbox: Inbox::new(
                 limits.inbox_per_peer,
-                limits.max_peers,
+                inbox::MAX_PEERS,
                 limits.inbox_max_bytes,
                 limits.inbox_peer_max_bytes,
                 followers::budget(limits.max_message_size),

@@ -206,7 +206,7 @@ pub fn setup(
             // A peer's share holds at least one message of the largest size.
             inbox_peer_max_bytes: PqLimits::default()
                 .inbox_peer_max_bytes
-                .max(config.limits.max_message_size),
+                .max(config.limits.max_message_size + super::inbox::MESSAGE_OVERHEAD),
             rehandshake_after: config.pq.rehandshake_after,
             rehandshake_bytes: config.pq.rehandshake_bytes,
             ..PqLimits::default()
