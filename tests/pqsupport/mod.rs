@@ -277,7 +277,18 @@ where
     swarm
         .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("addr"))
         .expect("listen");
-    swarm.dial(target.clone()).expect("dial");
+    // From a new port, not the listening one: a dial from a reused port
+    // can find its address pair taken on a busy loopback (EADDRINUSE), and
+    // so would every retry.
+    let dial = move |swarm: &mut Swarm<B>| {
+        swarm.dial(
+            libp2p::swarm::dial_opts::DialOpts::unknown_peer_id()
+                .address(target.clone())
+                .allocate_new_port()
+                .build(),
+        )
+    };
+    dial(&mut swarm).expect("dial");
     tokio::spawn(async move {
         // A dial that fails before any connection (a loaded machine) is
         // retried a few times; every failure is printed, so a test that
@@ -304,7 +315,7 @@ where
                     eprintln!("test peer: dial failed: {error}");
                     if !ever_connected && redials > 0 {
                         redials -= 1;
-                        let _ = swarm.dial(target.clone());
+                        let _ = dial(&mut swarm);
                     }
                 }
                 _ => {}
