@@ -167,6 +167,38 @@ async fn sending_to_a_known_unconnected_peer_dials_it_and_an_unknown_one_is_404(
         assert_eq!(r.status, 502, "{}", r.body);
         assert_eq!(r.json()["error"]["code"], "unreachable");
         assert!(b.peer_cache().get(&a_id).unwrap().unwrap().failures >= 1);
+
+        // Issue 29, item 2: three anonymous peers that connected once (a
+        // success rate of 1, seen last) used to rank above A, pinned and
+        // PQ-proven with one failed dial; the cache ranks by evidence now.
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let mut anonymous = Vec::new();
+        for d in &dirs {
+            let n = start_node(&test_config(d.path())).await;
+            n.node().dial(tcp_addr(&b)).await.unwrap();
+            anonymous.push(n);
+        }
+        let cache = b.peer_cache();
+        let ids: Vec<libp2p::PeerId> = anonymous.iter().map(|n| n.peer_id()).collect();
+        eventually(|| {
+            let (cache, ids) = (cache.clone(), ids.clone());
+            async move {
+                ids.iter()
+                    .all(|p| cache.get(p).unwrap().is_some_and(|e| !e.addrs.is_empty()))
+                    .then_some(())
+            }
+        })
+        .await;
+        drop(cache);
+        let peers = http(b.api_addr(), "GET", "/api/peers", None, None)
+            .await
+            .json();
+        let cached = peers["cached"].as_array().expect("cached");
+        assert_eq!(cached[0]["peerId"], a_id.to_string(), "{peers}");
+        assert_eq!(cached[0]["evidence"], "pinned", "{peers}");
+        for n in anonymous {
+            n.shutdown(Duration::from_secs(5)).await.unwrap();
+        }
         b.shutdown(Duration::from_secs(5)).await.unwrap();
     })
     .await

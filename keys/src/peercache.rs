@@ -2,18 +2,31 @@
 //! in the state database so that a restarted node finds its network again
 //! without its bootstrap peers.
 //!
-//! Table `peers_v1`: PeerId bytes → `version u8 (2) || last_seen u64 ||
+//! Table `peers_v1`: PeerId bytes → `version u8 (3) || last_seen u64 ||
 //! successes u32 || failures u32 || suite u16 (0: no PQ session seen) ||
-//! source u8 || count u8 || (len u16 || multiaddr bytes) × count`,
-//! big-endian. Version 1 rows (no `source`) are still read.
+//! source u8 || flags u8 (bit 0: a PQ session was seen) || count u8 ||
+//! (len u16 || multiaddr bytes) × count`, big-endian. Version 1 rows (no
+//! `source`) and version 2 rows (no `flags`) are still read.
+//!
+//! Ranked by evidence (issue 29, item 2): pinned peers first, then peers
+//! that held a PQ session with this node, then peers that connected, then
+//! peers only learned of (a record); within a rank, usable before expired,
+//! the higher success rate, the more recently seen. A new entry never
+//! evicts one of a higher rank, so self-made identities arriving by gossip
+//! cannot push out peers the node has proof of; and one source (the peer
+//! that relayed the records) adds at most [`NEW_PER_SOURCE_PER_MINUTE`] new
+//! entries a minute.
 //!
 //! Bounded: at most [`MAX_PEERS`] entries, each with at most [`MAX_ADDRS`]
 //! addresses of at most [`MAX_ADDR_LEN`] bytes; an entry not seen for
 //! [`TTL_SECS`] is no longer offered and is removed when room is needed. A
 //! new peer beyond the limit replaces the least useful entry (expired
-//! first, then the lowest success rate, then the oldest). A row that does
+//! first, then the lowest rank, success rate, the oldest). A row that does
 //! not decode is skipped when reading and removed when writing; it never
 //! stops the node.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use libp2p::identity::PeerId;
 use pqnode_crypto::Suite;
@@ -31,9 +44,31 @@ pub const MAX_ADDR_LEN: usize = 128;
 pub const TTL_SECS: u64 = 7 * 24 * 3600;
 
 const PEERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("peers_v1");
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
 const FIXED_V1: usize = 1 + 8 + 4 + 4 + 2 + 1;
-const FIXED: usize = FIXED_V1 + 1;
+const FIXED_V2: usize = FIXED_V1 + 1;
+const FIXED: usize = FIXED_V2 + 1;
+/// `flags` bit 0: a PQ session with this node was seen.
+const FLAG_PQ: u8 = 1;
+
+/// New entries one source (the peer that relayed their records) may add
+/// per minute.
+pub const NEW_PER_SOURCE_PER_MINUTE: u32 = 16;
+/// Sources whose additions are counted at once.
+const MAX_SOURCES: usize = 1024;
+
+/// How much this node knows of a peer, least first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Evidence {
+    /// Only a record named it.
+    Learned,
+    /// It connected to this node, or this node to it.
+    Connected,
+    /// It held a PQ session with this node.
+    PqProven,
+    /// A PQ key of it is pinned (first use or the operator).
+    Pinned,
+}
 
 /// How the node first learned of a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -114,6 +149,20 @@ pub struct CachedPeer {
     pub suite: Option<Suite>,
     /// How we first learned of it.
     pub source: Source,
+    /// Whether it held a PQ session with this node.
+    pub pq_proven: bool,
+}
+
+impl Evidence {
+    /// Its name in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Evidence::Learned => "learned",
+            Evidence::Connected => "connected",
+            Evidence::PqProven => "pq-proven",
+            Evidence::Pinned => "pinned",
+        }
+    }
 }
 
 impl CachedPeer {
@@ -126,6 +175,20 @@ impl CachedPeer {
             failures: 0,
             suite: None,
             source,
+            pq_proven: false,
+        }
+    }
+
+    /// What this node knows of it (`pinned`: whether a key of it is).
+    pub fn evidence(&self, pinned: bool) -> Evidence {
+        if pinned {
+            Evidence::Pinned
+        } else if self.pq_proven {
+            Evidence::PqProven
+        } else if self.successes > 0 {
+            Evidence::Connected
+        } else {
+            Evidence::Learned
         }
     }
 
@@ -152,6 +215,7 @@ impl CachedPeer {
         out.extend_from_slice(&self.failures.to_be_bytes());
         out.extend_from_slice(&self.suite.map_or(0, Suite::id).to_be_bytes());
         out.push(self.source.to_byte());
+        out.push(if self.pq_proven { FLAG_PQ } else { 0 });
         let addrs: Vec<&Vec<u8>> = self
             .addrs
             .iter()
@@ -167,9 +231,12 @@ impl CachedPeer {
     }
 
     fn decode(peer: PeerId, bytes: &[u8]) -> Result<CachedPeer, String> {
-        let (fixed, source) = match bytes.first() {
-            Some(1) if bytes.len() >= FIXED_V1 => (FIXED_V1, Source::Unknown),
-            Some(&VERSION) if bytes.len() >= FIXED => (FIXED, Source::from_byte(bytes[19])),
+        let (fixed, source, flags) = match bytes.first() {
+            Some(1) if bytes.len() >= FIXED_V1 => (FIXED_V1, Source::Unknown, None),
+            Some(2) if bytes.len() >= FIXED_V2 => (FIXED_V2, Source::from_byte(bytes[19]), None),
+            Some(&VERSION) if bytes.len() >= FIXED => {
+                (FIXED, Source::from_byte(bytes[19]), Some(bytes[20]))
+            }
             _ => return Err("bad header".into()),
         };
         let u32_at =
@@ -201,14 +268,21 @@ impl CachedPeer {
         if !rest.is_empty() {
             return Err("trailing bytes".into());
         }
+        let successes = u32_at(9);
         Ok(CachedPeer {
             peer,
             addrs,
             last_seen: u64::from_be_bytes(last),
-            successes: u32_at(9),
+            successes,
             failures: u32_at(13),
             suite,
             source,
+            // Older rows: a suite beside a success is the best evidence
+            // they kept of a session.
+            pq_proven: match flags {
+                Some(f) => f & FLAG_PQ != 0,
+                None => suite.is_some() && successes > 0,
+            },
         })
     }
 }
@@ -237,6 +311,10 @@ pub enum Outcome {
         suite: Suite,
         /// Where the record came from.
         source: Source,
+        /// The peer that relayed it (a gossip neighbour), if another than
+        /// its author: at most [`NEW_PER_SOURCE_PER_MINUTE`] new entries a
+        /// minute come through one.
+        via: Option<PeerId>,
     },
     /// Our dial failed. Only counted for a peer already in the cache.
     DialFailed,
@@ -246,6 +324,35 @@ pub enum Outcome {
 #[derive(Debug, Clone)]
 pub struct PeerCache {
     db: StateDb,
+    /// New entries per source in the current minute.
+    added: Arc<Mutex<Additions>>,
+}
+
+/// How many new entries each source added in the minute that began at
+/// `since` (unix seconds).
+#[derive(Debug, Default)]
+struct Additions {
+    since: u64,
+    by_source: HashMap<PeerId, u32>,
+}
+
+impl Additions {
+    /// Whether `source` may add one more entry at `now` (and counts it).
+    fn allow(&mut self, source: PeerId, now: u64) -> bool {
+        if now.saturating_sub(self.since) >= 60 {
+            self.since = now;
+            self.by_source.clear();
+        }
+        if !self.by_source.contains_key(&source) && self.by_source.len() >= MAX_SOURCES {
+            return false;
+        }
+        let n = self.by_source.entry(source).or_insert(0);
+        if *n >= NEW_PER_SOURCE_PER_MINUTE {
+            return false;
+        }
+        *n += 1;
+        true
+    }
 }
 
 fn redb(db: &StateDb) -> impl Fn(&dyn std::fmt::Display) -> DbError + '_ {
@@ -255,19 +362,41 @@ fn redb(db: &StateDb) -> impl Fn(&dyn std::fmt::Display) -> DbError + '_ {
     }
 }
 
-/// Order of usefulness: usable before expired, higher success rate, then
-/// more recently seen.
-fn better(a: &CachedPeer, b: &CachedPeer, now: u64) -> std::cmp::Ordering {
-    b.usable(now)
-        .cmp(&a.usable(now))
-        .then(b.success_rate().total_cmp(&a.success_rate()))
-        .then(b.last_seen.cmp(&a.last_seen))
+/// An entry with what the node knows of it.
+struct Ranked {
+    entry: CachedPeer,
+    evidence: Evidence,
+}
+
+/// Order of usefulness: usable before expired, more evidence, higher
+/// success rate, then more recently seen (`Less`: `a` first).
+fn better(a: &Ranked, b: &Ranked, now: u64) -> std::cmp::Ordering {
+    b.entry
+        .usable(now)
+        .cmp(&a.entry.usable(now))
+        .then(b.evidence.cmp(&a.evidence))
+        .then(b.entry.success_rate().total_cmp(&a.entry.success_rate()))
+        .then(b.entry.last_seen.cmp(&a.entry.last_seen))
 }
 
 impl PeerCache {
     /// The cache in `db`.
     pub fn new(db: StateDb) -> PeerCache {
-        PeerCache { db }
+        PeerCache {
+            db,
+            added: Arc::default(),
+        }
+    }
+
+    /// Whether a key of `peer` is pinned (an unreadable pin store counts
+    /// as not pinned: the cache only ranks with it).
+    fn pinned(&self, peer: &PeerId) -> bool {
+        self.db.pins(u64::MAX).is_pinned(peer).unwrap_or(false)
+    }
+
+    fn ranked(&self, entry: CachedPeer) -> Ranked {
+        let evidence = entry.evidence(self.pinned(&entry.peer));
+        Ranked { entry, evidence }
     }
 
     /// Applies outcomes in one write transaction (one fsync for a batch).
@@ -283,6 +412,16 @@ impl PeerCache {
                     .map_err(|e| err(&e))?
                     .map(|v| CachedPeer::decode(*peer, v.value()).ok());
                 let is_new = stored.is_none();
+                if is_new
+                    && let Outcome::Learned { via: Some(via), .. } = outcome
+                    && !self
+                        .added
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .allow(*via, now)
+                {
+                    continue;
+                }
                 let entry = match (stored.flatten(), outcome) {
                     (None, Outcome::DialFailed) => continue,
                     (Some(mut e), Outcome::DialFailed) => {
@@ -301,6 +440,7 @@ impl PeerCache {
                             addrs,
                             suite,
                             source,
+                            ..
                         },
                     ) => {
                         let mut e = old.unwrap_or_else(|| CachedPeer::new(*peer, now, *source));
@@ -326,12 +466,17 @@ impl PeerCache {
                         }
                         if suite.is_some() {
                             e.suite = *suite;
+                            e.pq_proven = true;
                         }
                         e
                     }
                 };
-                if is_new && table.len().map_err(|e| err(&e))? >= MAX_PEERS as u64 {
-                    evict_one(&mut table, now, &err)?;
+                if is_new
+                    && table.len().map_err(|e| err(&e))? >= MAX_PEERS as u64
+                    && !self.evict_one(&mut table, &self.ranked(entry.clone()), now, &err)?
+                {
+                    // Everything held is better known than the newcomer.
+                    continue;
                 }
                 table
                     .insert(&key[..], &entry.encode()[..])
@@ -344,11 +489,15 @@ impl PeerCache {
 
     /// The usable peers at `now`, most useful first, at most `limit`.
     pub fn best(&self, now: u64, limit: usize) -> Result<Vec<CachedPeer>, DbError> {
-        let mut all = self.all()?;
-        all.retain(|p| p.usable(now));
+        let mut all: Vec<Ranked> = self
+            .all()?
+            .into_iter()
+            .filter(|p| p.usable(now))
+            .map(|p| self.ranked(p))
+            .collect();
         all.sort_by(|a, b| better(a, b, now));
         all.truncate(limit);
-        Ok(all)
+        Ok(all.into_iter().map(|r| r.entry).collect())
     }
 
     /// One peer's entry.
@@ -383,6 +532,49 @@ impl PeerCache {
         Ok(self.len()? == 0)
     }
 
+    /// Removes the least useful entry (an undecodable row first) to make
+    /// room for `newcomer`; none when every entry is usable and better
+    /// known than it. Returns whether there is room now.
+    fn evict_one(
+        &self,
+        table: &mut redb::Table<&[u8], &[u8]>,
+        newcomer: &Ranked,
+        now: u64,
+        err: &impl Fn(&dyn std::fmt::Display) -> DbError,
+    ) -> Result<bool, DbError> {
+        let mut worst: Option<(Vec<u8>, Option<Ranked>)> = None;
+        for row in table.iter().map_err(|e| err(&e))? {
+            let (k, v) = row.map_err(|e| err(&e))?;
+            let key = k.value().to_vec();
+            let decoded = PeerId::from_bytes(&key)
+                .ok()
+                .and_then(|p| CachedPeer::decode(p, v.value()).ok());
+            let Some(entry) = decoded else {
+                worst = Some((key, None));
+                break;
+            };
+            let entry = self.ranked(entry);
+            let replace = match &worst {
+                None => true,
+                Some((_, Some(w))) => better(&entry, w, now) == std::cmp::Ordering::Greater,
+                Some((_, None)) => false,
+            };
+            if replace {
+                worst = Some((key, Some(entry)));
+            }
+        }
+        match worst {
+            Some((_, Some(w))) if w.entry.usable(now) && w.evidence > newcomer.evidence => {
+                Ok(false)
+            }
+            Some((key, _)) => {
+                table.remove(&key[..]).map_err(|e| err(&e))?;
+                Ok(true)
+            }
+            None => Ok(true),
+        }
+    }
+
     fn all(&self) -> Result<Vec<CachedPeer>, DbError> {
         let err = redb(&self.db);
         let txn = self.db.database().begin_read().map_err(|e| err(&e))?;
@@ -403,38 +595,6 @@ impl PeerCache {
         }
         Ok(out)
     }
-}
-
-/// Removes the least useful entry (an undecodable row first).
-fn evict_one(
-    table: &mut redb::Table<&[u8], &[u8]>,
-    now: u64,
-    err: &impl Fn(&dyn std::fmt::Display) -> DbError,
-) -> Result<(), DbError> {
-    let mut worst: Option<(Vec<u8>, Option<CachedPeer>)> = None;
-    for row in table.iter().map_err(|e| err(&e))? {
-        let (k, v) = row.map_err(|e| err(&e))?;
-        let key = k.value().to_vec();
-        let decoded = PeerId::from_bytes(&key)
-            .ok()
-            .and_then(|p| CachedPeer::decode(p, v.value()).ok());
-        let Some(entry) = decoded else {
-            worst = Some((key, None));
-            break;
-        };
-        let replace = match &worst {
-            None => true,
-            Some((_, Some(w))) => better(&entry, w, now) == std::cmp::Ordering::Greater,
-            Some((_, None)) => false,
-        };
-        if replace {
-            worst = Some((key, Some(entry)));
-        }
-    }
-    if let Some((key, _)) = worst {
-        table.remove(&key[..]).map_err(|e| err(&e))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -519,6 +679,7 @@ mod tests {
             failures: 2,
             suite: Some(Suite::Kyber1024Dilithium5),
             source: Source::Gossip,
+            pq_proven: true,
         };
         let bytes = e.encode();
         let back = CachedPeer::decode(p, &bytes).unwrap();
@@ -540,10 +701,17 @@ mod tests {
         bad_suite[18] = 9;
         assert!(CachedPeer::decode(p, &bad_suite).is_err());
         assert_eq!(back.source, Source::Gossip);
-        // A version-1 row: no source byte.
+        assert!(back.pq_proven);
+        // A version-2 row: no flags byte; a version-1 row: no source either.
+        let mut v2 = bytes[..20].to_vec();
+        v2[0] = 2;
+        v2.extend_from_slice(&bytes[21..]);
+        let old = CachedPeer::decode(p, &v2).unwrap();
+        assert_eq!(old.source, Source::Gossip);
+        assert!(old.pq_proven, "a suite beside a success");
         let mut v1 = bytes[..19].to_vec();
         v1[0] = 1;
-        v1.extend_from_slice(&bytes[20..]);
+        v1.extend_from_slice(&bytes[21..]);
         let old = CachedPeer::decode(p, &v1).unwrap();
         assert_eq!(old.source, Source::Unknown);
         assert_eq!(old.addrs, back.addrs);
@@ -561,6 +729,7 @@ mod tests {
             },
             suite: Suite::Mlkem1024Mldsa87,
             source: Source::Gossip,
+            via: None,
         };
         c.record(&[(p, learned(b""))], 5).unwrap();
         assert!(c.get(&p).unwrap().is_none(), "no address: nothing to dial");
@@ -580,5 +749,105 @@ mod tests {
             "a record does not replace known addresses"
         );
         assert_eq!(e.successes, 1);
+    }
+
+    fn learned_via(via: PeerId) -> Outcome {
+        Outcome::Learned {
+            addrs: vec![b"l".to_vec()],
+            suite: Suite::Mlkem1024Mldsa87,
+            source: Source::Gossip,
+            via: Some(via),
+        }
+    }
+
+    /// Pins a key of `peer` in the cache's database.
+    fn pin(c: &PeerCache, peer: PeerId) {
+        c.db.pins(u64::MAX)
+            .add_operator(&peer, None, crate::Fingerprint::of_bytes(b"key"), 1)
+            .unwrap();
+    }
+
+    #[test]
+    fn evidence_ranks_before_success_rate() {
+        let (_d, c) = cache();
+        let now = 1_000;
+        let (pinned, proven, fresh) = (PeerId::random(), PeerId::random(), PeerId::random());
+        // The pinned PQ peer and the proven one each failed once since.
+        for p in [pinned, proven] {
+            c.record(
+                &[(p, connected(b"p", Some(Suite::Kyber1024Dilithium5)))],
+                now,
+            )
+            .unwrap();
+            c.record(&[(p, Outcome::DialFailed)], now).unwrap();
+        }
+        pin(&c, pinned);
+        let anonymous: Vec<PeerId> = (0..3).map(|_| PeerId::random()).collect();
+        for p in &anonymous {
+            c.record(&[(*p, connected(b"a", None))], now + 5).unwrap();
+        }
+        c.record(&[(fresh, learned_via(PeerId::random()))], now + 9)
+            .unwrap();
+        let best: Vec<PeerId> = c
+            .best(now + 10, 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.peer)
+            .collect();
+        assert_eq!(&best[..2], &[pinned, proven]);
+        assert_eq!(best.last(), Some(&fresh), "only learned of: last");
+    }
+
+    #[test]
+    fn unproven_newcomers_never_evict_proven_entries() {
+        let (_d, c) = cache();
+        let now = 1_000_000;
+        let proven: Vec<_> = (0..MAX_PEERS)
+            .map(|_| {
+                (
+                    PeerId::random(),
+                    connected(b"x", Some(Suite::Mlkem1024Mldsa87)),
+                )
+            })
+            .collect();
+        c.record(&proven, now).unwrap();
+        // A flood of learned identities: none gets in.
+        let flood: Vec<_> = (0..50)
+            .map(|_| (PeerId::random(), learned_via(PeerId::random())))
+            .collect();
+        c.record(&flood, now).unwrap();
+        assert_eq!(c.len().unwrap(), MAX_PEERS as u64);
+        for (p, _) in &flood {
+            assert!(c.get(p).unwrap().is_none());
+        }
+        // A peer that proved PQ takes the place of the least useful one.
+        let newcomer = PeerId::random();
+        c.record(&[(proven[3].0, Outcome::DialFailed)], now)
+            .unwrap();
+        c.record(
+            &[(newcomer, connected(b"n", Some(Suite::Mlkem1024Mldsa87)))],
+            now,
+        )
+        .unwrap();
+        assert!(c.get(&newcomer).unwrap().is_some());
+        assert!(c.get(&proven[3].0).unwrap().is_none());
+    }
+
+    #[test]
+    fn one_source_adds_at_most_so_many_new_entries_a_minute() {
+        let (_d, c) = cache();
+        let (relay, other) = (PeerId::random(), PeerId::random());
+        let now = 5_000;
+        let batch: Vec<_> = (0..100)
+            .map(|_| (PeerId::random(), learned_via(relay)))
+            .collect();
+        c.record(&batch, now).unwrap();
+        assert_eq!(c.len().unwrap(), u64::from(NEW_PER_SOURCE_PER_MINUTE));
+        // Another source is counted on its own; a minute later, again.
+        c.record(&[(PeerId::random(), learned_via(other))], now)
+            .unwrap();
+        c.record(&[(PeerId::random(), learned_via(relay))], now + 60)
+            .unwrap();
+        assert_eq!(c.len().unwrap(), u64::from(NEW_PER_SOURCE_PER_MINUTE) + 2);
     }
 }

@@ -103,6 +103,9 @@ pub struct CachedView {
     pub pinned: bool,
     /// Successes over attempts (connections, dials).
     pub success_rate: f64,
+    /// What ranks it: `pinned`, `pq-proven` (it held a PQ session with
+    /// this node), `connected` or `learned` (a record named it).
+    pub evidence: &'static str,
     /// When it was last seen connected (or its record learned), unix seconds.
     pub last_seen: u64,
     /// How we first learned of it (`bootstrap`, `cache`, `mdns`, `dht`,
@@ -126,6 +129,7 @@ impl CachedView {
             suite: c.suite.map(|s| s.name()),
             pinned,
             success_rate: c.success_rate(),
+            evidence: c.evidence(pinned).as_str(),
             last_seen: c.last_seen,
             source: c.source.as_str(),
             connected: false,

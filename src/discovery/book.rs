@@ -201,6 +201,8 @@ pub async fn fetch_record(
             addrs: learned.addrs.iter().map(|a| a.to_vec()).collect(),
             suite,
             source: Source::Dht,
+            // Looked up by this node for this peer: not a flood.
+            via: None,
         };
         let c = cache.clone();
         let written =
@@ -317,6 +319,7 @@ mod tests {
             expires_at: u64::MAX,
             addrs: Vec::new(),
             source: Source::Gossip,
+            via: None,
         }
     }
 

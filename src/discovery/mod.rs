@@ -66,6 +66,8 @@ enum Seen {
         addrs: Vec<Multiaddr>,
         suite: pqnode_crypto::Suite,
         source: peercache::Source,
+        /// The gossip neighbour that relayed it.
+        via: Option<PeerId>,
     },
 }
 
@@ -174,6 +176,7 @@ impl ConnectionObserver for CacheFeed {
                 addrs: r.addrs.clone(),
                 suite: r.suite,
                 source: r.source,
+                via: r.via,
             },
             _ => return,
         };
@@ -189,7 +192,7 @@ struct Pending {
     dialled: Option<Multiaddr>,
     listening: Vec<Multiaddr>,
     source: Option<peercache::Source>,
-    learned: Option<(pqnode_crypto::Suite, Vec<Multiaddr>)>,
+    learned: Option<(pqnode_crypto::Suite, Vec<Multiaddr>, Option<PeerId>)>,
 }
 
 /// Writes what the feed saw into `cache` every [`FLUSH_PERIOD`] until
@@ -227,9 +230,9 @@ pub async fn run_cache_writer(
                             entry.dialled = dialled;
                         }
                     }
-                    Seen::Learned { addrs, suite, source, .. } => {
+                    Seen::Learned { addrs, suite, source, via, .. } => {
                         entry.source.get_or_insert(source);
-                        entry.learned = Some((suite, addrs));
+                        entry.learned = Some((suite, addrs, via));
                     }
                 }
             }
@@ -258,13 +261,14 @@ async fn flush(cache: &PeerCache, pq: &PqLayer, pending: &mut HashMap<PeerId, Pe
     let mut outcomes: Vec<(PeerId, Outcome)> = Vec::with_capacity(pending.len());
     for (peer, p) in pending.drain() {
         let source = p.source.unwrap_or(peercache::Source::Unknown);
-        if let Some((suite, addrs)) = p.learned {
+        if let Some((suite, addrs, via)) = p.learned {
             outcomes.push((
                 peer,
                 Outcome::Learned {
                     addrs: keep(addrs),
                     suite,
                     source,
+                    via,
                 },
             ));
         }

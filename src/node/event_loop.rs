@@ -1209,9 +1209,12 @@ impl EventLoop {
     fn on_verified_gossip(&mut self, g: VerifiedGossip) {
         let learned = g.verdict.as_ref().ok().cloned();
         self.validation(&g.message_id, &g.propagation_source, g.verdict.map(|_| ()));
-        if let Some(record) = learned
+        if let Some(mut record) = learned
             && record.peer_id != *self.swarm.local_peer_id()
         {
+            if g.propagation_source != record.peer_id {
+                record.via = Some(g.propagation_source);
+            }
             tracing::debug!(peer = %record.peer_id, suite = record.suite.name(), "PQ record learned from gossip");
             self.publish(NodeEvent::RecordLearned(record));
         }

@@ -159,6 +159,9 @@ pub struct LearnedRecord {
     pub addrs: Vec<Multiaddr>,
     /// Where it came from.
     pub source: Source,
+    /// The peer that relayed it, when not its author (a gossip
+    /// neighbour): what it brings to the peer cache is capped per minute.
+    pub via: Option<PeerId>,
 }
 
 impl LearnedRecord {
@@ -173,6 +176,7 @@ impl LearnedRecord {
             expires_at: r.expires_at(),
             addrs: r.addrs().to_vec(),
             source,
+            via: None,
         }
     }
 }
