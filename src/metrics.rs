@@ -43,6 +43,13 @@ pub struct IpDenyLabels {
     pub reason: &'static str,
 }
 
+/// The scope of an address this node would not dial or keep.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScopeLabels {
+    /// `loopback`, `private`, `link-local` or `unroutable`.
+    pub scope: &'static str,
+}
+
 /// The node's own metrics (besides libp2p's).
 #[derive(Clone, Debug)]
 pub struct NodeMetrics {
@@ -59,6 +66,11 @@ pub struct NodeMetrics {
     /// Incoming DHT records byte-identical to the stored one, accepted
     /// without verifying them again (also counted as stored).
     pub dht_records_identical: Counter,
+    /// Dials refused by the address policy (an address a remote chose), by
+    /// scope.
+    pub dials_denied: Family<ScopeLabels, Counter>,
+    /// Addresses from remote peers (identify, records) not kept, by scope.
+    pub addrs_dropped: Family<ScopeLabels, Counter>,
 }
 
 impl NodeMetrics {
@@ -71,6 +83,8 @@ impl NodeMetrics {
             dht_records_rejected: Counter::default(),
             dht_records_stored: Counter::default(),
             dht_records_identical: Counter::default(),
+            dials_denied: Family::default(),
+            addrs_dropped: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("node");
         r.register(
@@ -102,6 +116,16 @@ impl NodeMetrics {
             "dht_records_identical",
             "Incoming DHT records identical to the stored one, stored without verifying again",
             m.dht_records_identical.clone(),
+        );
+        r.register(
+            "dials_denied",
+            "Dials refused by the address policy: loopback, private or unroutable addresses a remote peer gave",
+            m.dials_denied.clone(),
+        );
+        r.register(
+            "addrs_dropped",
+            "Addresses from remote peers (identify, records) not kept under the address policy",
+            m.addrs_dropped.clone(),
         );
         m
     }

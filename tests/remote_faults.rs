@@ -346,3 +346,216 @@ async fn a_peer_reconnecting_does_not_reset_its_handshake_budget() {
     })
     .await;
 }
+
+/// A stock rust-libp2p peer that lies about where it and others listen:
+/// identify and Kademlia (speaking pqnode's protocol, in server mode) name
+/// a loopback port of the node's host.
+#[derive(libp2p::swarm::NetworkBehaviour)]
+struct Liar {
+    identify: libp2p::identify::Behaviour,
+    kad: libp2p::kad::Behaviour<libp2p::kad::store::MemoryStore>,
+    ping: libp2p::ping::Behaviour,
+}
+
+/// A metric's value in `/metrics` text (0 when absent).
+fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// Item 1: a remote peer chose the addresses the node dialled. A peer
+/// claiming, in identify and in Kademlia replies, to be reachable on a
+/// loopback port of the node's host made the node open TCP connections
+/// there (the record sweep, Kademlia queries, the cache at restart, a
+/// send). Now nothing connects to that port: across the peer's visit, a
+/// restart and a send, while the policy's counters show it refused.
+///
+/// The node must not itself be a loopback-only node (those dial loopback),
+/// so the test runs in a network namespace it makes (as the per-IP test in
+/// node.rs does): the node on 10.77.0.1 (a private network, so
+/// `publish_private_addrs = true`), the liar on 10.77.0.2, a plain TCP
+/// listener on the namespace's 127.0.0.1.
+#[test]
+fn a_remote_peer_cannot_make_the_node_dial_loopback() {
+    const INSIDE: &str = "PQNODE_TEST_INSIDE_NETNS";
+    const NAME: &str = "a_remote_peer_cannot_make_the_node_dial_loopback";
+    if std::env::var_os(INSIDE).is_none() {
+        let root = std::fs::read_to_string("/proc/self/status")
+            .expect("status")
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+        let mut cmd = std::process::Command::new("timeout");
+        cmd.args([
+            "--kill-after=5",
+            &(TEST_TIMEOUT.as_secs() + 30).to_string(),
+            "unshare",
+        ]);
+        if !root {
+            cmd.args(["--user", "--map-root-user"]);
+        }
+        let out = cmd
+            .arg("--net")
+            .arg(std::env::current_exe().expect("exe"))
+            .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+            .env(INSIDE, "1")
+            .output()
+            .expect("run `timeout` and `unshare` (coreutils, util-linux)");
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "the test in its network namespace: {}\n{stdout}\n{stderr}",
+            out.status
+        );
+        return;
+    }
+    let ip = |args: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .expect("run `ip` (iproute2)");
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ip(&["link", "set", "lo", "up"]);
+    for a in ["10.77.0.1/32", "10.77.0.2/32"] {
+        ip(&["addr", "add", a, "dev", "lo"]);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(bounded(async {
+        use futures::StreamExt;
+        use libp2p::{identify, kad, ping};
+
+        // The trap: anything connecting to it is the fault. The liar claims
+        // in identify to listen there.
+        let trap = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("trap");
+        let trap_port = trap.local_addr().expect("addr").port();
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let h = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((_, from)) = trap.accept().await {
+                eprintln!("trap: connection from {from}");
+                h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        let lie: libp2p::Multiaddr = format!("/ip4/127.0.0.1/tcp/{trap_port}")
+            .parse()
+            .expect("addr");
+        // Where its Kademlia replies place others: a second port, which the
+        // liar's own Kademlia dials too (so it is not asserted on: the
+        // node's refused dials there are counted instead).
+        let decoy = std::net::TcpListener::bind("127.0.0.1:0").expect("decoy");
+        let decoy_addr: libp2p::Multiaddr = format!(
+            "/ip4/127.0.0.1/tcp/{}",
+            decoy.local_addr().expect("addr").port()
+        )
+        .parse()
+        .expect("addr");
+
+        let dir = tempdir();
+        let mut config = common::test_config(dir.path());
+        config.listen = vec!["/ip4/10.77.0.1/tcp/0".parse().expect("addr")];
+        // A node in a private network: private addresses are kept and
+        // dialled (the liar's own is), loopback ones still never.
+        config.publish_private_addrs = true;
+        let node = common::start_node(&config).await;
+        let target = common::tcp_addr(&node);
+
+        let mut liar = common::stock_swarm(|k| {
+            let id = k.public().to_peer_id();
+            let mut kad = kad::Behaviour::with_config(
+                id,
+                kad::store::MemoryStore::new(id),
+                kad::Config::new(libp2p::StreamProtocol::new("/pqnode/kad/1.0.0")),
+            );
+            kad.set_mode(Some(kad::Mode::Server));
+            // Others it "knows", all on the node's loopback.
+            for _ in 0..4 {
+                kad.add_address(&libp2p::PeerId::random(), decoy_addr.clone());
+            }
+            Liar {
+                identify: identify::Behaviour::new(identify::Config::new(
+                    "/ipfs/id/1.0.0".into(),
+                    k.public(),
+                )),
+                kad,
+                ping: ping::Behaviour::default(),
+            }
+        });
+        let liar_id = *liar.local_peer_id();
+        liar.listen_on("/ip4/10.77.0.2/tcp/0".parse().expect("addr"))
+            .expect("listen");
+        // What identify will claim it listens on.
+        liar.add_external_address(lie.clone());
+        liar.dial(target).expect("dial");
+        let driver = tokio::spawn(async move {
+            loop {
+                let _ = liar.select_next_some().await;
+            }
+        });
+
+        let metrics = |node: &pqnode::app::App| {
+            let api = node.api_addr();
+            async move { common::http(api, "GET", "/metrics", None, None).await.body }
+        };
+        // The liar is met and its claims are refused: kept nowhere (its
+        // loopback address), dialled nowhere (Kademlia's query dials).
+        common::eventually(|| async {
+            let m = metrics(&node).await;
+            (metric(&m, r#"pqnode_node_addrs_dropped_total{scope="loopback"}"#) >= 1
+                && metric(&m, r#"pqnode_node_dials_denied_total{scope="loopback"}"#) >= 1)
+                .then_some(())
+        })
+        .await;
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+        // A restart: the cache dials what it kept.
+        node.shutdown(Duration::from_secs(5)).await.expect("stop");
+        let node = common::start_node(&config).await;
+        let cached = node
+            .peer_cache()
+            .get(&liar_id)
+            .expect("cache")
+            .map(|e| e.addrs)
+            .unwrap_or_default();
+        assert!(
+            cached
+                .iter()
+                .filter_map(|a| libp2p::Multiaddr::try_from(a.clone()).ok())
+                .all(|a| !a.to_string().starts_with("/ip4/127.")),
+            "no loopback address of the liar is cached"
+        );
+        // A send to the liar: dials what is known of it.
+        let token = node.state().token.expose().to_owned();
+        let body = format!(r#"{{"to":"{liar_id}","body":"hello"}}"#);
+        // Whatever becomes of it (the liar takes no classical messages).
+        let _ = common::http(
+            node.api_addr(),
+            "POST",
+            "/api/messages",
+            Some(&token),
+            Some(&body),
+        )
+        .await;
+        assert_eq!(
+            hits.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "nothing connected to the loopback port"
+        );
+        driver.abort();
+        drop(decoy);
+        node.shutdown(Duration::from_secs(5)).await.expect("stop");
+    }));
+}

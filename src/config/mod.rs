@@ -26,7 +26,8 @@
 //! api_allow_remote = false                  # true: any address, and every endpoint needs the token
 //! api_allowed_hosts = []                    # with api_allow_remote: DNS names accepted in `Host`
 //! publish_private_addrs = false             # true: our records may carry loopback/private addresses,
-//!                                           # and they count as reachable (a LAN: Kademlia server mode)
+//!                                           # and they count as reachable (a LAN: Kademlia server mode);
+//!                                           # private addresses remote peers give are kept and dialled
 //! private = false                           # true: records carry no addresses, nothing announced on gossip,
 //!                                           # listen addresses not told to peers, Kademlia client only
 //! peers = []                                # dialled at start, redialled with back-off
@@ -436,8 +437,10 @@ pub struct Config {
     /// [`MAX_ALLOWED_HOSTS`]. Default none.
     pub api_allowed_hosts: Vec<String>,
     /// `publish_private_addrs`: let our signed records carry loopback,
-    /// private (RFC 1918, fc00::/7) and link-local addresses. Default
-    /// `false`: such addresses are left out of what we publish.
+    /// private (RFC 1918, fc00::/7) and link-local addresses, and keep and
+    /// dial such addresses when remote peers give them. Default `false`:
+    /// such addresses are left out of what we publish, and only the
+    /// operator's own (`peers`, `bootstrap`, the API) are dialled.
     pub publish_private_addrs: bool,
     /// `private`: our records carry no addresses, we announce nothing on
     /// gossip, identify does not tell peers our listen addresses, and

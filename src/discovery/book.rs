@@ -195,7 +195,14 @@ pub async fn fetch_record(
             continue;
         };
         book.metrics.get("found");
-        let learned = LearnedRecord::from_verified(&best, Source::Dht);
+        let mut learned = LearnedRecord::from_verified(&best, Source::Dht);
+        // Whoever stored it chose these addresses: under the address
+        // policy like any a remote gives.
+        learned.addrs = node.addr_policy().filter_learned(
+            &learned.addrs,
+            None,
+            pqnode_keys::peercache::MAX_ADDRS,
+        );
         book.insert(learned.clone());
         let outcome = Outcome::Learned {
             addrs: learned.addrs.iter().map(|a| a.to_vec()).collect(),

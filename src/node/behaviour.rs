@@ -213,6 +213,7 @@ pub fn build_swarm(
     config: &Config,
     metrics: &NodeMetrics,
     registry: &mut prometheus_client::registry::Registry,
+    policy: std::sync::Arc<super::addr_policy::AddrPolicy>,
 ) -> Result<(Swarm<Behaviour>, bootstrap::Metrics), NodeError> {
     let idle = config.idle_timeout;
     let discovery = bootstrap::Metrics::register(registry);
@@ -222,23 +223,36 @@ pub fn build_swarm(
         .with_tokio()
         // TCP (Noise + Yamux) and QUIC-v1, as `with_tcp` / `with_quic`
         // build them, each wrapped in FreshPorts (a private node dials from
-        // new ports, so its listen address is not its connections' source).
+        // new ports, so its listen address is not its connections' source)
+        // and in DialGuard (below DNS: the address policy sees every
+        // address actually dialled).
         .with_other_transport(
             |key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
                 use libp2p::Transport as _;
                 use libp2p::core::muxing::StreamMuxerBox;
                 use libp2p::core::upgrade::Version;
-                let tcp = super::transport::FreshPorts::new(
+                let guard = |t| {
+                    super::transport::DialGuard::new(
+                        t,
+                        policy.clone(),
+                        metrics.dials_denied.clone(),
+                    )
+                };
+                let tcp = guard(super::transport::FreshPorts::new(
                     tcp::tokio::Transport::new(tcp::Config::default().nodelay(true)),
                     fresh_ports,
-                )
+                ))
                 .upgrade(Version::V1Lazy)
                 .authenticate(noise::Config::new(key)?)
                 .multiplex(yamux::Config::default())
                 .map(|(p, c), _| (p, StreamMuxerBox::new(c)));
-                let quic = super::transport::FreshPorts::new(
-                    libp2p::quic::tokio::Transport::new(libp2p::quic::Config::new(key)),
-                    fresh_ports,
+                let quic = super::transport::DialGuard::new(
+                    super::transport::FreshPorts::new(
+                        libp2p::quic::tokio::Transport::new(libp2p::quic::Config::new(key)),
+                        fresh_ports,
+                    ),
+                    policy.clone(),
+                    metrics.dials_denied.clone(),
                 )
                 .map(|(p, c), _| (p, StreamMuxerBox::new(c)));
                 Ok(tcp.or_transport(quic).map(|either, _| either.into_inner()))

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::addr_policy::{self, AddrPolicy};
 use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use super::configured::{ConfiguredPeers, Failure};
 use super::records::validate_dht_record;
@@ -31,8 +32,10 @@ use libp2p::gossipsub;
 
 /// At most this many API dials wait for their outcome at once.
 const MAX_PENDING_DIALS: usize = 256;
-/// Addresses and protocols kept per peer from identify.
+/// Connection addresses kept per peer, and protocols from identify.
 const MAX_ADDRS_PER_PEER: usize = 16;
+/// Addresses kept of those a remote gives for one peer (identify, records).
+const MAX_LEARNED_ADDRS: usize = 8;
 const MAX_PROTOCOLS_PER_PEER: usize = 64;
 /// mDNS discoveries dialled per event.
 const MAX_MDNS_DIALS: usize = 16;
@@ -90,6 +93,7 @@ pub(super) struct EventLoop {
     listeners: Vec<ListenerId>,
     pending_dials: HashMap<ConnectionId, oneshot::Sender<Result<DialOutcome, NodeError>>>,
     manual: ConfiguredPeers,
+    addr_policy: Arc<AddrPolicy>,
     max_peers: usize,
     verify_permits: Arc<tokio::sync::Semaphore>,
     verified_tx: mpsc::Sender<VerifiedPut>,
@@ -136,6 +140,7 @@ struct VerifiedPut {
 }
 
 impl EventLoop {
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         swarm: Swarm<Behaviour>,
         commands: mpsc::Receiver<NodeCommand>,
@@ -144,6 +149,7 @@ impl EventLoop {
         discovery: crate::discovery::metrics::Metrics,
         libp2p_metrics: libp2p::metrics::Metrics,
         config: &Config,
+        addr_policy: Arc<AddrPolicy>,
     ) -> Self {
         let manual = ConfiguredPeers::new(&config.peers, Instant::now());
         let (verified_tx, verified_rx) = mpsc::channel(MAX_RECORD_VERIFICATIONS);
@@ -162,6 +168,7 @@ impl EventLoop {
             listeners: Vec::new(),
             pending_dials: HashMap::new(),
             manual,
+            addr_policy,
             max_peers: config.limits.max_established as usize,
             verify_permits: Arc::new(tokio::sync::Semaphore::new(MAX_RECORD_VERIFICATIONS)),
             verified_tx,
@@ -615,6 +622,10 @@ impl EventLoop {
             let _ = reply.send(Err(NodeError::Busy));
             return;
         }
+        if source == Source::Manual {
+            // The operator's (the API's) address: dialled as given.
+            self.addr_policy.permit(&addr);
+        }
         let opts = match peer_of(&addr) {
             Some(peer) => DialOpts::peer_id(peer)
                 .addresses(vec![addr.clone()])
@@ -889,6 +900,9 @@ impl EventLoop {
                     if peer == *self.swarm.local_peer_id() {
                         continue;
                     }
+                    // Found on the local network, by mDNS the operator
+                    // enabled: dialled as found.
+                    self.addr_policy.permit(&addr);
                     self.swarm.add_peer_address(peer, addr.clone());
                     if !self.swarm.is_connected(&peer) && dialled < MAX_MDNS_DIALS {
                         dialled += 1;
@@ -915,10 +929,34 @@ impl EventLoop {
         }
     }
 
+    /// `addrs` a remote peer gave about itself or others, without those
+    /// the address policy refuses (counted), at most
+    /// [`MAX_LEARNED_ADDRS`]. `teller`: the peer it came from.
+    fn learned(&self, addrs: &[Multiaddr], teller: &PeerId) -> Vec<Multiaddr> {
+        let over = self.peers.get(teller).and_then(|p| p.addresses.first());
+        let kept = self
+            .addr_policy
+            .filter_learned(addrs, over, MAX_LEARNED_ADDRS);
+        for a in addrs {
+            if !kept.contains(a) && !self.addr_policy.admits_learned(a, over) {
+                self.metrics
+                    .addrs_dropped
+                    .get_or_create(&crate::metrics::ScopeLabels {
+                        scope: addr_policy::scope(a).as_str(),
+                    })
+                    .inc();
+            }
+        }
+        kept
+    }
+
     fn on_identified(&mut self, peer_id: PeerId, info: identify::Info) {
         let speaks_kad = info.protocols.contains(&KAD_PROTOCOL);
+        // What it claims to listen on, under the address policy: kept,
+        // dialled and served in Kademlia replies only if allowed.
+        let listen_addrs = self.learned(&info.listen_addrs, &peer_id);
         if speaks_kad {
-            for addr in info.listen_addrs.iter().take(MAX_ADDRS_PER_PEER) {
+            for addr in &listen_addrs {
                 self.swarm
                     .behaviour_mut()
                     .kad
@@ -929,12 +967,6 @@ impl EventLoop {
             .protocols
             .iter()
             .take(MAX_PROTOCOLS_PER_PEER)
-            .cloned()
-            .collect();
-        let listen_addrs: Vec<_> = info
-            .listen_addrs
-            .iter()
-            .take(MAX_ADDRS_PER_PEER)
             .cloned()
             .collect();
         tracing::debug!(peer = %peer_id, agent = %info.agent_version, speaks_kad, "identified");
@@ -1215,6 +1247,7 @@ impl EventLoop {
             if g.propagation_source != record.peer_id {
                 record.via = Some(g.propagation_source);
             }
+            record.addrs = self.learned(&record.addrs, &g.propagation_source);
             tracing::debug!(peer = %record.peer_id, suite = record.suite.name(), "PQ record learned from gossip");
             self.publish(NodeEvent::RecordLearned(record));
         }

@@ -17,6 +17,7 @@
 //!   closed, identify results, listen addresses), handed over synchronously
 //!   by the event loop, in order; none is queued or lost.
 
+pub mod addr_policy;
 pub mod behaviour;
 pub mod configured;
 mod event_loop;
@@ -433,6 +434,7 @@ pub struct NodeHandle {
     peer_id: PeerId,
     commands: mpsc::Sender<NodeCommand>,
     control: Control,
+    addr_policy: Arc<addr_policy::AddrPolicy>,
 }
 
 impl std::fmt::Debug for NodeHandle {
@@ -444,6 +446,11 @@ impl std::fmt::Debug for NodeHandle {
 }
 
 impl NodeHandle {
+    /// Which addresses the node keeps and dials.
+    pub fn addr_policy(&self) -> &Arc<addr_policy::AddrPolicy> {
+        &self.addr_policy
+    }
+
     /// Our PeerId.
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
@@ -645,7 +652,13 @@ impl Node {
         let metrics = NodeMetrics::register(registry);
         // Both add their own `libp2p` prefix.
         let libp2p_metrics = libp2p::metrics::Metrics::new(registry);
-        let (swarm, discovery) = behaviour::build_swarm(key, config, &metrics, registry)?;
+        let policy = addr_policy::AddrPolicy::new(&config.listen, config.publish_private_addrs);
+        // What the operator configured is dialled as given.
+        for addr in config.peers.iter().chain(&config.bootstrap) {
+            policy.permit(addr);
+        }
+        let (swarm, discovery) =
+            behaviour::build_swarm(key, config, &metrics, registry, policy.clone())?;
         let control = swarm.behaviour().stream.new_control();
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_CAPACITY);
         Ok(PendingNode {
@@ -653,6 +666,7 @@ impl Node {
                 peer_id,
                 commands: cmd_tx,
                 control,
+                addr_policy: policy,
             },
             swarm,
             commands: cmd_rx,
@@ -721,6 +735,7 @@ impl PendingNode {
             discovery,
             libp2p_metrics,
             &config,
+            handle.addr_policy.clone(),
         );
         let listen_addrs = event_loop
             .wait_for_listeners(listeners, Duration::from_secs(5))
