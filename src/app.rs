@@ -48,6 +48,9 @@ pub struct AppOptions {
     pub simulate_pq_unavailable: Option<String>,
     /// First-use pins kept at most (PROTOCOL.md §9 rev 3: 100,000).
     pub first_use_pin_limit: u64,
+    /// New first-use pins per source network (IPv4 /24, IPv6 /64) an hour:
+    /// 100, so one network cannot spend the store's budget.
+    pub first_use_pins_per_network_per_hour: u32,
     /// How long a listener waits after identify before opening the PQ
     /// stream itself (PROTOCOL.md §5: 5 s).
     pub listener_open_delay: Duration,
@@ -59,6 +62,8 @@ impl Default for AppOptions {
             lock_data_dir: true,
             simulate_pq_unavailable: None,
             first_use_pin_limit: DEFAULT_FIRST_USE_LIMIT,
+            first_use_pins_per_network_per_hour: crate::pq::PqLimits::default()
+                .first_use_per_network_per_hour,
             listener_open_delay: crate::pq::PqLimits::default().listener_open_delay,
         }
     }
@@ -310,6 +315,7 @@ impl App {
             pins,
             &mut registry,
             options.listener_open_delay,
+            options.first_use_pins_per_network_per_hour,
         )?;
 
         // Trimming keeps the peers the PQ layer says are worth keeping.

@@ -238,13 +238,15 @@ async fn a_refused_configured_peer_is_redialled_with_back_off() {
             b.until(Duration::from_secs(20), |_| refusals() >= 1).await,
             "the configured peer is refused for its key"
         );
-        // Dials 1, 2, 4 and 8 s apart (each after the refusal): at most 5
-        // refusals in 15.5 s; every second or two would be 8 or more.
+        // B's redials 1, 2, 4 and 8 s apart (each after the refusal): at
+        // most 5 refusals in 15.5 s, one more if A's Kademlia dials B
+        // meanwhile (B refuses that connection too); a redial every second
+        // or two made 10.
         let window = Duration::from_millis(15_500);
         tokio::time::sleep(window).await;
         let seen = refusals();
         assert!(
-            (2..=5).contains(&seen),
+            (2..=6).contains(&seen),
             "{seen} refusals in {window:?}: not backing off"
         );
 
@@ -558,4 +560,50 @@ fn a_remote_peer_cannot_make_the_node_dial_loopback() {
         drop(decoy);
         node.shutdown(Duration::from_secs(5)).await.expect("stop");
     }));
+}
+
+/// Item 9: first-use pins could be spent for good by throwaway identities
+/// from one place. One network (here 127.0.0.0/24) makes at most its share
+/// an hour (2 in this test, 100 by default); beyond, the session goes on
+/// unpinned and is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_network_makes_only_its_share_of_first_use_pins() {
+    bounded(async {
+        let da = tempdir();
+        let a = start(
+            da.path(),
+            Opts {
+                first_use_per_network_per_hour: 2,
+                ..Opts::default()
+            },
+        )
+        .await;
+        let dirs: Vec<_> = (0..3).map(|_| tempdir()).collect();
+        let mut peers = Vec::new();
+        for d in &dirs {
+            let p = start(d.path(), Opts::default()).await;
+            p.connect(&a).await;
+            a.pq.wait_for_session(&p.peer_id, Duration::from_secs(15))
+                .await
+                .expect("a PQ session, pinned or not");
+            peers.push(p);
+        }
+        let settled = a
+            .until(Duration::from_secs(10), |a| {
+                a.pq.metrics().pins_source_limited.get() == 1
+                    && peers.iter().filter(|p| a.pq.is_pinned(&p.peer_id)).count() == 2
+            })
+            .await;
+        assert!(
+            settled,
+            "{} of 3 pinned, {} limited",
+            peers.iter().filter(|p| a.pq.is_pinned(&p.peer_id)).count(),
+            a.pq.metrics().pins_source_limited.get()
+        );
+        for p in peers {
+            p.stop().await;
+        }
+        a.stop().await;
+    })
+    .await;
 }

@@ -484,6 +484,21 @@ impl PinDb {
         rotated_from: Option<Fingerprint>,
         now: u64,
     ) -> Result<PinUpdate, PinError> {
+        self.commit_handshake_admitting(peer, suite, fingerprint, rotated_from, now, &mut || true)
+    }
+
+    /// [`PinDb::commit_handshake`], asking `admit_first_use` (only when a
+    /// new first-use pin would be made, within the limit) whether it may
+    /// be: a `false` pins nothing ([`PinUpdate::SourceLimited`]).
+    pub fn commit_handshake_admitting(
+        &self,
+        peer: &PeerId,
+        suite: Suite,
+        fingerprint: Fingerprint,
+        rotated_from: Option<Fingerprint>,
+        now: u64,
+        admit_first_use: &mut dyn FnMut() -> bool,
+    ) -> Result<PinUpdate, PinError> {
         let path = self.path().to_path_buf();
         let err = redb_err(&path);
         let txn = self.db.inner.db.begin_write().map_err(|e| err(&e))?;
@@ -529,6 +544,9 @@ impl PinDb {
                     let n = first_use(&meta, &path)?;
                     if n >= self.first_use_limit {
                         return Ok(PinUpdate::PinsFull);
+                    }
+                    if !admit_first_use() {
+                        return Ok(PinUpdate::SourceLimited);
                     }
                     let pin = Pin {
                         fingerprint,

@@ -64,6 +64,9 @@ pub enum PinUpdate {
     },
     /// The first-use limit is reached: nothing was pinned (§9 rev 3).
     PinsFull,
+    /// The peer's network made its share of first-use pins for now:
+    /// nothing was pinned.
+    SourceLimited,
 }
 
 /// A pin-store failure.

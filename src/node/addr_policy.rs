@@ -124,6 +124,47 @@ fn v6_scope(ip: Ipv6Addr) -> Scope {
     }
 }
 
+/// Where a peer connects from, for budgets kept per network (first-use
+/// pins, DHT records): an IPv4 /24 or an IPv6 /64.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Network {
+    /// An IPv4 /24.
+    V4([u8; 3]),
+    /// An IPv6 /64.
+    V6([u8; 8]),
+    /// No IP (a relayed or memory connection): one shared budget.
+    Unknown,
+}
+
+impl Network {
+    /// The network of a connection's remote address.
+    pub fn of(addr: &Multiaddr) -> Network {
+        let ip = match addr.iter().next() {
+            Some(Protocol::Ip4(ip)) => IpAddr::V4(ip),
+            Some(Protocol::Ip6(ip)) => match ip.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6(ip),
+            },
+            _ => return Network::Unknown,
+        };
+        if addr.iter().any(|p| matches!(p, Protocol::P2pCircuit)) {
+            return Network::Unknown;
+        }
+        match ip {
+            IpAddr::V4(v4) => {
+                let [a, b, c, _] = v4.octets();
+                Network::V4([a, b, c])
+            }
+            IpAddr::V6(v6) => {
+                let o = v6.octets();
+                let mut n = [0u8; 8];
+                n.copy_from_slice(&o[..8]);
+                Network::V6(n)
+            }
+        }
+    }
+}
+
 /// The IP and port an address dials, if it names both.
 fn socket(addr: &Multiaddr) -> Option<SocketAddr> {
     let mut it = addr.iter();
@@ -242,6 +283,27 @@ mod tests {
 
     fn ma(s: &str) -> Multiaddr {
         s.parse().expect("multiaddr")
+    }
+
+    #[test]
+    fn networks_are_slash_24_and_slash_64() {
+        assert_eq!(
+            Network::of(&ma("/ip4/192.0.2.7/tcp/1")),
+            Network::of(&ma("/ip4/192.0.2.200/tcp/9"))
+        );
+        assert_ne!(
+            Network::of(&ma("/ip4/192.0.2.7/tcp/1")),
+            Network::of(&ma("/ip4/192.0.3.7/tcp/1"))
+        );
+        assert_eq!(
+            Network::of(&ma("/ip6/2001:db8:1:2::1/tcp/1")),
+            Network::of(&ma("/ip6/2001:db8:1:2:ffff::9/udp/1/quic-v1"))
+        );
+        assert_ne!(
+            Network::of(&ma("/ip6/2001:db8:1:2::1/tcp/1")),
+            Network::of(&ma("/ip6/2001:db8:1:3::1/tcp/1"))
+        );
+        assert_eq!(Network::of(&ma("/memory/4")), Network::Unknown);
     }
 
     #[test]

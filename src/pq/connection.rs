@@ -141,11 +141,20 @@ impl ConnectionObserver for Observer {
         let inner = &self.0;
         match event {
             NodeEvent::ConnectionEstablished {
-                peer_id, direction, ..
+                peer_id,
+                direction,
+                remote_addr,
+                ..
             } => {
                 let peer = *peer_id;
                 let we_dialled = *direction == Direction::Outbound;
-                if !inner.table().connected(peer, we_dialled) {
+                let admitted = {
+                    let mut t = inner.table();
+                    let admitted = t.connected(peer, we_dialled);
+                    t.set_network(&peer, super::first_use::Network::of(remote_addr));
+                    admitted
+                };
+                if !admitted {
                     tracing::warn!(peer = %peer, "PQ peer table full; refusing the peer");
                     let inner = inner.clone();
                     spawn_on(&inner.clone(), async move {

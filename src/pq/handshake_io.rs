@@ -16,7 +16,7 @@ use pqnode_crypto::handshake::{
     messages::MAX_MESSAGE_LEN, reject_message,
 };
 use pqnode_crypto::rng::system_rng;
-use pqnode_keys::pins::PinError;
+use pqnode_keys::pins::{PinError, PinUpdate};
 use pqnode_keys::time::unix_now;
 use tracing::Instrument;
 
@@ -438,8 +438,31 @@ async fn commit_pin(
     let Some(v) = verified else {
         return Err(HsFailure::Local("no verified record to pin".into()));
     };
-    let verifier = inner.verifier.clone();
-    match blocking(inner, move || verifier.commit(&v, unix_now())).await? {
+    let peer = v.peer;
+    let network = inner
+        .table()
+        .get(&peer)
+        .and_then(|e| e.network)
+        .unwrap_or(super::first_use::Network::Unknown);
+    let (verifier, rate) = (inner.verifier.clone(), inner.first_use.clone());
+    let commit = move || {
+        verifier.commit(&v, unix_now(), &mut || {
+            rate.take(network, std::time::Instant::now())
+        })
+    };
+    match blocking(inner, commit).await? {
+        Ok(PinUpdate::PinsFull) => {
+            if let Some(suppressed) = inner.may_log(peer, "pins-full") {
+                tracing::warn!(peer = %peer, suppressed, "first-use pin limit reached; session proceeds unpinned");
+            }
+            Ok(())
+        }
+        Ok(PinUpdate::SourceLimited) => {
+            if let Some(suppressed) = inner.may_log(peer, "pins-source-limited") {
+                tracing::warn!(peer = %peer, suppressed, "its network made its first-use pins for this hour; session proceeds unpinned");
+            }
+            Ok(())
+        }
         Ok(_) => Ok(()),
         Err(e @ PinError::KeyMismatch { .. }) => Err(HsFailure::PinMismatch(e.to_string())),
         Err(e) => {

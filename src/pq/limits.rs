@@ -26,6 +26,8 @@ pub struct PqLimits {
     pub inbox_peer_max_bytes: usize,
     /// Per-peer handshake limits (rev 3).
     pub per_peer: PeerLimits,
+    /// New first-use pins per source network (IPv4 /24, IPv6 /64) an hour.
+    pub first_use_per_network_per_hour: u32,
     /// A partial message must complete within this (rev 3: 30 s).
     pub partial_message_timeout: Duration,
     /// A sent message's receipt must come within this (§7 rev 4: 10 s).
@@ -50,6 +52,7 @@ impl Default for PqLimits {
             inbox_max_bytes: 256 << 20,
             inbox_peer_max_bytes: 32 << 20,
             per_peer: PeerLimits::default(),
+            first_use_per_network_per_hour: 100,
             partial_message_timeout: Duration::from_secs(30),
             delivery_timeout: Duration::from_secs(10),
             partial_max_bytes: 256 << 20,

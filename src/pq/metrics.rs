@@ -97,6 +97,9 @@ pub struct PqMetrics {
     /// Sessions that proceeded unpinned because the first-use pin limit
     /// was reached (§8.3 rev 3).
     pub pins_full: Counter,
+    /// Sessions left unpinned because their network made its share of
+    /// first-use pins this hour.
+    pub pins_source_limited: Counter,
     /// Re-handshakes that replaced a session (§5.1).
     pub rehandshakes: Counter,
     /// Re-handshakes that failed while the old session went on (§5.1).
@@ -149,6 +152,7 @@ impl PqMetrics {
             follower_queued_bytes: Gauge::default(),
             followers_lagged: Counter::default(),
             pins_full: Counter::default(),
+            pins_source_limited: Counter::default(),
             rehandshakes: Counter::default(),
             rehandshake_failures: Counter::default(),
             handshakes_paced: Counter::default(),
@@ -252,6 +256,11 @@ impl PqMetrics {
             "pins_full",
             "Sessions left unpinned because the first-use pin limit was reached",
             m.pins_full.clone(),
+        );
+        r.register(
+            "pins_source_limited",
+            "Sessions left unpinned because their network (IPv4 /24, IPv6 /64) made its first-use pins for the hour",
+            m.pins_source_limited.clone(),
         );
         r.register(
             "rehandshakes",

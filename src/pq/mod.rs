@@ -30,6 +30,7 @@
 
 mod classical;
 mod connection;
+mod first_use;
 pub mod followers;
 pub mod fragment;
 pub mod framing;
@@ -156,6 +157,8 @@ struct Inner {
     next_session_id: AtomicU64,
     next_message_id: AtomicU64,
     partial_budget: Arc<PartialBudget>,
+    /// New first-use pins per source network an hour.
+    first_use: Arc<first_use::FirstUseRate>,
     inbox: Inbox,
     metrics: PqMetrics,
     status: SharedCryptoStatus,
@@ -247,6 +250,9 @@ impl PqLayer {
             next_session_id: AtomicU64::new(1),
             next_message_id: AtomicU64::new(1),
             partial_budget: PartialBudget::new(limits.partial_max_bytes),
+            first_use: Arc::new(first_use::FirstUseRate::new(
+                limits.first_use_per_network_per_hour,
+            )),
             inbox: Inbox::new(
                 limits.inbox_per_peer,
                 inbox::MAX_PEERS,

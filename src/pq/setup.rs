@@ -230,6 +230,7 @@ pub fn start_for_node(
     pins: PinDb,
     registry: &mut Registry,
     listener_open_delay: std::time::Duration,
+    first_use_per_network_per_hour: u32,
 ) -> Result<PqLayer, StartError> {
     let (suites, mut unavailable) = match availability {
         PqAvailability::Available { self_test } => {
@@ -278,6 +279,7 @@ pub fn start_for_node(
     let metrics = PqMetrics::register(registry);
     let mut setup = setup(config, &creds, unavailable, pins);
     setup.limits.listener_open_delay = listener_open_delay;
+    setup.limits.first_use_per_network_per_hour = first_use_per_network_per_hour;
     let layer = PqLayer::start(node.clone(), setup, crypto.clone(), metrics)?;
     if config.role == crate::config::Role::Bootstrap {
         // A bootstrap node serves the network; it keeps no messages.

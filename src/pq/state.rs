@@ -215,6 +215,9 @@ pub(crate) struct PeerEntry {
     pub retry_backoff: Duration,
     /// When a message last went to or came from this peer.
     pub last_message: Option<Instant>,
+    /// The network of its first connection (first-use pins are counted
+    /// per network).
+    pub network: Option<super::first_use::Network>,
     /// Our messages awaiting the peer's receipt; dropped with the entry,
     /// which tells their senders at once.
     pub in_flight: super::receipts::InFlight,
@@ -235,6 +238,7 @@ impl PeerEntry {
             outbound_hs: false,
             budget: HandshakeBudget::default(),
             last_message: None,
+            network: None,
             in_flight: Default::default(),
             retry_backoff: RETRY_MIN,
             watch: watch::channel(PqStatus::Unknown).0,
@@ -469,6 +473,13 @@ impl PeerTable {
         e.status = to.clone();
         e.watch.send_replace(to.clone());
         Some(to)
+    }
+
+    /// Notes the network `peer` connects from, unless known already.
+    pub fn set_network(&mut self, peer: &PeerId, network: super::first_use::Network) {
+        if let Some(e) = self.peers.get_mut(peer) {
+            e.network.get_or_insert(network);
+        }
     }
 
     /// A receiver of `peer`'s status, if it is connected.

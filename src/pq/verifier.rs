@@ -187,10 +187,21 @@ impl PeerVerifier {
     /// transaction that also re-checks the pin (two racing handshakes
     /// cannot both win), then caches the record. Blocking: call it on the
     /// blocking pool.
-    pub fn commit(&self, v: &Verified, now: u64) -> Result<PinUpdate, PinError> {
-        let update =
-            self.pins
-                .commit_handshake(&v.peer, v.suite, v.fingerprint, v.rotated_from, now)?;
+    /// `admit_first_use` is asked before a new first-use pin is made.
+    pub fn commit(
+        &self,
+        v: &Verified,
+        now: u64,
+        admit_first_use: &mut dyn FnMut() -> bool,
+    ) -> Result<PinUpdate, PinError> {
+        let update = self.pins.commit_handshake_admitting(
+            &v.peer,
+            v.suite,
+            v.fingerprint,
+            v.rotated_from,
+            now,
+            admit_first_use,
+        )?;
         match update {
             PinUpdate::Pinned => {
                 tracing::info!(peer = %v.peer, suite = %v.suite, fingerprint = %v.fingerprint, "pinned PQ key on first use")
@@ -198,9 +209,12 @@ impl PeerVerifier {
             PinUpdate::Moved { from, to } => {
                 tracing::info!(peer = %v.peer, suite = %v.suite, %from, %to, "pin moved by a verified rotation")
             }
+            // Logged by the caller, within the per-peer log limit.
             PinUpdate::PinsFull => {
                 self.metrics.pins_full.inc();
-                tracing::warn!(peer = %v.peer, "first-use pin limit reached; session proceeds unpinned")
+            }
+            PinUpdate::SourceLimited => {
+                self.metrics.pins_source_limited.inc();
             }
             _ => {}
         }

@@ -47,6 +47,8 @@ pub struct Opts {
     pub delivery_timeout: Duration,
     /// `limits.max_message_size`.
     pub max_message_size: usize,
+    /// New first-use pins per source network an hour (`AppOptions`).
+    pub first_use_per_network_per_hour: u32,
 }
 
 impl Default for Opts {
@@ -65,6 +67,7 @@ impl Default for Opts {
             partial_message_timeout: Duration::from_secs(30),
             delivery_timeout: Duration::from_secs(10),
             max_message_size: 1 << 20,
+            first_use_per_network_per_hour: 100,
         }
     }
 }
@@ -147,6 +150,7 @@ pub async fn start_with(dir: &Path, config: Config, opts: &Opts) -> TestNode {
         simulate_pq_unavailable: (!opts.pq_available)
             .then(|| "built without pqc (simulated by the test)".to_owned()),
         listener_open_delay: opts.listener_open_delay,
+        first_use_pins_per_network_per_hour: opts.first_use_per_network_per_hour,
         ..AppOptions::default()
     };
     let app = App::start(&config, options).await.expect("node starts");
