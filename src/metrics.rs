@@ -66,6 +66,9 @@ pub struct NodeMetrics {
     /// Incoming DHT records byte-identical to the stored one, accepted
     /// without verifying them again (also counted as stored).
     pub dht_records_identical: Counter,
+    /// Incoming DHT records refused because their source (peer or
+    /// network) holds its share of records for others.
+    pub dht_records_over_quota: Counter,
     /// Dials refused by the address policy (an address a remote chose), by
     /// scope.
     pub dials_denied: Family<ScopeLabels, Counter>,
@@ -83,6 +86,7 @@ impl NodeMetrics {
             dht_records_rejected: Counter::default(),
             dht_records_stored: Counter::default(),
             dht_records_identical: Counter::default(),
+            dht_records_over_quota: Counter::default(),
             dials_denied: Family::default(),
             addrs_dropped: Family::default(),
         };
@@ -116,6 +120,11 @@ impl NodeMetrics {
             "dht_records_identical",
             "Incoming DHT records identical to the stored one, stored without verifying again",
             m.dht_records_identical.clone(),
+        );
+        r.register(
+            "dht_records_over_quota",
+            "Incoming DHT records of other authors refused: their source peer or network holds its share (also counted as rejected)",
+            m.dht_records_over_quota.clone(),
         );
         r.register(
             "dials_denied",

@@ -164,6 +164,75 @@ async fn a_flood_of_dht_records_leaves_health_answering_quickly() {
              /api/health polled {polls} times, slowest {worst:?}"
         );
         assert!(stored >= 1, "valid records are stored");
+        // Issue 29, item 6: one source stores at most its share of other
+        // authors' records, however many valid ones it brings.
+        assert!(
+            stored <= pqnode::node::record_quota::PER_PEER as u64,
+            "one source stored {stored} records of others"
+        );
+
+        // An author's own record is still stored after the flood.
+        let own = libp2p::identity::Keypair::generate_ed25519();
+        let own_id = own.public().to_peer_id();
+        let signing = pqnode_crypto::sign::SigningKey::generate(suite).unwrap();
+        let value = build(
+            &own,
+            &signing,
+            None,
+            &RecordParams {
+                seq: 1,
+                issued_at: now,
+                expires_at: now + 3600,
+                addrs: &[],
+            },
+        )
+        .unwrap()
+        .envelope_bytes()
+        .to_vec();
+        let mut author = libp2p::SwarmBuilder::with_existing_identity(own)
+            .with_tokio()
+            .with_tcp(
+                libp2p::tcp::Config::default(),
+                libp2p::noise::Config::new,
+                libp2p::yamux::Config::default,
+            )
+            .unwrap()
+            .with_behaviour(|k| {
+                let id = k.public().to_peer_id();
+                let mut kad = kad::Behaviour::with_config(
+                    id,
+                    MemoryStore::new(id),
+                    kad::Config::new(StreamProtocol::new("/pqnode/kad/1.0.0")),
+                );
+                kad.set_mode(Some(kad::Mode::Client));
+                kad
+            })
+            .unwrap()
+            .build();
+        author
+            .behaviour_mut()
+            .add_address(&target, without_p2p(&tcp_addr(&node)));
+        author.behaviour_mut().put_record_to(
+            kad::Record::new(dht_key(suite, &own_id), value),
+            std::iter::once(target),
+            kad::Quorum::One,
+        );
+        loop {
+            if let SwarmEvent::Behaviour(kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::PutRecord(_),
+                step,
+                ..
+            }) = author.select_next_some().await
+                && step.last
+            {
+                break;
+            }
+        }
+        eventually(|| async {
+            let m = http(api, "GET", "/metrics", None, None).await.body;
+            (counted(&m, "pqnode_node_dht_records_stored_total") == stored + 1).then_some(())
+        })
+        .await;
         assert!(
             rejected >= (RECORDS - VALID) as u64,
             "every forged record is rejected"

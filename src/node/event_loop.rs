@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::addr_policy::{self, AddrPolicy};
 use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use super::configured::{ConfiguredPeers, Failure};
+use super::record_quota::RecordQuota;
 use super::records::validate_dht_record;
 use super::{
     ConnectionObserver, DialOutcome, Direction, GossipStats, LearnedRecord, MAX_RECORD_VALUES,
@@ -94,6 +95,9 @@ pub(super) struct EventLoop {
     pending_dials: HashMap<ConnectionId, oneshot::Sender<Result<DialOutcome, NodeError>>>,
     manual: ConfiguredPeers,
     addr_policy: Arc<AddrPolicy>,
+    /// Who stored the DHT records of other authors.
+    record_quota: RecordQuota,
+    quota_swept: Instant,
     max_peers: usize,
     verify_permits: Arc<tokio::sync::Semaphore>,
     verified_tx: mpsc::Sender<VerifiedPut>,
@@ -169,6 +173,8 @@ impl EventLoop {
             pending_dials: HashMap::new(),
             manual,
             addr_policy,
+            record_quota: RecordQuota::default(),
+            quota_swept: Instant::now(),
             max_peers: config.limits.max_established as usize,
             verify_permits: Arc::new(tokio::sync::Semaphore::new(MAX_RECORD_VERIFICATIONS)),
             verified_tx,
@@ -287,6 +293,7 @@ impl EventLoop {
                 _ = tick.tick() => {
                     self.redial_manual_peers();
                     self.discovery_tick();
+                    self.sweep_record_quota();
                 }
                 Some(put) = self.verified_rx.recv() => self.on_verified_put(put),
                 Some(g) = self.gossip_rx.recv() => self.on_verified_gossip(g),
@@ -1024,9 +1031,54 @@ impl EventLoop {
         }
     }
 
+    /// The network `peer` is connected from (quotas are kept per network).
+    fn network_of(&self, peer: &PeerId) -> addr_policy::Network {
+        self.peers
+            .get(peer)
+            .and_then(|p| p.addresses.first())
+            .map_or(addr_policy::Network::Unknown, addr_policy::Network::of)
+    }
+
+    /// `None` when `source` is the author of the record under `key`;
+    /// otherwise who it counts against.
+    fn relayer(
+        &self,
+        key: &kad::RecordKey,
+        source: PeerId,
+    ) -> Option<(PeerId, addr_policy::Network)> {
+        let author = super::records::parse_record_key(key.as_ref())
+            .and_then(Result::ok)
+            .map(|k| k.peer_id);
+        (author != Some(source)).then(|| (source, self.network_of(&source)))
+    }
+
     fn store_record(&mut self, source: PeerId, record: kad::Record) {
-        match self.swarm.behaviour_mut().kad.store_mut().put(record) {
+        let key = record.key.clone();
+        let by = self.relayer(&key, source);
+        // Checked again: several of one source's PUTs may have been
+        // verified at once.
+        if let Some((peer, network)) = by
+            && !self.record_quota.admits(&key, peer, network)
+        {
+            self.metrics.dht_records_rejected.inc();
+            self.metrics.dht_records_over_quota.inc();
+            return;
+        }
+        let store = self.swarm.behaviour_mut().kad.store_mut();
+        let mut result = store.put(record.clone());
+        if matches!(result, Err(kad::store::Error::MaxRecords))
+            && by.is_none()
+            && let Some(victim) = self.record_quota.evictable()
+        {
+            // An author's own record takes the place of one of the source
+            // holding the most records of others.
+            store.remove(&victim);
+            self.record_quota.forget(&victim);
+            result = store.put(record);
+        }
+        match result {
             Ok(()) => {
+                self.record_quota.stored(key, by);
                 self.metrics.dht_records_stored.inc();
             }
             Err(e) => {
@@ -1034,6 +1086,16 @@ impl EventLoop {
                 tracing::debug!(peer = %source, error = %e, "DHT record not stored");
             }
         }
+    }
+
+    /// Forgets the sources of DHT records no longer stored, once a minute.
+    fn sweep_record_quota(&mut self) {
+        if self.quota_swept.elapsed() < Duration::from_secs(60) {
+            return;
+        }
+        self.quota_swept = Instant::now();
+        let store = self.swarm.behaviour_mut().kad.store_mut();
+        self.record_quota.retain(|k| store.get(k).is_some());
     }
 
     fn on_kad_event(&mut self, event: kad::Event) {
@@ -1074,6 +1136,16 @@ impl EventLoop {
                             tracing::debug!(peer = %source, "DHT record expired; removed, not stored again");
                         }
                     }
+                    return;
+                }
+                // Another author's record: within its source's share, or
+                // refused before any verification.
+                if let Some((peer, network)) = self.relayer(&record.key, source)
+                    && !self.record_quota.admits(&record.key, peer, network)
+                {
+                    self.metrics.dht_records_rejected.inc();
+                    self.metrics.dht_records_over_quota.inc();
+                    tracing::debug!(peer = %source, "DHT record of another author beyond its source's share; refused");
                     return;
                 }
                 let Ok(permit) = self.verify_permits.clone().try_acquire_owned() else {

@@ -22,6 +22,7 @@ pub mod behaviour;
 pub mod configured;
 mod event_loop;
 pub mod ip_limits;
+pub mod record_quota;
 pub mod records;
 pub mod transport;
 
