@@ -238,10 +238,11 @@ async fn a_refused_configured_peer_is_redialled_with_back_off() {
             b.until(Duration::from_secs(20), |_| refusals() >= 1).await,
             "the configured peer is refused for its key"
         );
-        // B's redials 1, 2, 4 and 8 s apart (each after the refusal): at
-        // most 5 refusals in 15.5 s, one more if A's Kademlia dials B
-        // meanwhile (B refuses that connection too); a redial every second
-        // or two made 10.
+        // Nothing of B dials A sooner than 1, 2, 4, 8 s after a refusal
+        // (its configured-peer redials, Kademlia, the record sweep): at most
+        // 5 refusals in 15.5 s, one more if A's Kademlia dials B meanwhile
+        // (B refuses that connection too). A redial every second or two
+        // made 10.
         let window = Duration::from_millis(15_500);
         tokio::time::sleep(window).await;
         let seen = refusals();

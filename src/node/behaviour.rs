@@ -47,6 +47,8 @@ mod composed {
     pub struct Behaviour {
         /// Per-IP concurrent and rate limits on inbound connections.
         pub ip_limits: ip_limits::Behaviour,
+        /// No dial to a peer this node refused, for a back-off.
+        pub refused: crate::node::refused::Behaviour,
         /// Established (total, per peer) and pending connection limits.
         pub connection_limits: connection_limits::Behaviour,
         /// No new connections beyond a share of the system's memory.
@@ -161,6 +163,7 @@ fn behaviour(
             },
             Some(metrics.clone()),
         ),
+        refused: crate::node::refused::Behaviour::default(),
         connection_limits: connection_limits::Behaviour::new(conn_limits),
         memory_limits: memory_connection_limits::Behaviour::with_max_percentage(
             f64::from(limits.max_memory_percent) / 100.0,

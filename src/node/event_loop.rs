@@ -429,6 +429,8 @@ impl EventLoop {
                 None => DialOpts::unknown_peer_id().address(addr.clone()).build(),
             };
             let id = opts.connection_id();
+            // It keeps its own back-off.
+            self.swarm.behaviour_mut().refused.exempt(id);
             match self.swarm.dial(opts) {
                 Ok(()) => {
                     tracing::debug!(%addr, "dialling configured peer");
@@ -540,8 +542,15 @@ impl EventLoop {
                 let _ = reply.send(self.stats());
             }
             NodeCommand::Disconnect { peer_id, reply } => {
-                // Only the PQ layer disconnects, when it refuses a peer.
+                let _ = reply.send(self.swarm.disconnect_peer_id(peer_id).is_ok());
+            }
+            NodeCommand::Refuse { peer_id, reply } => {
+                // Nothing dials it again for a back-off.
                 self.manual.refused(peer_id);
+                self.swarm
+                    .behaviour_mut()
+                    .refused
+                    .refused(peer_id, Instant::now());
                 let _ = reply.send(self.swarm.disconnect_peer_id(peer_id).is_ok());
             }
             NodeCommand::Shutdown { reply } => {
@@ -629,10 +638,6 @@ impl EventLoop {
             let _ = reply.send(Err(NodeError::Busy));
             return;
         }
-        if source == Source::Manual {
-            // The operator's (the API's) address: dialled as given.
-            self.addr_policy.permit(&addr);
-        }
         let opts = match peer_of(&addr) {
             Some(peer) => DialOpts::peer_id(peer)
                 .addresses(vec![addr.clone()])
@@ -641,6 +646,12 @@ impl EventLoop {
             None => DialOpts::unknown_peer_id().address(addr.clone()).build(),
         };
         let id = opts.connection_id();
+        if source == Source::Manual {
+            // The operator's (the API's) address: dialled as given, even
+            // to a peer refused a moment ago.
+            self.addr_policy.permit(&addr);
+            self.swarm.behaviour_mut().refused.exempt(id);
+        }
         match self.swarm.dial(opts) {
             Ok(()) => {
                 self.pending_dials.insert(id, reply);
@@ -927,6 +938,7 @@ impl EventLoop {
             }
             BehaviourEvent::Mdns(mdns::Event::Expired(_)) => {}
             BehaviourEvent::IpLimits(never)
+            | BehaviourEvent::Refused(never)
             | BehaviourEvent::ConnectionLimits(never)
             | BehaviourEvent::MemoryLimits(never)
             | BehaviourEvent::Bootstrap(never)

@@ -24,6 +24,7 @@ mod event_loop;
 pub mod ip_limits;
 pub mod record_quota;
 pub mod records;
+pub mod refused;
 pub mod transport;
 
 use std::sync::Arc;
@@ -415,8 +416,16 @@ pub enum NodeCommand {
         /// The counters.
         reply: oneshot::Sender<NodeStats>,
     },
-    /// Close every connection to a peer (e.g. refused by PQ policy).
+    /// Close every connection to a peer.
     Disconnect {
+        /// The peer.
+        peer_id: PeerId,
+        /// Whether it was connected.
+        reply: oneshot::Sender<bool>,
+    },
+    /// The PQ layer refused a peer: close its connections, and dial it
+    /// again only after a back-off (configured-peer redials included).
+    Refuse {
         /// The peer.
         peer_id: PeerId,
         /// Whether it was connected.
@@ -580,6 +589,17 @@ impl NodeHandle {
     pub async fn disconnect(&self, peer_id: PeerId) -> Result<bool, NodeError> {
         self.request(
             |reply| NodeCommand::Disconnect { peer_id, reply },
+            COMMAND_TIMEOUT,
+        )
+        .await
+    }
+
+    /// Closes every connection to `peer_id`, which this node refuses: nothing
+    /// dials it again for a back-off (1 s doubling to 5 min). Returns
+    /// whether it was connected.
+    pub async fn refuse(&self, peer_id: PeerId) -> Result<bool, NodeError> {
+        self.request(
+            |reply| NodeCommand::Refuse { peer_id, reply },
             COMMAND_TIMEOUT,
         )
         .await

@@ -69,7 +69,7 @@ impl Inner {
         if let Some(suppressed) = self.may_log(peer, "refused") {
             tracing::warn!(peer = %peer, reason = reason.as_str(), suppressed, "peer refused; disconnecting");
         }
-        if let Err(e) = self.node.disconnect(peer).await {
+        if let Err(e) = self.node.refuse(peer).await {
             tracing::debug!(peer = %peer, error = %e, "disconnect failed");
         }
     }
@@ -159,7 +159,7 @@ impl ConnectionObserver for Observer {
                     let inner = inner.clone();
                     spawn_on(&inner.clone(), async move {
                         inner.metrics.refuse(RefuseReason::TableFull);
-                        let _ = inner.node.disconnect(peer).await;
+                        let _ = inner.node.refuse(peer).await;
                     });
                     return;
                 }

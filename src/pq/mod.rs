@@ -345,14 +345,14 @@ impl PqLayer {
     }
 
     /// `peer`'s settled PQ outcome, if it has one: a session, `classical`
-    /// (while connected) or `refused` (while connected, or remembered after
-    /// the disconnect). `None` while its status is open or it is unknown.
+    /// (while connected) or `refused` (while connected, or remembered for
+    /// 10 minutes, also while it reconnects without settling otherwise).
+    /// `None` while its status is open or it is unknown.
     pub fn outcome(&self, peer: &PeerId) -> Option<PqStatus> {
         let table = self.inner.table();
         match table.get(peer).map(|e| &e.status) {
             Some(status) if status.is_settled() => Some(status.clone()),
-            Some(_) => None,
-            None => table.recent_refusal(peer).map(PqStatus::Refused),
+            _ => table.recent_refusal(peer).map(PqStatus::Refused),
         }
     }
 

@@ -424,7 +424,9 @@ impl PeerTable {
         entry.connections += 1;
         entry.we_dialled |= we_dialled;
         if new {
-            self.recent_refusals.remove(&peer);
+            // Its refusal stays remembered until it settles otherwise (a
+            // refused peer that keeps reconnecting is still named as
+            // refused, and why).
             self.joined.send_modify(|g| *g = g.wrapping_add(1));
         }
         true
@@ -472,6 +474,9 @@ impl PeerTable {
         e.since = SystemTime::now();
         e.status = to.clone();
         e.watch.send_replace(to.clone());
+        if matches!(to, PqStatus::Pq(_) | PqStatus::Classical(_)) {
+            self.recent_refusals.remove(peer);
+        }
         Some(to)
     }
 
@@ -537,6 +542,7 @@ impl PeerTable {
     pub fn recent_refusals(&self) -> Vec<(PeerId, RefuseReason, Duration)> {
         self.recent_refusals
             .iter()
+            .filter(|(peer, _)| !self.peers.contains_key(peer))
             .map(|(peer, (reason, at))| (*peer, *reason, at.elapsed()))
             .filter(|(_, _, ago)| *ago < REFUSAL_MEMORY)
             .collect()

@@ -185,7 +185,17 @@ fn status_changes_are_published_and_refusals_counted_once() {
         "the refusal outlives the disconnect"
     );
     t.connected(p, false);
-    assert_eq!(t.recent_refusal(&p), None, "forgotten on reconnect");
+    assert_eq!(
+        t.recent_refusal(&p),
+        Some(RefuseReason::Policy),
+        "still named while it reconnects without settling otherwise"
+    );
+    assert!(t.recent_refusals().is_empty(), "listed only while gone");
+    t.apply(
+        &p,
+        &Event::NoPq(crate::pq::policy::ClassicalReason::NoPqProtocol),
+    );
+    assert_eq!(t.recent_refusal(&p), None, "forgotten once it settles");
 }
 
 #[test]
