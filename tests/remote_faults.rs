@@ -242,12 +242,14 @@ async fn a_refused_configured_peer_is_redialled_with_back_off() {
         // (its configured-peer redials, Kademlia, the record sweep): at most
         // 5 refusals in 15.5 s, one more if A's Kademlia dials B meanwhile
         // (B refuses that connection too). A redial every second or two
-        // made 10.
+        // made 10. Fewer is fine: A may cut B off as abusive first, and
+        // then B's attempts fail without a refusal of its own (they are
+        // counted in `failures` below).
         let window = Duration::from_millis(15_500);
         tokio::time::sleep(window).await;
         let seen = refusals();
         assert!(
-            (2..=6).contains(&seen),
+            (1..=6).contains(&seen),
             "{seen} refusals in {window:?}: not backing off"
         );
 
