@@ -42,6 +42,57 @@ fn unix_now() -> u64 {
         .as_secs()
 }
 
+/// A signed PQ record of `identity` (no addresses, valid for an hour).
+fn signed_record(identity: &libp2p::identity::Keypair, suite: Suite, now: u64) -> kad::Record {
+    let signing = pqnode_crypto::sign::SigningKey::generate(suite).unwrap();
+    let value = build(
+        identity,
+        &signing,
+        None,
+        &RecordParams {
+            seq: 1,
+            issued_at: now,
+            expires_at: now + 3600,
+            addrs: &[],
+        },
+    )
+    .unwrap()
+    .envelope_bytes()
+    .to_vec();
+    kad::Record::new(dht_key(suite, &identity.public().to_peer_id()), value)
+}
+
+/// A stock Kademlia client (pqnode's protocol) that knows `target` at `addr`.
+fn kad_client(
+    identity: libp2p::identity::Keypair,
+    target: libp2p::PeerId,
+    addr: Multiaddr,
+) -> libp2p::Swarm<kad::Behaviour<MemoryStore>> {
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(identity)
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|k| {
+            let id = k.public().to_peer_id();
+            let mut kad = kad::Behaviour::with_config(
+                id,
+                MemoryStore::new(id),
+                kad::Config::new(StreamProtocol::new("/pqnode/kad/1.0.0")),
+            );
+            kad.set_mode(Some(kad::Mode::Client));
+            kad
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    swarm.behaviour_mut().add_address(&target, addr);
+    swarm
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_dht_records_leaves_health_answering_quickly() {
     tokio::time::timeout(Duration::from_secs(180), async {
@@ -59,23 +110,7 @@ async fn a_flood_of_dht_records_leaves_health_answering_quickly() {
         let mut records = Vec::with_capacity(RECORDS);
         for _ in 0..VALID {
             let identity = libp2p::identity::Keypair::generate_ed25519();
-            let owner = identity.public().to_peer_id();
-            let signing = pqnode_crypto::sign::SigningKey::generate(suite).unwrap();
-            let value = build(
-                &identity,
-                &signing,
-                None,
-                &RecordParams {
-                    seq: 1,
-                    issued_at: now,
-                    expires_at: now + 3600,
-                    addrs: &[],
-                },
-            )
-            .unwrap()
-            .envelope_bytes()
-            .to_vec();
-            records.push(kad::Record::new(dht_key(suite, &owner), value));
+            records.push(signed_record(&identity, suite, now));
         }
         for i in VALID..RECORDS {
             let mut forged = records[i % VALID].clone();
@@ -105,20 +140,11 @@ async fn a_flood_of_dht_records_leaves_health_answering_quickly() {
         };
 
         // The flood: PUT straight to the node, IN_FLIGHT at a time.
-        let mut client = {
-            let mut swarm = stock_swarm(|k| {
-                let id = k.public().to_peer_id();
-                let mut kad = kad::Behaviour::with_config(
-                    id,
-                    MemoryStore::new(id),
-                    kad::Config::new(StreamProtocol::new("/pqnode/kad/1.0.0")),
-                );
-                kad.set_mode(Some(kad::Mode::Client));
-                kad
-            });
-            swarm.behaviour_mut().add_address(&target, addr);
-            swarm
-        };
+        let mut client = kad_client(
+            libp2p::identity::Keypair::generate_ed25519(),
+            target,
+            addr.clone(),
+        );
         let started = Instant::now();
         let (mut sent, mut done) = (0usize, 0usize);
         let mut queue = records.into_iter();
@@ -173,50 +199,11 @@ async fn a_flood_of_dht_records_leaves_health_answering_quickly() {
 
         // An author's own record is still stored after the flood.
         let own = libp2p::identity::Keypair::generate_ed25519();
-        let own_id = own.public().to_peer_id();
-        let signing = pqnode_crypto::sign::SigningKey::generate(suite).unwrap();
-        let value = build(
-            &own,
-            &signing,
-            None,
-            &RecordParams {
-                seq: 1,
-                issued_at: now,
-                expires_at: now + 3600,
-                addrs: &[],
-            },
-        )
-        .unwrap()
-        .envelope_bytes()
-        .to_vec();
-        let mut author = libp2p::SwarmBuilder::with_existing_identity(own)
-            .with_tokio()
-            .with_tcp(
-                libp2p::tcp::Config::default(),
-                libp2p::noise::Config::new,
-                libp2p::yamux::Config::default,
-            )
-            .unwrap()
-            .with_behaviour(|k| {
-                let id = k.public().to_peer_id();
-                let mut kad = kad::Behaviour::with_config(
-                    id,
-                    MemoryStore::new(id),
-                    kad::Config::new(StreamProtocol::new("/pqnode/kad/1.0.0")),
-                );
-                kad.set_mode(Some(kad::Mode::Client));
-                kad
-            })
-            .unwrap()
-            .build();
+        let record = signed_record(&own, suite, now);
+        let mut author = kad_client(own, target, addr);
         author
             .behaviour_mut()
-            .add_address(&target, without_p2p(&tcp_addr(&node)));
-        author.behaviour_mut().put_record_to(
-            kad::Record::new(dht_key(suite, &own_id), value),
-            std::iter::once(target),
-            kad::Quorum::One,
-        );
+            .put_record_to(record, std::iter::once(target), kad::Quorum::One);
         loop {
             if let SwarmEvent::Behaviour(kad::Event::OutboundQueryProgressed {
                 result: kad::QueryResult::PutRecord(_),

@@ -556,53 +556,13 @@ async fn an_identical_dht_value_is_not_verified_again_nor_kept_past_its_expiry()
 /// interface with `ip`, and talks only there.
 #[test]
 fn ten_connections_from_one_ipv6_64_hit_the_per_ip_limit() {
-    const INSIDE: &str = "PQNODE_TEST_INSIDE_NETNS";
-    const NAME: &str = "ten_connections_from_one_ipv6_64_hit_the_per_ip_limit";
-    if std::env::var_os(INSIDE).is_none() {
-        let root = std::fs::read_to_string("/proc/self/status")
-            .unwrap()
-            .lines()
-            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
-        let mut cmd = std::process::Command::new("timeout");
-        cmd.args([
-            "--kill-after=5",
-            &(TEST_TIMEOUT.as_secs() + 30).to_string(),
-            "unshare",
-        ]);
-        if !root {
-            cmd.args(["--user", "--map-root-user"]);
-        }
-        let out = cmd
-            .arg("--net")
-            .arg(std::env::current_exe().unwrap())
-            .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
-            .env(INSIDE, "1")
-            .output()
-            .expect("run `timeout` and `unshare` (coreutils, util-linux)");
-        let (stdout, stderr) = (
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-        );
-        assert!(
-            out.status.success() && stdout.contains("1 passed"),
-            "the test in its network namespace: {}\n{stdout}\n{stderr}",
-            out.status
-        );
+    if !in_own_netns(
+        "ten_connections_from_one_ipv6_64_hit_the_per_ip_limit",
+        TEST_TIMEOUT,
+    ) {
         return;
     }
-
     // Inside the namespace: loopback up, the test's addresses on it.
-    let ip = |args: &[&str]| {
-        let out = std::process::Command::new("ip")
-            .args(args)
-            .output()
-            .expect("run `ip` (iproute2)");
-        assert!(
-            out.status.success(),
-            "ip {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
     ip(&["link", "set", "lo", "up"]);
     let same_64: Vec<std::net::Ipv6Addr> = (1..=10u16)
         .map(|n| std::net::Ipv6Addr::new(0xfd00, 0x64, 0, 0, 0, 0, 0, n))

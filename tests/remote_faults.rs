@@ -383,51 +383,13 @@ fn metric(text: &str, series: &str) -> u64 {
 /// listener on the namespace's 127.0.0.1.
 #[test]
 fn a_remote_peer_cannot_make_the_node_dial_loopback() {
-    const INSIDE: &str = "PQNODE_TEST_INSIDE_NETNS";
-    const NAME: &str = "a_remote_peer_cannot_make_the_node_dial_loopback";
-    if std::env::var_os(INSIDE).is_none() {
-        let root = std::fs::read_to_string("/proc/self/status")
-            .expect("status")
-            .lines()
-            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
-        let mut cmd = std::process::Command::new("timeout");
-        cmd.args([
-            "--kill-after=5",
-            &(TEST_TIMEOUT.as_secs() + 30).to_string(),
-            "unshare",
-        ]);
-        if !root {
-            cmd.args(["--user", "--map-root-user"]);
-        }
-        let out = cmd
-            .arg("--net")
-            .arg(std::env::current_exe().expect("exe"))
-            .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
-            .env(INSIDE, "1")
-            .output()
-            .expect("run `timeout` and `unshare` (coreutils, util-linux)");
-        let (stdout, stderr) = (
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-        );
-        assert!(
-            out.status.success() && stdout.contains("1 passed"),
-            "the test in its network namespace: {}\n{stdout}\n{stderr}",
-            out.status
-        );
+    if !common::in_own_netns(
+        "a_remote_peer_cannot_make_the_node_dial_loopback",
+        TEST_TIMEOUT,
+    ) {
         return;
     }
-    let ip = |args: &[&str]| {
-        let out = std::process::Command::new("ip")
-            .args(args)
-            .output()
-            .expect("run `ip` (iproute2)");
-        assert!(
-            out.status.success(),
-            "ip {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let ip = common::ip;
     ip(&["link", "set", "lo", "up"]);
     for a in ["10.77.0.1/32", "10.77.0.2/32"] {
         ip(&["addr", "add", a, "dev", "lo"]);

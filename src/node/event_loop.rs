@@ -953,17 +953,17 @@ impl EventLoop {
     /// [`MAX_LEARNED_ADDRS`]. `teller`: the peer it came from.
     fn learned(&self, addrs: &[Multiaddr], teller: &PeerId) -> Vec<Multiaddr> {
         let over = self.peers.get(teller).and_then(|p| p.addresses.first());
-        let kept = self
-            .addr_policy
-            .filter_learned(addrs, over, MAX_LEARNED_ADDRS);
+        let mut kept = Vec::with_capacity(addrs.len().min(MAX_LEARNED_ADDRS));
         for a in addrs {
-            if !kept.contains(a) && !self.addr_policy.admits_learned(a, over) {
+            if !self.addr_policy.admits_learned(a, over) {
                 self.metrics
                     .addrs_dropped
                     .get_or_create(&crate::metrics::ScopeLabels {
                         scope: addr_policy::scope(a).as_str(),
                     })
                     .inc();
+            } else if kept.len() < MAX_LEARNED_ADDRS {
+                kept.push(a.clone());
             }
         }
         kept

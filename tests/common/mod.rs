@@ -150,3 +150,57 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Runs test `name` of this test binary again inside a network namespace
+/// of its own (`unshare --net`; as a user namespace's root when not run as
+/// root), bounded by `timeout`. Returns `true` inside it (the test goes on
+/// there), `false` outside once the run inside has passed.
+pub fn in_own_netns(name: &str, timeout: Duration) -> bool {
+    const INSIDE: &str = "PQNODE_TEST_INSIDE_NETNS";
+    if std::env::var_os(INSIDE).is_some() {
+        return true;
+    }
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    let mut cmd = std::process::Command::new("timeout");
+    cmd.args([
+        "--kill-after=5",
+        &(timeout.as_secs() + 30).to_string(),
+        "unshare",
+    ]);
+    if !root {
+        cmd.args(["--user", "--map-root-user"]);
+    }
+    let out = cmd
+        .arg("--net")
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(INSIDE, "1")
+        .output()
+        .expect("run `timeout` and `unshare` (coreutils, util-linux)");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "the test in its network namespace: {}\n{stdout}\n{stderr}",
+        out.status
+    );
+    false
+}
+
+/// Runs `ip args` (iproute2); fails the test with its error.
+pub fn ip(args: &[&str]) {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .expect("run `ip` (iproute2)");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
